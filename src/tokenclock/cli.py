@@ -1,0 +1,230 @@
+"""The `tokenclock` command: a thin layer that parses arguments, calls one library function per
+stage, and turns TokenclockError into one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, TokenclockError
+
+
+def _config(args, extra: dict | None = None):
+    from .config import load_config, parse_overrides, _merge
+
+    over = parse_overrides(getattr(args, "set", None))
+    if extra:
+        over = _merge(extra, over)
+    return load_config(getattr(args, "config", None), over)
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_corpus(args) -> int:
+    from .corpus import build_corpus, read_documents
+
+    extra = {"corpus": {"sources": args.source}} if args.source else None
+    cfg = _config(args, extra)
+    if args.out is None:
+        docs = read_documents(cfg.corpus)
+        by_src: dict = {}
+        for d in docs:
+            s = by_src.setdefault(d.source, {"docs": 0, "chars": 0})
+            s["docs"] += 1
+            s["chars"] += len(d.text)
+        _print({"documents": len(docs), "chars": sum(s["chars"] for s in by_src.values()), "sources": by_src})
+        return 0
+    _print(build_corpus(args.out, cfg.corpus, progress=not args.quiet))
+    return 0
+
+
+def cmd_tokenize(args) -> int:
+    from .corpus import build_corpus
+    from .tokens import tokenize
+
+    cfg = _config(args)
+    build_corpus(args.out, cfg.corpus, progress=not args.quiet)
+    _print(tokenize(args.out, cfg.tokens, progress=not args.quiet))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    cfg = _config(args)
+    _print(train(args.out, cfg, progress=not args.quiet))
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from .trace import trace
+
+    cfg = _config(args)
+    _print(trace(args.run, cfg.trace, progress=not args.quiet))
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .fit import fit
+
+    cfg = _config(args)
+    run = args.run
+    if args.npz:
+        from .lossfile import import_npz
+
+        if not args.out:
+            raise ConfigError("--npz needs --out DIR", "e.g. tokenclock fit --npz losses.npz --out fits/")
+        axis = import_npz(args.npz, args.out)
+        cfg.fit.axis, cfg.fit.extra_axes = axis, []
+        run = args.out
+    elif run is None:
+        raise ConfigError("fit needs a run directory or --npz FILE --out DIR")
+    _print(fit(run, cfg.fit, progress=not args.quiet))
+    return 0
+
+
+def cmd_spectrum(args) -> int:
+    from .spectrum import spectrum
+
+    cfg = _config(args)
+    _print(spectrum(args.run, cfg.spectrum, progress=not args.quiet))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    path = report(args.run)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .lossfile import export_npz
+
+    out = export_npz(args.run, args.npz, axis=args.axis)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import demo
+
+    demo(args.out, config=args.config, overrides=args.set, progress=not args.quiet)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import PRESET_DIR
+    from .model import PRESETS, preset_params
+
+    print("model presets (non-embedding parameters):")
+    for name in PRESETS:
+        h, L, nh, nkv, inter = PRESETS[name]
+        print(f"  {name:<12} {preset_params(name):>13,}  hidden={h} layers={L} heads={nh} kv_heads={nkv} mlp={inter}")
+    print("config presets: " + ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokenclock", description=(
+        "When does each token get learned, and how do those moments add up to the scaling law? "
+        "Stages: corpus -> tokenize -> train -> trace -> fit -> spectrum -> report (or `demo` for all)."))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, config=True):
+        if config:
+            sp.add_argument("--config", help="YAML config file or preset name (tiny, demo, gpu)")
+            sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                            help="override a config key, e.g. --set train.steps=500 (repeatable)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sp = sub.add_parser("corpus", help="assemble the corpus (built-in by default) and split by document")
+    sp.add_argument("--source", action="append", help="text file, folder, .jsonl, .parquet or hf:NAME (repeatable)")
+    sp.add_argument("--out", help="run directory to write corpus/ into (omit to just build and count)")
+    common(sp)
+    sp.set_defaults(func=cmd_corpus)
+
+    sp = sub.add_parser("tokenize", help="train/load the tokenizer and write token streams")
+    sp.add_argument("--out", required=True, help="run directory")
+    common(sp)
+    sp.set_defaults(func=cmd_tokenize)
+
+    sp = sub.add_parser("train", help="train a model with a dense log-spaced checkpoint series")
+    sp.add_argument("--out", required=True, help="run directory")
+    common(sp)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("trace", help="per-token loss of validation tokens at every checkpoint")
+    sp.add_argument("run", help="run directory")
+    common(sp)
+    sp.set_defaults(func=cmd_trace)
+
+    sp = sub.add_parser("fit", help="fit sigmoid learning events to every token trajectory")
+    sp.add_argument("run", nargs="?", help="run directory")
+    sp.add_argument("--npz", help="a losses.npz (axis_values, loss_matrix, axis_name) instead of a run")
+    sp.add_argument("--out", help="output directory for --npz")
+    common(sp)
+    sp.set_defaults(func=cmd_fit)
+
+    sp = sub.add_parser("spectrum", help="learning-time spectrum and reconstruction of -dL/dln x")
+    sp.add_argument("run", help="run directory")
+    common(sp)
+    sp.set_defaults(func=cmd_spectrum)
+
+    sp = sub.add_parser("report", help="write RUN/report/index.html")
+    sp.add_argument("run", help="run directory")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("export", help="export a run's trace as the paper's losses.npz")
+    sp.add_argument("run", help="run directory")
+    sp.add_argument("--npz", required=True, help="output .npz path")
+    sp.add_argument("--axis", default="step", help="axis column: step, tokens_seen or cum_lr")
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("demo", help="the whole T-axis study on the built-in corpus")
+    sp.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    sp.add_argument("--config", default="demo", help="config preset or file (default demo)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("presets", help="list model and config presets")
+    sp.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TokenclockError as e:
+        if args.debug:
+            raise
+        print(f"tokenclock: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tokenclock: interrupted; finished work is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        import errno
+
+        if e.errno == errno.ENOSPC:
+            print(f"tokenclock: error: disk full while writing {e.filename or ''} (free space and "
+                  "rerun the same command; finished artifacts are intact)", file=sys.stderr)
+            return 10
+        print(f"tokenclock: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        return 11
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Typed configuration: one dataclass per stage (defined in that stage's module), checked once.
+
+Reads a YAML file (sections named for stages) plus `--set section.key=value` overrides; unknown
+keys are errors with a suggestion. The resolved config is saved in the run's manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def _sections() -> dict[str, type]:
+    # Imported here, not at module top, so stage modules stay importable on their own.
+    from .corpus import CorpusConfig
+    from .fit import FitConfig
+    from .model import ModelConfig
+    from .spectrum import SpectrumConfig
+    from .tokens import TokensConfig
+    from .trace import TraceConfig
+    from .train import TrainConfig
+
+    return {"corpus": CorpusConfig, "tokens": TokensConfig, "model": ModelConfig,
+            "train": TrainConfig, "trace": TraceConfig, "fit": FitConfig,
+            "spectrum": SpectrumConfig}
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole pipeline: one section per stage."""
+
+    corpus: Any = None
+    tokens: Any = None
+    model: Any = None
+    train: Any = None
+    trace: Any = None
+    fit: Any = None
+    spectrum: Any = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, cls in _sections().items():
+            if getattr(self, name) is None:
+                setattr(self, name, cls())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check/convert one value against a dataclass field type (str, int, float, bool, lists, Optional)."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if typ is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0] if errors else ConfigError(f"{where}: bad value {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}", "write it as [a, b, c]")
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, where) for v in value]
+        return out if origin is list else tuple(out)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def build_section(cls: type, values: dict, section: str) -> Any:
+    """Instantiate a stage dataclass from a dict, refusing unknown keys and wrong types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean '{section}.{close[0]}'?" if close else \
+                f"known keys: {', '.join(sorted(fields))}"
+            raise ConfigError(f"unknown config key '{section}.{key}'", hint)
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config section '{section}': {e}") from None
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """['train.steps=100', 'model.preset=tiny'] -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r} is not key=value", "write e.g. --set train.steps=200")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A file path, or the name of a built-in preset (tiny, demo, gpu)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for cand in (PRESET_DIR / f"{path}.yaml", PRESET_DIR / f"{p.stem}.yaml"):
+        if not p.exists() and cand.is_file() and (p.parent == Path(".") or p.parent.name == "configs"):
+            return cand
+    presets = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(f"config file {path} not found",
+                      f"pass a YAML file or a preset name: {', '.join(presets)}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a YAML config (or preset name) and apply overrides; every key is checked."""
+    data: dict = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections (corpus, model, train, ...)")
+    over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    data = _merge(data, over)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> Config:
+    sections = _sections()
+    known = set(sections) | {"seed"}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigError(f"unknown config section '{key}'",
+                              f"did you mean '{close[0]}'?" if close else
+                              f"known sections: {', '.join(sorted(known))}")
+    kwargs = {name: build_section(cls, data.get(name) or {}, name) for name, cls in sections.items()}
+    seed = _coerce(data.get("seed", 0), int, "seed")
+    return Config(seed=seed, **kwargs)

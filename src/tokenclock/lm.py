@@ -1,0 +1,145 @@
+"""The batched fitting engine behind fit.py: grid search and Levenberg-Marquardt for a block of
+trajectories at once (torch tensors in, torch tensors out; no per-token Python loop, no I/O).
+
+All work happens on standardized trajectories (per-token mean 0, variance 1), so one set of
+tolerances and one dtype (float32) serve any loss scale; fit.py maps results back to nats.
+Parameter layout per token: [b, a1, mu1, w1] or [b, a1, mu1, w1, a2, mu2, w2].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .sigmoid import grid
+
+
+@dataclass
+class Bounds:
+    """Box constraints on midpoints and widths (units of u = ln x), applied inside LM."""
+
+    mu_lo: float
+    mu_hi: float
+    w_lo: float
+    w_hi: float
+
+    def lo_hi(self, n_events: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inf = float("inf")
+        lo = [-inf] + [-inf, self.mu_lo, self.w_lo] * n_events
+        hi = [inf] + [inf, self.mu_hi, self.w_hi] * n_events
+        return like.new_tensor(lo), like.new_tensor(hi)
+
+
+def evaluate(p: torch.Tensor, u: torch.Tensor, jac: bool = True):
+    """Model values f (C, K) and Jacobian J (C, K, P) for parameters p (C, P), P = 1 + 3 n_events."""
+    n_ev = (p.shape[1] - 1) // 3
+    f = p[:, :1].expand(-1, u.shape[0]).clone()
+    cols = [torch.ones_like(f)] if jac else None
+    for j in range(n_ev):
+        a, mu, w = (p[:, 1 + 3 * j + i, None] for i in range(3))
+        z = (mu - u) / w                      # (C, K)
+        s = torch.sigmoid(z)
+        f = f + a * s
+        if jac:
+            ds = s * (1 - s)
+            cols += [s, a * ds / w, -a * ds * z / w]
+    return f, (torch.stack(cols, dim=2) if jac else None)
+
+
+def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bounds: Bounds,
+                        iters: int = 20, rtol: float = 1e-6):
+    """Refine p (C, P) for trajectories y (C, K) by projected LM with a per-token damping factor.
+
+    A step is kept only where it lowers that token's SSE, so SSE never increases. Returns
+    (p, sse (C,), JtJ (C, P, P) at the final p, undamped: for standard errors)."""
+    lo, hi = bounds.lo_hi((p.shape[1] - 1) // 3, p)
+    p = torch.maximum(torch.minimum(p, hi), lo)
+    f, J = evaluate(p, u)
+    r = y - f
+    sse = (r * r).sum(1)
+    lam = torch.full_like(sse, 1e-2)
+    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
+    for _ in range(iters):
+        JtJ = J.transpose(1, 2) @ J                         # (C, P, P)
+        g = (J * r[:, :, None]).sum(1)                       # (C, P)
+        d = torch.diagonal(JtJ, dim1=1, dim2=2)
+        # Marquardt scaling plus a small absolute floor: a vanished event has zero columns.
+        damp = lam[:, None] * (d + 1e-6 * d.mean(1, keepdim=True)) + 1e-10
+        A = JtJ + torch.diag_embed(damp)
+        step = torch.linalg.solve_ex(A, g[:, :, None])[0][:, :, 0]
+        pn = torch.maximum(torch.minimum(p + step, hi), lo)
+        fn, Jn = evaluate(pn, u)
+        rn = y - fn
+        ssen = (rn * rn).sum(1)
+        ok = torch.isfinite(ssen) & (ssen < sse) & torch.isfinite(pn).all(1)
+        gain = torch.where(ok, (sse - ssen) / (sse + 1e-12), torch.zeros_like(sse))
+        p = torch.where(ok[:, None], pn, p)
+        r = torch.where(ok[:, None], rn, r)
+        J = torch.where(ok[:, None, None], Jn, J)
+        sse = torch.where(ok, ssen, sse)
+        lam = torch.where(ok, lam * 0.3, lam * 5).clamp(1e-7, 1e7)
+        if float(gain.max()) < rtol and bool((lam < 1e6).all()):
+            break
+    return p, sse, J.transpose(1, 2) @ J + 1e-12 * eye
+
+
+def parameter_se(JtJ: torch.Tensor, sse: torch.Tensor, n_points: int) -> torch.Tensor:
+    """Standard errors sqrt(diag(sigma^2 (J^T J)^-1)), sigma^2 = SSE / (K - P); NaN when singular."""
+    P = JtJ.shape[1]
+    dof = max(n_points - P, 1)
+    inv, info = torch.linalg.inv_ex(JtJ)
+    var = torch.diagonal(inv, dim1=1, dim2=2) * (sse / dof)[:, None]
+    var = torch.where((info == 0)[:, None] & (var >= 0), var, torch.full_like(var, float("nan")))
+    return var.sqrt()
+
+
+class GridBasis:
+    """Centred, normalized basis curves for every (mu, w) grid cell: (K, G) tensors."""
+
+    def __init__(self, u: torch.Tensor, n_mu: int, n_w: int, margin: float, w_min_frac: float,
+                 w_max_frac: float):
+        u_np = u.double().cpu().numpy()
+        mu, w = grid(u_np, n_mu, n_w, margin, w_min_frac, w_max_frac)
+        self.mu = torch.as_tensor(mu, dtype=u.dtype, device=u.device)   # (G,)
+        self.w = torch.as_tensor(w, dtype=u.dtype, device=u.device)
+        S = torch.sigmoid((self.mu[None, :] - u[:, None]) / self.w[None, :])  # (K, G)
+        self.mean = S.mean(0)                                        # (G,)
+        self.Sc = S - self.mean                                      # centred
+        self.norm2 = (self.Sc * self.Sc).sum(0)                      # (G,)
+        self.E = self.Sc / self.norm2.sqrt().clamp_min(1e-12)        # unit columns
+
+
+def grid_one(ys: torch.Tensor, gb: GridBasis) -> torch.Tensor:
+    """Best single event for standardized trajectories ys (C, K) (mean 0): for each cell the
+    least-squares (b, a) is exact; the cell with the largest SSE reduction wins. Returns p (C, 4)."""
+    proj = ys @ gb.E                                    # (C, G): <y, e_g>
+    g = (proj * proj).argmax(1)
+    a = proj.gather(1, g[:, None])[:, 0] / gb.norm2[g].sqrt().clamp_min(1e-12)
+    b = -a * gb.mean[g]
+    return torch.stack([b, a, gb.mu[g], gb.w[g]], dim=1)
+
+
+def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis) -> torch.Tensor:
+    """Add a second event to one-event fits p1 (C, 4): for every cell, the exact least-squares
+    (b, a1, a2) with the first event's (mu1, w1) held fixed (via the part of the new basis curve
+    orthogonal to the first), best cell per token. Returns p (C, 7)."""
+    b1, a1, mu1, w1 = p1.unbind(1)
+    s1 = torch.sigmoid((mu1[:, None] - u) / w1[:, None])     # (C, K)
+    s1c = s1 - s1.mean(1, keepdim=True)
+    n1 = (s1c * s1c).sum(1).sqrt().clamp_min(1e-12)          # (C,)
+    e1 = s1c / n1[:, None]
+    a1_0 = (ys * e1).sum(1) / n1                             # exact a1 for fixed (mu1, w1)
+    r = ys - a1_0[:, None] * s1c                             # residual, orthogonal to 1 and e1
+    RS = r @ gb.Sc                                           # (C, G)
+    ES = e1 @ gb.Sc                                          # (C, G)
+    denom = gb.norm2[None, :] - ES * ES                      # |part of s2c orthogonal to e1|^2
+    valid = denom > 1e-4 * gb.norm2[None, :]
+    score = torch.where(valid, RS * RS / denom.clamp_min(1e-12), torch.zeros_like(RS))
+    g = score.argmax(1)
+    a2 = RS.gather(1, g[:, None])[:, 0] / denom.gather(1, g[:, None])[:, 0].clamp_min(1e-12)
+    a2 = torch.where(valid.gather(1, g[:, None])[:, 0], a2, torch.zeros_like(a2))
+    a1n = a1_0 - a2 * ES.gather(1, g[:, None])[:, 0] / n1
+    mu2, w2 = gb.mu[g], gb.w[g]
+    s2 = torch.sigmoid((mu2[:, None] - u) / w2[:, None])
+    b = (ys - a1n[:, None] * s1 - a2[:, None] * s2).mean(1)
+    return torch.stack([b, a1n, mu1, w1, a2, mu2, w2], dim=1)

@@ -1,0 +1,129 @@
+"""The model: a Llama-style decoder (RMSNorm, RoPE, SwiGLU, no biases) with named size presets.
+
+tokenclock uses `transformers`' own LlamaForCausalLM, so every checkpoint opens with
+`AutoModelForCausalLM.from_pretrained(step_dir)` and gives the same logits (measured on this CPU:
+as fast as a hand-written model, within noise).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# name: (hidden, layers, heads, kv_heads, intermediate). Non-embedding parameter counts are
+# computed by `non_embedding_params` and listed in the README (`tokenclock presets`).
+PRESETS: dict[str, tuple[int, int, int, int, int]] = {
+    "llama-100k": (64, 2, 4, 4, 192),
+    "llama-250k": (80, 3, 4, 4, 224),
+    "llama-500k": (96, 4, 4, 4, 256),
+    "llama-1m": (128, 4, 4, 4, 480),
+    "llama-2m": (160, 5, 5, 5, 512),
+    "llama-4m": (192, 6, 6, 6, 640),
+    "llama-8m": (256, 8, 8, 8, 864),
+    "llama-20m": (384, 11, 6, 6, 1024),
+    "llama-50m": (512, 14, 8, 8, 1792),
+    "llama-100m": (768, 14, 12, 12, 2048),
+    "llama-300m": (1024, 24, 16, 16, 2816),
+    "llama-1b": (2048, 16, 32, 8, 8192),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Model shape. `preset` picks a named size; explicit fields (>0) override it."""
+
+    preset: str = "llama-1m"  # a name from tokenclock.model.PRESETS
+    hidden_size: int = 0  # 0 = from the preset
+    num_layers: int = 0
+    num_heads: int = 0
+    num_kv_heads: int = 0
+    intermediate_size: int = 0
+    max_seq_len: int = 1024  # RoPE positions the model supports
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True  # small models spend most parameters on embeddings otherwise
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            import difflib
+
+            close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
+            raise ConfigError(f"unknown model preset '{self.preset}'",
+                              f"did you mean '{close[0]}'?" if close
+                              else f"choose one of {', '.join(PRESETS)}")
+        h, n_layer, n_head, n_kv, inter = PRESETS[self.preset]
+        self.hidden_size = self.hidden_size or h
+        self.num_layers = self.num_layers or n_layer
+        self.num_heads = self.num_heads or n_head
+        self.num_kv_heads = self.num_kv_heads or (n_kv if self.num_heads == n_head else self.num_heads)
+        self.intermediate_size = self.intermediate_size or inter
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.hidden_size {self.hidden_size} is not divisible by "
+                              f"model.num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"model.num_heads {self.num_heads} is not a multiple of "
+                              f"model.num_kv_heads {self.num_kv_heads}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ConfigError("model head size must be even for RoPE",
+                              "pick hidden_size / num_heads even")
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rope_theta=cfg.rope_theta,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=cfg.tie_embeddings,
+        initializer_range=cfg.init_std,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, seed: int, eos_id: int | None = None):
+    """A freshly initialised LlamaForCausalLM; the same seed gives the same weights."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    hf = hf_config(cfg, vocab_size, eos_id=eos_id, bos_id=eos_id)
+    hf._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(hf)
+    return model
+
+
+def non_embedding_params(model) -> int:
+    """Parameters outside the token embedding and the output head (the scaling-law convention)."""
+    skip = set()
+    for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if mod is not None:
+            skip.update(id(p) for p in mod.parameters())
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in skip or id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def preset_params(name: str) -> int:
+    """Non-embedding parameters of a preset, computed from its shape (no model built)."""
+    cfg = ModelConfig(preset=name)
+    h, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_heads
+    attn = h * h * 2 + 2 * h * cfg.num_kv_heads * hd
+    mlp = 3 * h * cfg.intermediate_size
+    return cfg.num_layers * (attn + mlp + 2 * h) + h

@@ -1,0 +1,215 @@
+"""The trace stage: reads RUN/ckpt/ (every checkpoint) and RUN/tokens/val.npy, and writes the
+per-token loss matrix RUN/trace/loss.npy float32 (n_ckpt, n_tok) in nats, the axis values
+RUN/trace/axis.parquet, the token table RUN/trace/tokens.parquet and RUN/trace/meta.json.
+
+Resumable per checkpoint: rows are filled in a memmap under a temporary name, progress.json
+says how many are final, and loss.npy appears only when every row is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, DataError, RunDirError
+from .rundir import (RunDir, read_json, read_npy, read_parquet, run_lock, update_stage, write_json,
+                     write_npy, write_parquet)
+
+MIN_CHECKPOINTS = 4
+
+
+@dataclass
+class TraceConfig:
+    """Which validation tokens are traced, and how."""
+
+    n_seqs: int = 400  # validation sequences; every position of each is traced
+    seq_len: int = 0  # tokens per sequence (0 = train.seq_len of the run)
+    batch_size: int = 32  # sequences per forward pass
+    seed: int = -1  # which sequences (-1 = the run's seed)
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    device: str = "auto"
+    context_tokens: int = 8  # left context shown beside each token in tables and the report
+
+    def __post_init__(self) -> None:
+        if self.n_seqs < 1 or self.batch_size < 1 or self.seq_len < 0:
+            raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
+
+
+def trace_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "fp32" or (dtype == "auto" and not device.startswith("cuda")):
+        return None
+    return torch.bfloat16
+
+
+def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_tokens: int) -> dict:
+    """One row per traced token: inputs (n_seqs, seq_len + 1); token j+1 is predicted from 0..j."""
+    n_seqs, width = inputs.shape
+    seq_len = width - 1
+    targets = inputs[:, 1:].reshape(-1)
+    vocab = tok.get_vocab_size()
+    id_text = [tok.decode([i], skip_special_tokens=False) for i in range(vocab)]
+    contexts = []
+    for s in range(n_seqs):
+        row = inputs[s]
+        for p in range(1, seq_len + 1):
+            ctx = tok.decode(row[max(0, p - context_tokens):p].tolist(), skip_special_tokens=False)
+            contexts.append(ctx[-48:])
+    table = {
+        "tok_idx": np.arange(n_seqs * seq_len, dtype=np.int64),
+        "sequence": np.repeat(np.arange(n_seqs, dtype=np.int32), seq_len),
+        "position": np.tile(np.arange(1, seq_len + 1, dtype=np.int32), n_seqs),
+        "token_id": targets.astype(np.int32),
+        "token_text": [id_text[i] for i in targets],
+        "context": contexts,
+    }
+    if counts is not None:
+        total = counts.sum() + len(counts)
+        table["train_count"] = counts[targets].astype(np.int64)
+        table["unigram_loss"] = -np.log((counts[targets] + 1.0) / total)
+    return table
+
+
+def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: np.ndarray,
+                 cfg: TraceConfig, device: str, *, progress: bool = True, signature: dict | None = None) -> np.ndarray:
+    """Fill out/trace/loss.npy row by row: loaders[k] = (axis row, () -> model) in axis order.
+
+    Resumes from out/trace/progress.json when the signature (inputs and axis) matches.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .train import token_losses
+
+    n_ckpt, n_tok = len(loaders), inputs.shape[0] * (inputs.shape[1] - 1)
+    partial = out.trace_dir / "loss.partial.npy"
+    sig = {"n_ckpt": n_ckpt, "n_tok": n_tok, "axis": [row for row, _ in loaders],
+           "inputs_sum": int(inputs.astype(np.int64).sum()), **(signature or {})}
+    done = 0
+    if partial.is_file() and out.trace_progress.is_file():
+        prog = read_json(out.trace_progress)
+        if prog.get("signature") == sig:
+            done = int(prog["rows_done"])
+    if done == 0:
+        out.trace_dir.mkdir(parents=True, exist_ok=True)
+        mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_ckpt, n_tok))
+    else:
+        mm = np.lib.format.open_memmap(partial, mode="r+")
+    amp = trace_dtype(cfg.dtype, device)
+    tokens_all = torch.from_numpy(inputs.astype(np.int64))
+    bar = tqdm(total=n_ckpt * n_tok, initial=done * n_tok, unit="tok", unit_scale=True, desc="trace",
+               disable=not progress, dynamic_ncols=True)
+    for k in range(done, n_ckpt):
+        row, load = loaders[k]
+        model = load().to(device).eval()
+        seq_len = inputs.shape[1] - 1
+        for b in range(0, inputs.shape[0], cfg.batch_size):
+            loss = token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device)
+            flat = loss.float().cpu().numpy().reshape(-1)
+            if not np.isfinite(flat).all():
+                bad = int((~np.isfinite(flat)).sum())
+                raise DataError(f"checkpoint {row} gives {bad} non-finite token losses",
+                                "the checkpoint is corrupt or diverged; retrain or drop it")
+            mm[k, b * seq_len:b * seq_len + flat.size] = flat
+            bar.update(flat.size)
+        del model
+        mm.flush()
+        write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
+    bar.close()
+    mm.flush()
+    del mm
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, out.trace_loss)
+    return read_npy(out.trace_loss, mmap=True)
+
+
+def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:
+    if run.ckpt_index.is_file():
+        idx = read_parquet(run.ckpt_index)
+        by_step = {int(s): i for i, s in enumerate(idx["step"])}
+    else:
+        idx, by_step = {}, {}
+    rows = []
+    for s in steps:
+        if s in by_step:
+            i = by_step[s]
+            rows.append({"step": s, "tokens_seen": int(idx["tokens_seen"][i]), "cum_lr": float(idx["cum_lr"][i]),
+                         "val_loss": float(idx["val_loss"][i])})
+        else:
+            side = run.ckpt(s) / "tokenclock.json"
+            m = read_json(side) if side.is_file() else {}
+            rows.append({"step": s, "tokens_seen": int(m.get("tokens_seen", 0)),
+                         "cum_lr": float(m.get("cum_lr", float("nan"))), "val_loss": float(m.get("val_loss", float("nan")))})
+    return rows
+
+
+def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool = True) -> dict:
+    """The stage for a tokenclock run: every checkpoint in RUN/ckpt/ x the seeded validation tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .tokens import load_tokenizer
+    from .train import resolve_device, val_offsets
+
+    cfg = cfg or TraceConfig()
+    run = RunDir(run_dir)
+    steps = run.ckpt_steps()
+    if not steps:
+        raise RunDirError(f"{run.ckpt_dir} holds no checkpoints",
+                          f"train first: tokenclock train --config CONFIG --out {run.root}")
+    if len(steps) < MIN_CHECKPOINTS:
+        raise DataError(f"{run.root} has {len(steps)} checkpoints; a trace needs at least {MIN_CHECKPOINTS}",
+                        "train longer or with more checkpoints per decade (train.ckpt_per_decade)")
+    manifest = read_json(run.manifest) if run.manifest.is_file() else {"stages": {}}
+    tconf = manifest["stages"].get("train", {}).get("config", {})
+    seq_len = cfg.seq_len or tconf.get("train", {}).get("seq_len", 256)
+    seed = cfg.seed if cfg.seed >= 0 else tconf.get("seed", 0)
+    t0 = time.time()
+    conf = dataclasses.asdict(cfg) | {"seq_len": seq_len, "seed": seed}
+    with run_lock(run, "trace"):
+        update_stage(run, "trace", "running", config=conf)
+        vstream = read_npy(run.token_stream("val"), mmap=True)
+        offs = val_offsets(seed, len(vstream), cfg.n_seqs, seq_len)
+        if len(offs) < cfg.n_seqs:
+            print(f"tokenclock: warning: the validation split holds {len(offs)} sequences of "
+                  f"{seq_len + 1} tokens, fewer than trace.n_seqs={cfg.n_seqs}; tracing {len(offs)}")
+        inputs = np.asarray(vstream[offs[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
+        device = resolve_device(cfg.device)
+        tok = load_tokenizer(run.tokenizer)
+        counts = read_npy(run.token_counts) if run.token_counts.is_file() else None
+        rows = _axis_rows(run, steps)
+
+        def loader(step):
+            def load():
+                path = run.ckpt(step)
+                try:
+                    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                except Exception as e:
+                    raise RunDirError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:200]})",
+                                      f"delete {path} and resume training to rewrite it") from None
+            return load
+
+        loss = trace_series(run, [(r, loader(r["step"])) for r in rows], inputs, cfg, device,
+                            progress=progress, signature=conf)
+        write_npy(run.trace_inputs, inputs.astype(np.int32))
+        write_parquet(run.trace_axis, {k: [r[k] for r in rows] for k in rows[0]})
+        write_parquet(run.trace_tokens, token_table(tok, inputs, counts, cfg.context_tokens))
+        meta = {"n_tok": int(loss.shape[1]), "n_ckpt": int(loss.shape[0]), "vocab_size": tok.get_vocab_size(),
+                "seq_len": seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
+                "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
+                "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+        write_json(run.trace_meta, meta)
+        seconds = time.time() - t0
+        meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(seconds, 1e-9)
+        update_stage(run, "trace", "done", config=conf, seconds=seconds, summary=meta)
+    return meta

@@ -1,0 +1,346 @@
+"""The train stage: reads RUN/tokens/, trains the Llama-style model with AdamW, and writes the dense
+checkpoint series RUN/ckpt/step_XXXXXXX/ (Hugging Face format + tokenizer) and RUN/ckpt/index.parquet.
+
+Resumable: the optimizer state of the newest checkpoint lives in RUN/ckpt/train_state.safetensors;
+the data order is a pure function of (seed, step), so a resumed run ends with the same weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, RunDirError, TrainingError
+from .rundir import (RunDir, atomic_path, read_json, read_npy, read_parquet, run_lock, stage_status,
+                     load_manifest, update_stage, write_json, write_parquet)
+from .schedule import checkpoint_steps, lr_at
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, data order and the checkpoint schedule."""
+
+    steps: int = 1000  # optimizer updates
+    batch_size: int = 16  # sequences per update (global)
+    seq_len: int = 256  # tokens per training sequence
+    lr_peak: float = 3e-3
+    schedule: str = "cosine"  # cosine | wsd | constant
+    warmup_steps: int = 50
+    lr_min_ratio: float = 0.1  # final lr = lr_min_ratio * lr_peak
+    decay_fraction: float = 0.2  # wsd: share of steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ckpt_per_decade: int = 16  # log-spaced checkpoints per factor of 10 in step (0 and 1 included)
+    ckpt_linear_every: int = 0  # also checkpoint every N steps (0 = off)
+    extra_ckpt_steps: list[int] = field(default_factory=list)  # explicit extra steps
+    val_seqs: int = 32  # validation sequences scored at every checkpoint
+    dtype: str = "auto"  # auto (bf16 autocast where supported) | bf16 | fp32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0 = torch default)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "val_seqs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in ("cosine", "wsd", "constant"):
+            raise ConfigError(f"unknown train.schedule '{self.schedule}'", "use cosine, wsd or constant")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"unknown train.dtype '{self.dtype}'", "use auto, bf16 or fp32")
+        if not (self.lr_peak > 0 and math.isfinite(self.lr_peak)):
+            raise ConfigError(f"train.lr_peak must be > 0, got {self.lr_peak}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ConfigError(f"train.warmup_steps must be in [0, train.steps], got {self.warmup_steps}")
+
+    def ckpt_steps(self) -> list[int]:
+        steps = set(checkpoint_steps(self.steps, self.ckpt_per_decade, self.ckpt_linear_every))
+        steps.update(s for s in self.extra_ckpt_steps if 0 <= s <= self.steps)
+        return sorted(steps)
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, schedule=self.schedule, lr_peak=self.lr_peak, total_steps=self.steps,
+                     warmup_steps=self.warmup_steps, lr_min_ratio=self.lr_min_ratio,
+                     decay_fraction=self.decay_fraction)
+
+
+# ----------------------------------------------------------------------------- devices and data
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available", "use --set train.device=cpu")
+    return name
+
+
+def autocast_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "fp32":
+        return None
+    if device.startswith("cuda") and dtype == "auto" and not torch.cuda.is_bf16_supported():
+        return None
+    return torch.bfloat16
+
+
+def batch_offsets(seed: int, step: int, n_tokens: int, batch_size: int, seq_len: int) -> np.ndarray:
+    """Start offsets of the sequences of update `step`: a pure function of (seed, step)."""
+    rng = np.random.default_rng([seed, step, 0x7C])
+    return rng.integers(0, n_tokens - seq_len - 1, size=batch_size, endpoint=True)
+
+
+def make_batch(stream: np.ndarray, offsets: np.ndarray, seq_len: int):
+    """(batch, seq_len + 1) int64 tensor of token windows."""
+    import torch
+
+    idx = offsets[:, None] + np.arange(seq_len + 1)[None, :]
+    return torch.from_numpy(np.asarray(stream[idx], dtype=np.int64))
+
+
+def val_offsets(seed: int, n_tokens: int, n_seqs: int, seq_len: int) -> np.ndarray:
+    """Non-overlapping, seeded validation windows (shared by train's val loss and the trace)."""
+    n_slots = (n_tokens - 1) // (seq_len + 1)
+    if n_slots < 1:
+        raise TrainingError(f"the validation split has {n_tokens} tokens, fewer than one sequence "
+                            f"of {seq_len + 1}", "use a larger corpus or a smaller seq_len")
+    rng = np.random.default_rng([seed, 0x5A1])
+    slots = np.sort(rng.permutation(n_slots)[:n_seqs])
+    return slots * (seq_len + 1)
+
+
+def token_losses(model, tokens, amp_dtype, device: str):
+    """Per-position next-token cross-entropy (nats), (batch, seq_len), float32, no autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens = tokens.to(device, non_blocking=True)
+    with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32,
+                                         enabled=amp_dtype is not None):
+        logits = model(input_ids=tokens[:, :-1]).logits
+    return F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict) -> Path:
+    """Write RUN/ckpt/step_XXXXXXX/ under a temporary name, fsync, and rename into place."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise
+    final = run.ckpt(step)
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    hf_tok.save_pretrained(tmp)
+    (tmp / "tokenclock.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for p in tmp.iterdir():
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # recomputed after a crash between rename and state write: same weights
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def save_state(run: RunDir, optimizer, step: int, extra: dict) -> None:
+    """AdamW moments of every parameter, as safetensors (no pickle), with the step in metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for gi, group in enumerate(optimizer.param_groups):
+        for pi, p in enumerate(group["params"]):
+            st = optimizer.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st:
+                    tensors[f"g{gi}.p{pi}.{key}"] = st[key].detach().cpu().contiguous()
+            if "step" in st:
+                tensors[f"g{gi}.p{pi}.step"] = st["step"].detach().cpu().reshape(1).float()
+    with atomic_path(run.train_state) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step), "extra": json.dumps(extra)})
+
+
+def load_state(run: RunDir, optimizer) -> tuple[int, dict]:
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(run.train_state), framework="pt") as f:
+        meta = f.metadata()
+        for gi, group in enumerate(optimizer.param_groups):
+            for pi, p in enumerate(group["params"]):
+                name = f"g{gi}.p{pi}"
+                if f"{name}.exp_avg" in f.keys():
+                    st = optimizer.state[p]
+                    st["exp_avg"] = f.get_tensor(f"{name}.exp_avg").to(p.device)
+                    st["exp_avg_sq"] = f.get_tensor(f"{name}.exp_avg_sq").to(p.device)
+                    st["step"] = torch.tensor(float(f.get_tensor(f"{name}.step").item()))
+    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _check_same_run(run: RunDir, conf: dict) -> None:
+    if not run.manifest.is_file():
+        return
+    prev = load_manifest(run)["stages"].get("train", {}).get("config")
+    if prev is not None and prev != conf:
+        diffs = [f"{sec}.{k}: {prev.get(sec, {}).get(k)!r} -> {v!r}"
+                 for sec in ("model", "train") for k, v in conf.get(sec, {}).items()
+                 if prev.get(sec, {}).get(k) != v]
+        if prev.get("seed") != conf.get("seed"):
+            diffs.append(f"seed: {prev.get('seed')} -> {conf.get('seed')}")
+        raise RunDirError(f"{run.root} holds a different run ({'; '.join(diffs[:3]) or 'config differs'})",
+                          "use a new --out directory, or delete the old one")
+
+
+def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
+    """Train (or resume) the run in `run_dir`; returns a summary dict.
+
+    `config` is a tokenclock.config.Config; its corpus and tokens stages run first when missing.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .config import Config
+    from .corpus import build_corpus
+    from .model import build_model, non_embedding_params
+    from .tokens import hf_tokenizer, load_tokenizer, tokenize
+
+    cfg: Config = config or Config()
+    tc, run = cfg.train, RunDir(run_dir)
+    conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed,
+            "warmup_steps": tc.warmup_steps}
+    _check_same_run(run, conf)
+    if stage_status(run, "train") == "done":
+        return read_json(run.manifest)["stages"]["train"].get("summary", {})
+
+    build_corpus(run.root, cfg.corpus, progress=progress)
+    meta = tokenize(run.root, cfg.tokens, progress=progress)
+    t_start = time.time()
+    with run_lock(run, "train"):
+        update_stage(run, "train", "running", config=conf)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        device = resolve_device(tc.device)
+        amp = autocast_dtype(tc.dtype, device)
+        stream = read_npy(run.token_stream("train"), mmap=True)
+        vstream = read_npy(run.token_stream("val"), mmap=True)
+        if len(stream) < tc.seq_len + 2:
+            raise TrainingError(f"the training split has {len(stream)} tokens, fewer than one "
+                                f"sequence of {tc.seq_len + 1}", "use a larger corpus or a smaller train.seq_len")
+        if tc.seq_len > cfg.model.max_seq_len:
+            raise ConfigError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
+        tok = load_tokenizer(run.tokenizer)
+        hf_tok = hf_tokenizer(tok)
+        model = build_model(cfg.model, meta["vocab_size"], cfg.seed, eos_id=meta["eos_id"]).to(device)
+        n_params = non_embedding_params(model)
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=tc.lr_peak, betas=(tc.beta1, tc.beta2), eps=1e-8,
+                                fused=device.startswith("cuda"))
+        vbatch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)
+        vbatch = vbatch[: tc.val_seqs]
+        ckpts = tc.ckpt_steps()
+        tokens_per_step = tc.batch_size * tc.seq_len
+
+        # resume from the newest checkpoint that has a matching optimizer state
+        start, rows, log, cum_lr = 0, [], [], 0.0
+        if run.train_state.is_file():
+            from safetensors.torch import load_file
+
+            start, extra = load_state(run, opt)
+            weights = run.ckpt(start) / "model.safetensors"
+            if not weights.is_file():
+                raise RunDirError(f"{run.train_state} points at step {start} but {weights} is missing",
+                                  f"delete {run.ckpt_dir} to restart training")
+            sd = load_file(str(weights))
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+            if unexpected or any("lm_head" not in m for m in missing):
+                raise RunDirError(f"checkpoint {weights} does not match the configured model",
+                                  "use a new --out directory")
+            if cfg.model.tie_embeddings:
+                model.tie_weights()
+            cum_lr = extra.get("cum_lr", 0.0)
+            if run.ckpt_index.is_file():
+                idx = read_parquet(run.ckpt_index)
+                rows = [{k: idx[k][i].item() for k in idx} for i in range(len(idx["step"])) if idx["step"][i] <= start]
+            if run.train_log.is_file():
+                lg = read_parquet(run.train_log)
+                log = [{k: lg[k][i].item() for k in lg} for i in range(len(lg["step"])) if lg["step"][i] < start]
+
+        def checkpoint(step: int, train_loss: float, seconds: float) -> None:
+            model.eval()
+            with torch.no_grad():
+                vl = float(token_losses(model, vbatch, amp, device).mean())
+            model.train()
+            if not math.isfinite(vl):
+                raise TrainingError(f"validation loss is {vl} at step {step}: training diverged",
+                                    "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
+            row = {"step": step, "tokens_seen": step * tokens_per_step, "lr": tc.lr(step),
+                   "cum_lr": cum_lr, "train_loss": train_loss, "val_loss": vl, "seconds": seconds}
+            save_checkpoint(run, model, hf_tok, step, row | {"n_params": n_params})
+            rows.append(row)
+            write_parquet(run.ckpt_index, {k: [r[k] for r in rows] for k in row})
+            if log:
+                write_parquet(run.train_log, {k: [r[k] for r in log] for k in log[0]})
+            save_state(run, opt, step, {"cum_lr": cum_lr})
+
+        if start == 0 and not run.ckpt(0).is_dir():
+            checkpoint(0, float("nan"), 0.0)
+        model.train()
+        t0, window = time.time(), []
+        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress,
+                   dynamic_ncols=True)
+        for step in range(start, tc.steps):
+            lr = tc.lr(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), tc.batch_size, tc.seq_len),
+                               tc.seq_len).to(device, non_blocking=True)
+            with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(input_ids=batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                     batch[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            lval = loss.item()
+            if not math.isfinite(lval):
+                raise TrainingError(f"training loss is {lval} at step {step}: training diverged",
+                                    "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
+            opt.step()
+            cum_lr += lr
+            window.append(lval)
+            log.append({"step": step, "loss": lval, "lr": lr, "grad_norm": float(gnorm)})
+            if progress:
+                el = time.time() - t0
+                bar.set_postfix(loss=f"{lval:.3f}", tok_s=f"{(step + 1 - start) * tokens_per_step / max(el, 1e-9):,.0f}")
+                bar.update(1)
+            if step + 1 in ckpts:
+                checkpoint(step + 1, float(np.mean(window)), time.time() - t_start)
+                window = []
+        bar.close()
+        seconds = time.time() - t_start
+        trained = tc.steps - start
+        summary = {"steps": tc.steps, "n_checkpoints": len(run.ckpt_steps()), "n_params": n_params,
+                   "final_val_loss": rows[-1]["val_loss"], "tokens_seen": tc.steps * tokens_per_step,
+                   "tokens_per_second": trained * tokens_per_step / max(seconds, 1e-9) if trained else None,
+                   "device": device, "dtype": "bf16" if amp is not None else "fp32",
+                   "resumed_from": start}
+        update_stage(run, "train", "done", config=conf, seconds=seconds, summary=summary,
+                     ckpt_steps=ckpts)
+    return summary
