@@ -112,7 +112,8 @@ def make_run(root, *, fit=True, spectrum=True):
         write_json(run.spectrum_summary, {
             "axis": "step", "reconstruction_r2": 0.8761, "reconstruction_r2_heldout": 0.8123,
             "event_share": 0.91, "alpha_measured": 0.3141, "alpha_spectrum": 0.2718,
-            "best_clock": "step", "clocks": {"step": {"reconstruction_r2": 0.8761},
+            "best_clock": "step", "power_law": {"E": 2.25, "A": 3.5, "alpha": 0.3141},
+            "clocks": {"step": {"reconstruction_r2": 0.8761},
                                              "cum_lr": {"reconstruction_r2": 0.5432}}})
         update_stage(run, "spectrum", "done", seconds=0.2)
     return run
@@ -146,6 +147,8 @@ def test_full_report_numbers(full_run):
     for number in ("0.876", "0.812", "0.314", "0.272", "0.543", "200", "30"):
         assert number in page, number
     assert "Spearman" in page and "unigram" in page
+    assert "E = 2.25, A = 3.5 (spectrum/summary.json)" in page  # stored power law is used as is
+    assert "least squares here" in page  # no power_law_spectrum: E, A fitted for alpha_spectrum
     summary = read_json(path.parent / "summary.json")
     assert summary["n_tok"] == N_TOK and summary["n_ckpt"] == N_CKPT
     assert summary["reconstruction_r2"] == pytest.approx(0.8761)

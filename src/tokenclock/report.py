@@ -166,8 +166,9 @@ def _power_law(summary: dict, alpha_key: str, x: np.ndarray, y: np.ndarray):
     alpha = summary.get(alpha_key)
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         return None
-    pl = summary.get("power_law") if isinstance(summary.get("power_law"), dict) else {}
-    if alpha_key == "alpha_measured" and {"E", "A"} <= set(pl):
+    pl = summary.get("power_law" if alpha_key == "alpha_measured" else "power_law_spectrum")
+    if isinstance(pl, dict) and all(isinstance(pl.get(k), (int, float)) and math.isfinite(pl[k])
+                                    for k in ("E", "A")):
         return float(pl["E"]), float(pl["A"]), float(alpha), "spectrum/summary.json"
     ok = (x > 0) & np.isfinite(y)
     if ok.sum() < 3:
@@ -307,7 +308,7 @@ def _section_headline(r: _Run, numbers: dict) -> str:
                            ("reconstruction_r2_heldout", "reconstruction R² (held-out checkpoints)"),
                            ("reconstruction_r2_after_warmup", "reconstruction R² (after warmup)"),
                            ("event_share", "share of the loss drop carried by events"),
-                           ("best_clock", "best clock"),
+                           ("best_clock", f"best clock (by {s.get('best_clock_by', 'R²')})"),
                            ("alpha_measured", "alpha measured (power law of the loss)"),
                            ("alpha_spectrum", "alpha from the spectrum")):
             if key in s and s[key] is not None:

@@ -157,9 +157,11 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .model import quiet_transformers
     from .tokens import load_tokenizer
     from .train import resolve_device, val_offsets
 
+    quiet_transformers()
     cfg = cfg or TraceConfig()
     run = RunDir(run_dir)
     steps = run.ckpt_steps()

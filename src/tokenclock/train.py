@@ -136,9 +136,6 @@ def token_losses(model, tokens, amp_dtype, device: str):
 
 def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict) -> Path:
     """Write RUN/ckpt/step_XXXXXXX/ under a temporary name, fsync, and rename into place."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise
     final = run.ckpt(step)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -215,9 +212,10 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
 
     from .config import Config
     from .corpus import build_corpus
-    from .model import build_model, non_embedding_params
+    from .model import build_model, non_embedding_params, quiet_transformers
     from .tokens import hf_tokenizer, load_tokenizer, tokenize
 
+    quiet_transformers()
     cfg: Config = config or Config()
     tc, run = cfg.train, RunDir(run_dir)
     conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed,
