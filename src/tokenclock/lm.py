@@ -31,9 +31,10 @@ class Bounds:
 
 
 def evaluate(p: torch.Tensor, u: torch.Tensor, jac: bool = True):
-    """Model values f (C, K) and Jacobian J (C, K, P) for parameters p (C, P), P = 1 + 3 n_events."""
+    """Model values f (C, K) and Jacobian J (C, P, K) (parameter-major: cheap to build and to
+    multiply) for parameters p (C, P), P = 1 + 3 n_events."""
     n_ev = (p.shape[1] - 1) // 3
-    f = p[:, :1].expand(-1, u.shape[0]).clone()
+    f = p[:, :1].expand(-1, u.shape[0])
     cols = [torch.ones_like(f)] if jac else None
     for j in range(n_ev):
         a, mu, w = (p[:, 1 + 3 * j + i, None] for i in range(3))
@@ -41,9 +42,16 @@ def evaluate(p: torch.Tensor, u: torch.Tensor, jac: bool = True):
         s = torch.sigmoid(z)
         f = f + a * s
         if jac:
-            ds = s * (1 - s)
-            cols += [s, a * ds / w, -a * ds * z / w]
-    return f, (torch.stack(cols, dim=2) if jac else None)
+            dmu = a * s * (1 - s) / w         # d f / d mu
+            cols += [s, dmu, -dmu * z]        # d f / d a, d mu, d w
+    return f, (torch.stack(cols, dim=1) if jac else None)
+
+
+def _normal_equations(y, u, p):
+    """SSE (C,), J^T J (C, P, P) and J^T r (C, P) at p."""
+    f, J = evaluate(p, u)
+    r = y - f
+    return (r * r).sum(1), J @ J.transpose(1, 2), (J @ r[:, :, None])[:, :, 0]
 
 
 def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bounds: Bounds,
@@ -54,33 +62,27 @@ def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bound
     (p, sse (C,), JtJ (C, P, P) at the final p, undamped: for standard errors)."""
     lo, hi = bounds.lo_hi((p.shape[1] - 1) // 3, p)
     p = torch.maximum(torch.minimum(p, hi), lo)
-    f, J = evaluate(p, u)
-    r = y - f
-    sse = (r * r).sum(1)
+    sse, JtJ, g = _normal_equations(y, u, p)
     lam = torch.full_like(sse, 1e-2)
-    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
     for _ in range(iters):
-        JtJ = J.transpose(1, 2) @ J                         # (C, P, P)
-        g = (J * r[:, :, None]).sum(1)                       # (C, P)
         d = torch.diagonal(JtJ, dim1=1, dim2=2)
         # Marquardt scaling plus a small absolute floor: a vanished event has zero columns.
         damp = lam[:, None] * (d + 1e-6 * d.mean(1, keepdim=True)) + 1e-10
         A = JtJ + torch.diag_embed(damp)
         step = torch.linalg.solve_ex(A, g[:, :, None])[0][:, :, 0]
         pn = torch.maximum(torch.minimum(p + step, hi), lo)
-        fn, Jn = evaluate(pn, u)
-        rn = y - fn
-        ssen = (rn * rn).sum(1)
+        ssen, JtJn, gn = _normal_equations(y, u, pn)
         ok = torch.isfinite(ssen) & (ssen < sse) & torch.isfinite(pn).all(1)
         gain = torch.where(ok, (sse - ssen) / (sse + 1e-12), torch.zeros_like(sse))
         p = torch.where(ok[:, None], pn, p)
-        r = torch.where(ok[:, None], rn, r)
-        J = torch.where(ok[:, None, None], Jn, J)
+        JtJ = torch.where(ok[:, None, None], JtJn, JtJ)
+        g = torch.where(ok[:, None], gn, g)
         sse = torch.where(ok, ssen, sse)
         lam = torch.where(ok, lam * 0.3, lam * 5).clamp(1e-7, 1e7)
-        if float(gain.max()) < rtol and bool((lam < 1e6).all()):
+        if float(gain.max()) < rtol:
             break
-    return p, sse, J.transpose(1, 2) @ J + 1e-12 * eye
+    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
+    return p, sse, JtJ + 1e-12 * eye
 
 
 def parameter_se(JtJ: torch.Tensor, sse: torch.Tensor, n_points: int) -> torch.Tensor:

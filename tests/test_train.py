@@ -1,0 +1,164 @@
+"""Trainer: schedules, transformers compatibility, resume after kill -9, bad inputs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tokenclock.config import load_config
+from tokenclock.errors import ConfigError, CorpusError, RunDirError
+from tokenclock.rundir import RunDir, read_parquet
+from tokenclock.schedule import checkpoint_steps, lr_at
+
+from conftest import tiny_overrides
+
+
+def test_checkpoint_steps_log_spaced():
+    steps = checkpoint_steps(2000, 16)
+    assert steps[:4] == [0, 1, 2, 3] and steps[-1] == 2000
+    assert len(steps) >= 40
+    ratios = np.diff(np.log(steps[10:]))
+    assert np.allclose(ratios, np.log(10) / 16, atol=0.06)  # even spacing in ln(step)
+    assert 500 in checkpoint_steps(1000, 4, linear_every=250)
+
+
+def test_lr_schedules():
+    kw = dict(lr_peak=1.0, total_steps=100, warmup_steps=10, lr_min_ratio=0.1)
+    assert lr_at(0, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_at(9, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert lr_at(100, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_at(50, schedule="wsd", decay_fraction=0.2, **kw) == 1.0
+    assert lr_at(90, schedule="wsd", decay_fraction=0.2, **kw) == pytest.approx(0.55)
+
+
+def test_checkpoint_logits_equal_in_transformers(tiny_run):
+    """A checkpoint opens with AutoModelForCausalLM and gives tokenclock's logits."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokenclock.model import ModelConfig, build_model
+
+    run = RunDir(tiny_run)
+    step_dir = run.ckpt(run.ckpt_steps()[-1])
+    hf = AutoModelForCausalLM.from_pretrained(step_dir)
+    tok = AutoTokenizer.from_pretrained(step_dir)
+    ours = build_model(ModelConfig(preset="llama-100k"), 512, seed=123)
+    ours.load_state_dict(load_file(str(step_dir / "model.safetensors")), strict=False)
+    ours.tie_weights()
+    ids = torch.tensor([tok("The return statement leaves the current function call.")["input_ids"]])
+    with torch.no_grad():
+        a, b = hf(input_ids=ids).logits, ours(input_ids=ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert tok.decode(ids[0]) == "The return statement leaves the current function call."
+
+
+def test_tokenizer_round_trip(tiny_run):
+    from tokenclock.rundir import read_npy
+    from tokenclock.tokens import load_tokenizer
+
+    run = RunDir(tiny_run)
+    tok = load_tokenizer(run.tokenizer)
+    text = "Unicode: naïve café — 3.14 ≤ π\n\tdef f(x): return x"
+    assert tok.decode(tok.encode(text).ids) == text
+    stream = read_npy(run.token_stream("train"), mmap=True)
+    assert stream.dtype == np.uint16
+    offsets = read_npy(run.doc_offsets("train"))
+    assert offsets[0] == 0 and np.all(np.diff(offsets) > 0)
+    assert int(stream[offsets[1] - 1]) == tok.token_to_id("<|endoftext|>")
+
+
+def _cmd(out, texts_dir, steps):
+    sets = tiny_overrides(texts_dir, **{"train.steps": steps, "train.ckpt_per_decade": 12})
+    return [sys.executable, "-m", "tokenclock", "train", "--config", "tiny", "--out", str(out), "--quiet",
+            *sum((["--set", s] for s in sets), [])]
+
+
+def test_resume_after_kill_gives_same_weights(tmp_path, texts_dir):
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_cmd(ref, texts_dir, 80), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cmd(killed, texts_dir, 80), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(RunDir(killed).ckpt_steps()) < 12 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(RunDir(killed).ckpt_steps())
+    assert 0 < n_before < len(RunDir(ref).ckpt_steps()), "the kill came too late to test resuming"
+    subprocess.run(_cmd(killed, texts_dir, 80), check=True, env=env, capture_output=True)
+    a = load_file(str(RunDir(ref).ckpt(80) / "model.safetensors"))
+    b = load_file(str(RunDir(killed).ckpt(80) / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    ia, ib = read_parquet(RunDir(ref).ckpt_index), read_parquet(RunDir(killed).ckpt_index)
+    assert list(ia["step"]) == list(ib["step"])
+    np.testing.assert_array_equal(ia["val_loss"], ib["val_loss"])
+
+
+def test_golden_first_losses(tmp_path, texts_dir):
+    """Same seed and config -> the same losses, bit for bit (golden values guard determinism)."""
+    from tokenclock.train import train
+
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 12}))
+    train(tmp_path / "a", cfg, progress=False)
+    train(tmp_path / "b", cfg, progress=False)
+    la, lb = (read_parquet(RunDir(tmp_path / r).train_log) for r in "ab")
+    np.testing.assert_array_equal(la["loss"], lb["loss"])
+    assert abs(la["loss"][0] - np.log(512)) < 0.2
+
+
+def test_unknown_key_and_preset():
+    with pytest.raises(ConfigError, match="did you mean 'train.steps'"):
+        load_config("tiny", ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        load_config("tiny", ["model.preset=llama-7x"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no-such-config.yaml")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config("tiny", ["train.steps=many"])
+
+
+def test_out_dir_with_different_run(tiny_run, texts_dir):
+    from tokenclock.train import train
+
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 300}))
+    with pytest.raises(RunDirError, match="holds a different run"):
+        train(tiny_run, cfg, progress=False)
+
+
+def test_vocab_too_large(tmp_path, texts_dir):
+    from tokenclock.train import train
+
+    (tmp_path / "t").mkdir()
+    for i in range(3):
+        (tmp_path / "t" / f"{i}.txt").write_text("the cat sat on the mat. " * 40 + f"doc {i}")
+    cfg = load_config("tiny", [f"corpus.sources=[{tmp_path / 't'}]", "corpus.val_fraction=0.3",
+                               "tokens.vocab_size=4096"])
+    with pytest.raises(CorpusError, match="supports only"):
+        train(tmp_path / "run", cfg, progress=False)
+    assert not (tmp_path / "run" / "tokens" / "train.npy").exists()
+
+
+def test_corpus_shorter_than_a_sequence(tmp_path):
+    from tokenclock.errors import TrainingError
+    from tokenclock.train import train
+
+    (tmp_path / "t").mkdir()
+    for i in range(4):
+        (tmp_path / "t" / f"{i}.txt").write_text(f"A short document number {i}. " * 3)
+    cfg = load_config("tiny", [f"corpus.sources=[{tmp_path / 't'}]", "corpus.val_fraction=0.3",
+                               "tokens.vocab_size=260", "tokens.min_frequency=1", "train.seq_len=256",
+                               "model.max_seq_len=512"])
+    with pytest.raises(TrainingError, match="fewer than one sequence"):
+        train(tmp_path / "run", cfg, progress=False)
+    assert not RunDir(tmp_path / "run").ckpt_steps()
