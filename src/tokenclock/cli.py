@@ -61,10 +61,43 @@ def cmd_train(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from .trace import trace
-
     cfg = _config(args)
-    _print(trace(args.run, cfg.trace, progress=not args.quiet))
+    for flag, key in (("n_seqs", "n_seqs"), ("seq_len", "seq_len"), ("batch_size", "batch_size"),
+                      ("seed", "seed"), ("dtype", "dtype"), ("device", "device")):
+        if getattr(args, flag) is not None:
+            setattr(cfg.trace, key, getattr(args, flag))
+    cfg.trace.__post_init__()
+    series = args.model or args.models
+    if not series:
+        from .trace import trace
+
+        if args.run is None:
+            raise ConfigError("trace needs a run directory, or --model NAME_OR_PATH / --models A,B,C with --out DIR",
+                              "e.g. tokenclock trace runs/demo, or tokenclock trace --model EleutherAI/pythia-70m "
+                              "--revisions pythia --text builtin --out runs/pythia-70m")
+        _print(trace(args.run, cfg.trace, progress=not args.quiet))
+        return 0
+    from .series import trace_models, trace_revisions
+
+    out = args.out or args.run
+    if out is None:
+        raise ConfigError("--model/--models need --out DIR", "e.g. --out runs/pythia-70m")
+    if args.model and args.models:
+        raise ConfigError("pass --model (a series of revisions) or --models (several models), not both")
+    if args.model:
+        if args.revision is not None:
+            raise ConfigError("--revision goes with --models; with --model use --revisions")
+        meta = trace_revisions(out, args.model, args.revisions, args.text, cfg.trace,
+                               tokens_per_step=args.tokens_per_step, step_pattern=args.step_pattern,
+                               step_map=args.step_map, skip_bad=args.skip_bad, progress=not args.quiet)
+    else:
+        if args.revisions or args.tokens_per_step or args.step_pattern or args.step_map:
+            raise ConfigError("--revisions/--tokens-per-step/--step-pattern/--step-map go with --model",
+                              "with --models pass one --revision")
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        meta = trace_models(out, models, args.revision, args.text, cfg.trace, skip_bad=args.skip_bad,
+                            progress=not args.quiet)
+    _print(meta)
     return 0
 
 
@@ -160,8 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("trace", help="per-token loss of validation tokens at every checkpoint")
-    sp.add_argument("run", help="run directory")
+    sp = sub.add_parser("trace", help="per-token loss of validation tokens at every checkpoint",
+                        description="Trace a tokenclock run (RUN), or any checkpoint series: --model with "
+                        "--revisions (hub revisions or local checkpoint folders; T axis) or --models with "
+                        "--revision (M axis), into --out DIR.")
+    sp.add_argument("run", nargs="?", help="run directory (a tokenclock run; omit with --model/--models)")
+    sp.add_argument("--model", help="hub name (EleutherAI/pythia-70m) or local folder of checkpoint folders")
+    sp.add_argument("--revisions", help="pythia (preset), all, a comma list (step0,step1000) or a file "
+                    "with one revision per line; local: subfolder names (default all)")
+    sp.add_argument("--models", help="comma list of hub names or folders: the M axis (n_params)")
+    sp.add_argument("--revision", help="with --models: the revision (hub) or subfolder (local) of each")
+    sp.add_argument("--text", default="builtin", help="validation text: a file, a folder or builtin "
+                    "(the built-in corpus's validation split; default)")
+    sp.add_argument("--out", help="run directory to write trace/ into (with --model/--models)")
+    sp.add_argument("--tokens-per-step", type=int, help="tokens_seen = step x this (Pythia: 2097152)")
+    sp.add_argument("--step-pattern", help="regex whose first group is the step, for revision/folder names "
+                    "(default finds stepN, step_N, checkpoint-N, global_stepN; OLMo stepN-tokensNB)")
+    sp.add_argument("--step-map", help="CSV (revision,step[,tokens_seen]) or JSON {revision: step}")
+    sp.add_argument("--skip-bad", action="store_true", help="skip (and record) missing or corrupt checkpoints")
+    sp.add_argument("--n-seqs", type=int, help="validation sequences (trace.n_seqs)")
+    sp.add_argument("--seq-len", type=int, help="tokens per sequence (trace.seq_len; series default 256)")
+    sp.add_argument("--batch-size", type=int, help="sequences per forward pass (trace.batch_size)")
+    sp.add_argument("--seed", type=int, help="which sequences (trace.seed)")
+    sp.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="trace.dtype (auto: bf16 on CUDA)")
+    sp.add_argument("--device", help="trace.device: auto, cpu, cuda, cuda:1")
     common(sp)
     sp.set_defaults(func=cmd_trace)
 

@@ -69,6 +69,10 @@ class FitConfig:
     """Grid cells along mu for the initial guess."""
     grid_w: int = 6
     """Grid cells along w (log-spaced) for the initial guess."""
+    pair_grid_mu: int = 16
+    """Coarse grid along mu for the joint two-event starting point (all pairs of cells)."""
+    pair_grid_w: int = 4
+    """Coarse grid along w for the joint two-event starting point."""
     lm_iters: int = 20
     """Levenberg-Marquardt iterations per model (stops earlier when no token improves)."""
     uncertainty: bool = False
@@ -98,8 +102,9 @@ class FitConfig:
         if not 0 < self.w_min_frac < self.w_max_frac:
             raise ConfigError(f"fit needs 0 < w_min_frac < w_max_frac, got {self.w_min_frac}, "
                               f"{self.w_max_frac}")
-        if self.grid_mu < 2 or self.grid_w < 1:
-            raise ConfigError("fit.grid_mu must be >= 2 and fit.grid_w >= 1")
+        if self.grid_mu < 2 or self.grid_w < 1 or self.pair_grid_mu < 2 or self.pair_grid_w < 1:
+            raise ConfigError("fit.grid_mu, fit.pair_grid_mu must be >= 2 and fit.grid_w, "
+                              "fit.pair_grid_w >= 1")
         if self.lm_iters < 0 or self.chunk_tokens < 1 or self.threads < 0:
             raise ConfigError("fit.lm_iters, fit.threads must be >= 0 and fit.chunk_tokens >= 1")
         if self.dtype not in ("float32", "float64"):
@@ -196,7 +201,16 @@ def _fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[
         params["sigmoid1"], sse["sigmoid1"], jtj["sigmoid1"] = lm.levenberg_marquardt(
             ys, ut, p1, bounds, cfg.lm_iters)
     if cfg.max_events >= 2 and K > 8:
+        # two starting points: the second event fitted on the residual of the first, and the
+        # best pair of a coarse grid (finds two-step curves the residual route misses)
         p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb)
+        f2, _ = lm.evaluate(p2, ut, jac=False)
+        if "pb" not in ctx:
+            ctx["pb"] = lm.PairBasis(lm.GridBasis(ut, cfg.pair_grid_mu, cfg.pair_grid_w,
+                                                  cfg.mu_margin, cfg.w_min_frac, cfg.w_max_frac))
+        pp, sse_pp = lm.grid_pair(ys, ctx["pb"])
+        use_pair = sse_pp < ((ys - f2) ** 2).sum(1)
+        p2 = torch.where(use_pair[:, None], pp, p2)
         p2, s2, j2 = lm.levenberg_marquardt(ys, ut, p2, bounds, cfg.lm_iters)
         params["sigmoid2"], sse["sigmoid2"], jtj["sigmoid2"] = p2, s2, j2
 

@@ -145,3 +145,47 @@ def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis)
     s2 = torch.sigmoid((mu2[:, None] - u) / w2[:, None])
     b = (ys - a1n[:, None] * s1 - a2[:, None] * s2).mean(1)
     return torch.stack([b, a1n, mu1, w1, a2, mu2, w2], dim=1)
+
+
+class PairBasis:
+    """Orthonormal pairs (q1, q2) spanning every pair of cells of a coarse grid: (K, M) each.
+    The exact two-event least squares for a pair reduces the SSE by (y.q1)^2 + (y.q2)^2."""
+
+    def __init__(self, gb: GridBasis):
+        G = gb.E.shape[1]
+        i, j = torch.triu_indices(G, G, offset=1, device=gb.E.device)
+        rho = (gb.E[:, i] * gb.E[:, j]).sum(0)                       # (M,) cosine of the pair
+        keep = rho.abs() < 0.995                                     # near-duplicates: skip
+        self.i, self.j, rho = i[keep], j[keep], rho[keep]
+        self.root = (1 - rho * rho).sqrt()
+        self.rho = rho
+        self.Q1 = gb.E[:, self.i]
+        self.Q2 = (gb.E[:, self.j] - rho * self.Q1) / self.root
+        self.gb = gb
+
+
+def grid_pair(ys: torch.Tensor, pb: PairBasis, block: int = 512):
+    """Best pair of events per standardized trajectory (C, K): returns (p (C, 7), sse (C,))."""
+    C = ys.shape[0]
+    best = torch.full((C,), -1.0, dtype=ys.dtype, device=ys.device)
+    arg = torch.zeros(C, dtype=torch.long, device=ys.device)
+    c1b = torch.zeros_like(best)
+    c2b = torch.zeros_like(best)
+    for s in range(0, pb.Q1.shape[1], block):
+        c1 = ys @ pb.Q1[:, s:s + block]
+        c2 = ys @ pb.Q2[:, s:s + block]
+        red = c1 * c1 + c2 * c2
+        v, k = red.max(1)
+        better = v > best
+        best = torch.where(better, v, best)
+        arg = torch.where(better, k + s, arg)
+        c1b = torch.where(better, c1.gather(1, k[:, None])[:, 0], c1b)
+        c2b = torch.where(better, c2.gather(1, k[:, None])[:, 0], c2b)
+    gb = pb.gb
+    gi, gj = pb.i[arg], pb.j[arg]
+    rho, root = pb.rho[arg], pb.root[arg]
+    a1 = (c1b - c2b * rho / root) / gb.norm2[gi].sqrt()
+    a2 = c2b / root / gb.norm2[gj].sqrt()
+    b = -(a1 * gb.mean[gi] + a2 * gb.mean[gj])
+    p = torch.stack([b, a1, gb.mu[gi], gb.w[gi], a2, gb.mu[gj], gb.w[gj]], dim=1)
+    return p, ((ys * ys).sum(1) - best).clamp_min(0)

@@ -2,7 +2,9 @@
 checkpoint series RUN/ckpt/step_XXXXXXX/ (Hugging Face format + tokenizer) and RUN/ckpt/index.parquet.
 
 Resumable: the optimizer state of the newest checkpoint lives in RUN/ckpt/train_state.safetensors;
-the data order is a pure function of (seed, step), so a resumed run ends with the same weights.
+the data order is a pure function of (seed, step) (or an explicit schedule of sequence offsets), so a
+resumed run ends with the same weights. `init_from` starts a run from another run's checkpoint
+(a WSD cooldown branch).
 """
 from __future__ import annotations
 
@@ -46,6 +48,12 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast where supported) | bf16 | fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+    data_schedule: str | None = None  # .npy int64 (steps, batch_size) of sequence start offsets
+    # into tokens/train.npy (written by `tokenclock reshape`); None = uniform seeded sampling
+    init_from: str | None = None  # a checkpoint folder to start from (weights, and the optimizer
+    # state when it holds optimizer.safetensors); training continues at its step (cooldown branches)
+    keep_state_steps: list[int] = field(default_factory=list)  # checkpoints that also keep their
+    # optimizer state (ckpt/step_X/optimizer.safetensors), so branches can start there
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "val_seqs"):
@@ -151,7 +159,7 @@ def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict) -> Path:
     return final
 
 
-def save_state(run: RunDir, optimizer, step: int, extra: dict) -> None:
+def save_state(path: Path, optimizer, step: int, extra: dict) -> None:
     """AdamW moments of every parameter, as safetensors (no pickle), with the step in metadata."""
     from safetensors.torch import save_file
 
@@ -164,15 +172,15 @@ def save_state(run: RunDir, optimizer, step: int, extra: dict) -> None:
                     tensors[f"g{gi}.p{pi}.{key}"] = st[key].detach().cpu().contiguous()
             if "step" in st:
                 tensors[f"g{gi}.p{pi}.step"] = st["step"].detach().cpu().reshape(1).float()
-    with atomic_path(run.train_state) as tmp:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"step": str(step), "extra": json.dumps(extra)})
 
 
-def load_state(run: RunDir, optimizer) -> tuple[int, dict]:
+def load_state(path: Path, optimizer) -> tuple[int, dict]:
     import torch
     from safetensors import safe_open
 
-    with safe_open(str(run.train_state), framework="pt") as f:
+    with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         for gi, group in enumerate(optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
@@ -183,6 +191,43 @@ def load_state(run: RunDir, optimizer) -> tuple[int, dict]:
                     st["exp_avg_sq"] = f.get_tensor(f"{name}.exp_avg_sq").to(p.device)
                     st["step"] = torch.tensor(float(f.get_tensor(f"{name}.step").item()))
     return int(meta["step"]), json.loads(meta.get("extra", "{}"))
+
+
+def load_weights(model, step_dir: Path, tied: bool) -> None:
+    """Weights of a checkpoint folder into `model`, refusing a checkpoint of another shape."""
+    from safetensors.torch import load_file
+
+    weights = Path(step_dir) / "model.safetensors"
+    if not weights.is_file():
+        raise RunDirError(f"{weights} is missing", f"delete {Path(step_dir).parent} to restart training, "
+                          "or point train.init_from at a complete checkpoint folder")
+    try:
+        sd = load_file(str(weights))
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except (RuntimeError, OSError) as e:
+        raise RunDirError(f"checkpoint {weights} does not match the configured model or is corrupt "
+                          f"({str(e).splitlines()[0][:160]})", "use a new --out directory") from None
+    if unexpected or any("lm_head" not in m for m in missing):
+        raise RunDirError(f"checkpoint {weights} does not match the configured model",
+                          "use a new --out directory")
+    if tied:
+        model.tie_weights()
+
+
+def load_data_schedule(tc: TrainConfig, n_tokens: int) -> np.ndarray:
+    """The (steps, batch_size) start offsets of a reshaped run, checked against this run."""
+    path = Path(tc.data_schedule)
+    if path.is_dir():
+        path = path / "offsets.npy"
+    sched = read_npy(path, mmap=True)
+    if sched.ndim != 2 or sched.shape[0] < tc.steps or sched.shape[1] != tc.batch_size:
+        raise ConfigError(f"{path} has shape {sched.shape}; this run needs ({tc.steps}, {tc.batch_size})",
+                          "write the schedule with the same train.steps and train.batch_size")
+    lo, hi = int(np.min(sched[: tc.steps])), int(np.max(sched[: tc.steps]))
+    if lo < 0 or hi > n_tokens - tc.seq_len - 1:
+        raise ConfigError(f"{path} has offsets outside the training stream ({lo}..{hi}, stream has {n_tokens} tokens)",
+                          "the schedule was made for another tokenization; rebuild it with `tokenclock reshape`")
+    return sched
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -253,25 +298,14 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         vbatch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)
         vbatch = vbatch[: tc.val_seqs]
         ckpts = tc.ckpt_steps()
+        schedule = load_data_schedule(tc, len(stream)) if tc.data_schedule else None
         tokens_per_step = tc.batch_size * tc.seq_len
 
         # resume from the newest checkpoint that has a matching optimizer state
         start, rows, log, cum_lr = 0, [], [], 0.0
         if run.train_state.is_file():
-            from safetensors.torch import load_file
-
-            start, extra = load_state(run, opt)
-            weights = run.ckpt(start) / "model.safetensors"
-            if not weights.is_file():
-                raise RunDirError(f"{run.train_state} points at step {start} but {weights} is missing",
-                                  f"delete {run.ckpt_dir} to restart training")
-            sd = load_file(str(weights))
-            missing, unexpected = model.load_state_dict(sd, strict=False)
-            if unexpected or any("lm_head" not in m for m in missing):
-                raise RunDirError(f"checkpoint {weights} does not match the configured model",
-                                  "use a new --out directory")
-            if cfg.model.tie_embeddings:
-                model.tie_weights()
+            start, extra = load_state(run.train_state, opt)
+            load_weights(model, run.ckpt(start), cfg.model.tie_embeddings)
             cum_lr = extra.get("cum_lr", 0.0)
             if run.ckpt_index.is_file():
                 idx = read_parquet(run.ckpt_index)
@@ -295,9 +329,25 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
             write_parquet(run.ckpt_index, {k: [r[k] for r in rows] for k in row})
             if log:
                 write_parquet(run.train_log, {k: [r[k] for r in log] for k in log[0]})
-            save_state(run, opt, step, {"cum_lr": cum_lr})
+            save_state(run.train_state, opt, step, {"cum_lr": cum_lr})
+            if step in tc.keep_state_steps:
+                save_state(run.ckpt(step) / "optimizer.safetensors", opt, step, {"cum_lr": cum_lr})
 
-        if start == 0 and not run.ckpt(0).is_dir():
+        if tc.init_from and not run.train_state.is_file():
+            src = Path(tc.init_from)
+            load_weights(model, src, cfg.model.tie_embeddings)
+            side = read_json(src / "tokenclock.json") if (src / "tokenclock.json").is_file() else {}
+            start, cum_lr = int(side.get("step", 0)), float(side.get("cum_lr", 0.0))
+            if (src / "optimizer.safetensors").is_file():
+                start, extra = load_state(src / "optimizer.safetensors", opt)
+                cum_lr = extra.get("cum_lr", cum_lr)
+            else:
+                print(f"tokenclock: warning: {src} has no optimizer.safetensors; AdamW starts fresh "
+                      "(set train.keep_state_steps in the source run to keep it)")
+            if start >= tc.steps:
+                raise ConfigError(f"train.init_from is at step {start}, not before train.steps={tc.steps}")
+            checkpoint(start, float("nan"), 0.0)
+        elif start == 0 and not run.ckpt(0).is_dir():
             checkpoint(0, float("nan"), 0.0)
         model.train()
         t0, window = time.time(), []
@@ -307,8 +357,9 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
             lr = tc.lr(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), tc.batch_size, tc.seq_len),
-                               tc.seq_len).to(device, non_blocking=True)
+            offs = schedule[step] if schedule is not None else \
+                batch_offsets(cfg.seed, step, len(stream), tc.batch_size, tc.seq_len)
+            batch = make_batch(stream, offs, tc.seq_len).to(device, non_blocking=True)
             with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(input_ids=batch[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),

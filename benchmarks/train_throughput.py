@@ -1,0 +1,94 @@
+"""Trainer tokens/s against a bare torch training loop of the same model and batches.
+
+    python benchmarks/train_throughput.py [--preset llama-500k --steps 40 --batch 16 --seq-len 256]
+
+Prints both rates and their ratio (goal: overhead <= 1.10x). The tokenclock figure includes
+everything the trainer does (data order, schedule, clipping, logging, its log-spaced checkpoints
+with validation loss); MFU is printed when a GPU is present.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from _common import bench_config
+
+
+def bare_loop(cfg, run_dir, steps: int) -> float:
+    import torch
+
+    from tokenclock.model import build_model
+    from tokenclock.rundir import RunDir, read_json, read_npy
+    from tokenclock.train import autocast_dtype, batch_offsets, make_batch, resolve_device
+
+    run = RunDir(run_dir)
+    meta = read_json(run.tokens_meta)
+    device = resolve_device(cfg.train.device)
+    amp = autocast_dtype(cfg.train.dtype, device)
+    stream = read_npy(run.token_stream("train"), mmap=True)
+    model = build_model(cfg.model, meta["vocab_size"], cfg.seed).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr_peak)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), cfg.train.batch_size,
+                                                 cfg.train.seq_len), cfg.train.seq_len).to(device)
+        with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="llama-500k")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+
+    from tokenclock.model import non_embedding_params, build_model
+    from tokenclock.rundir import RunDir, read_json
+    from tokenclock.train import train
+
+    cfg = bench_config(args.preset, args.steps, args.batch, args.seq_len,
+                       ["train.warmup_steps=5", "train.ckpt_per_decade=10", *args.set])
+    tmp = tempfile.mkdtemp(prefix="tokenclock-bench-")
+    # tokenize once (not timed), then alternate: bare, tokenclock, bare
+    from tokenclock.corpus import build_corpus
+    from tokenclock.tokens import tokenize
+
+    build_corpus(tmp + "/run", cfg.corpus, progress=False)
+    tokenize(tmp + "/run", cfg.tokens, progress=False)
+    bare_loop(cfg, tmp + "/run", 3)  # warm up kernels
+    bare1 = bare_loop(cfg, tmp + "/run", args.steps)
+    t0 = time.perf_counter()
+    summary = train(tmp + "/run", cfg, progress=False)
+    ours = time.perf_counter() - t0
+    bare2 = bare_loop(cfg, tmp + "/run", args.steps)
+    bare = min(bare1, bare2)
+    tokens = args.steps * args.batch * args.seq_len
+    n_ckpt = summary["n_checkpoints"]
+    print(f"model {args.preset} ({summary['n_params']:,} non-embedding params), {args.steps} steps of "
+          f"{args.batch}x{args.seq_len} tokens, {summary['device']} {summary['dtype']}")
+    print(f"bare torch loop     {tokens / bare:10,.0f} tokens/s  ({bare:.2f} s; runs {bare1:.2f} / {bare2:.2f} s)")
+    print(f"tokenclock train    {tokens / ours:10,.0f} tokens/s  ({ours:.2f} s, incl. {n_ckpt} checkpoints + val loss)")
+    print(f"overhead ratio      {ours / bare:10.3f}x  (goal <= 1.10x)")
+    import torch
+
+    if torch.cuda.is_available():
+        meta = read_json(RunDir(tmp + "/run").tokens_meta)
+        n = non_embedding_params(build_model(cfg.model, meta["vocab_size"], 0))
+        flops = 6 * n * tokens + 12 * cfg.model.num_layers * cfg.model.hidden_size * args.seq_len * tokens
+        peak = 989e12  # H100/H200 dense bf16
+        print(f"MFU                 {flops / ours / peak:10.1%}  (6N + attention FLOPs, peak {peak / 1e12:.0f} TFLOP/s)")
+
+
+if __name__ == "__main__":
+    main()
