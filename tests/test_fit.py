@@ -48,7 +48,7 @@ def _shapes():
          "rise-then-fall", 2),
         ("two-step", curve(U, 2.0, [3.0, 3.0], [4.5, 8.0], [0.2, 0.2]), "learned", 2),
         ("early", curve(U, 3.0, [4.0], [2.0], [0.5]), "early", 1),
-        ("late", curve(U, 3.0, [3.0], [10.9], [0.3]), "late", 1),
+        ("late", curve(U, 3.0, [3.0], [10.2], [0.3]), "late", 1),
     ]
 
 

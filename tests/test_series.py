@@ -279,3 +279,23 @@ def test_model_axis_sorted_by_n_params(series, tmp_path):
     with pytest.raises(TokenizerError, match="different tokenizer"):
         trace_models(tmp_path / "m2", [str(tmp_path / n) for n in sizes], "final", str(series["text"]),
                      TraceConfig(**CFG), progress=False)
+
+
+# ----------------------------------------------------------------------------- hub names, CLI
+
+
+def test_hub_revision_path_offline():
+    from tokenclock.series import inspect_checkpoint, locate
+
+    ck = locate("EleutherAI/pythia-70m", "step1000")
+    assert (ck.source, ck.revision) == ("EleutherAI/pythia-70m", "step1000")  # from_pretrained(revision=)
+    with pytest.raises(RunDirError, match=r"step1000 \(EleutherAI/pythia-70m@step1000\)"):
+        inspect_checkpoint(ck)  # offline and not cached: one clear error naming the revision
+
+
+def test_cli_trace_needs_a_source(capsys):
+    from tokenclock.cli import main
+
+    assert main(["trace"]) == 3
+    assert "--model" in capsys.readouterr().err
+    assert main(["trace", "--models", "a,b", "--revisions", "pythia", "--out", "x"]) == 3

@@ -136,6 +136,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_reshape(args) -> int:
+    from .reshape import ReshapeConfig, reshape
+
+    fields = ("strategy", "pool_size", "window", "mix", "sharpness", "max_ckpts", "seed", "steps",
+              "batch_size", "seq_len", "device")
+    cfg = ReshapeConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
+    _print(reshape(args.run, args.out, cfg, progress=not args.quiet))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .lossfile import export_npz
 
@@ -148,6 +158,22 @@ def cmd_demo(args) -> int:
     from .demo import demo
 
     demo(args.out, config=args.config, overrides=args.set, progress=not args.quiet)
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .study import load_study, study
+
+    st = load_study(args.config, args.set)
+    man = study(args.out, st, progress=not args.quiet)
+    _print({"study": args.out, "summary": man.get("summary"), "chinchilla": man.get("chinchilla"),
+            "branch_vs_full": man.get("branch_vs_full"), "n_failed": man.get("n_failed"),
+            "seconds": man.get("seconds"), "report": f"{args.out}/report/index.html"})
+    failed = [n for n, r in man["runs"].items() if r.get("status") == "failed"]
+    if failed:
+        print(f"tokenclock: error: {len(failed)} run(s) failed ({', '.join(failed[:4])}); the axes use the "
+              "rest (see study.json)", file=sys.stderr)
+        return 8
     return 0
 
 
@@ -236,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", help="run directory")
     sp.set_defaults(func=cmd_report)
 
+    sp = sub.add_parser("reshape", help="a learnability-aware data schedule for a new run, from a reference run",
+                        description="Trace a seeded pool of training windows through REF's checkpoints, fit "
+                        "their learning events, and write SCHEDULE/offsets.npy for "
+                        "`tokenclock train --set train.data_schedule=SCHEDULE`.")
+    sp.add_argument("run", help="reference run directory (trained; a smaller or shorter proxy is fine)")
+    sp.add_argument("--out", required=True, help="schedule directory to write")
+    sp.add_argument("--strategy", choices=["learnable-now", "easy-to-hard", "hard-to-easy", "loss-based",
+                                           "uniform"], help="default learnable-now")
+    sp.add_argument("--pool-size", type=int, help="training windows traced in the reference (default 1024)")
+    sp.add_argument("--window", type=float, help="sampling window width, a fraction (default 0.2)")
+    sp.add_argument("--mix", type=float, help="share of each batch kept from the uniform order (default 0.5)")
+    sp.add_argument("--sharpness", type=float, help="pool weights ** sharpness (default 1)")
+    sp.add_argument("--max-ckpts", type=int, help="reference checkpoints traced (default 16)")
+    sp.add_argument("--seed", type=int, help="schedule seed (default: the reference's seed)")
+    sp.add_argument("--steps", type=int, help="new run's train.steps (default: the reference's)")
+    sp.add_argument("--batch-size", type=int, help="new run's train.batch_size (default: the reference's)")
+    sp.add_argument("--seq-len", type=int, help="new run's train.seq_len (default: the reference's)")
+    sp.add_argument("--device", help="auto, cpu, cuda")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.set_defaults(func=cmd_reshape)
+
     sp = sub.add_parser("export", help="export a run's trace as the paper's losses.npz")
     sp.add_argument("run", help="run directory")
     sp.add_argument("--npz", required=True, help="output .npz path")
@@ -248,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="KEY=VALUE")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("study", help="a grid of runs (models x budgets x seeds): D and M axes, "
+                        "Chinchilla baseline, study report",
+                        description="Train (or resume) every run of a study config, build the D and M "
+                        "axes from their final per-token losses, fit and reconstruct along T, D and M.")
+    sp.add_argument("config", help="study YAML (study: + base: sections) or preset (study-tiny, study-cpu, study-gpu)")
+    sp.add_argument("--out", required=True, help="study directory")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override, e.g. --set study.seeds=[0,1] or --set train.threads=1 (base config)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.set_defaults(func=cmd_study)
 
     sp = sub.add_parser("presets", help="list model and config presets")
     sp.set_defaults(func=cmd_presets)

@@ -11,10 +11,11 @@ Classes, decided in this order (thresholds are FitConfig fields; span = u_max - 
    spread (90th minus 10th nearest-rank percentile of its losses) is >= irregular_spread_nats.
 2. `flat`: the chosen model is flat or linear, or the events' total |a| < min_drop_nats.
 3. `rise-then-fall`: two events, an earlier rise (a < 0) and a later drop (a > 0), both with
-   |a| >= min_drop_nats, and the drop's midpoint <= u_max + late_margin * span.
+   |a| >= min_drop_nats, and the drop's midpoint <= u_max - late_margin * span.
 4. Otherwise the dominant event (largest |a| with |a| >= min_drop_nats) decides:
-   `early` if its mu < u_min - early_margin * span, `late` if mu > u_max + late_margin * span
-   (midpoint outside the observed range: censored), else `learned` if the net change
+   `early` if its mu < u_min + early_margin * span, `late` if mu > u_max - late_margin * span
+   (midpoint outside, or within the margin of, the observed range: censored, as half the change
+   is unobserved and mu trades off against a), else `learned` if the net change
    sum(a) > 0 and `forgotten` if sum(a) < 0 (a net rise).
 A two-step curve (two drops) is `learned` with n_events = 2.
 """
@@ -55,10 +56,11 @@ class FitConfig:
     irregular_spread_nats: float = 1.0
     """Spread (90th - 10th percentile of losses) above which an unexplained trajectory is
     `irregular` rather than noisy-`flat`."""
-    early_margin: float = 0.0
-    """`early` when the dominant midpoint mu < u_min - early_margin * span (0: outside the range)."""
-    late_margin: float = 0.0
-    """`late` when mu > u_max + late_margin * span."""
+    early_margin: float = 0.03
+    """`early` when the dominant midpoint mu < u_min + early_margin * span (0: strictly outside
+    the observed range; the default also counts midpoints within ~1 checkpoint of the edge)."""
+    late_margin: float = 0.03
+    """`late` when mu > u_max - late_margin * span."""
     mu_margin: float = 0.25
     """Midpoints may lie this fraction of the span beyond the observed u range (then censored)."""
     w_min_frac: float = 0.02
@@ -283,8 +285,8 @@ def _classify(r: dict[str, np.ndarray], u_min: float, u_max: float, cfg: FitConf
     total = absa.sum(1)
     dom = absa.argmax(1)
     mu_dom = np.take_along_axis(mu, dom[:, None], 1)[:, 0]
-    late_at = u_max + cfg.late_margin * span
-    early_at = u_min - cfg.early_margin * span
+    late_at = u_max - cfg.late_margin * span
+    early_at = u_min + cfg.early_margin * span
     cls = np.full(len(n), CLASSES.index("learned"), dtype=np.int8)
     cls[a.sum(1) < 0] = CLASSES.index("forgotten")
     cls[mu_dom < early_at] = CLASSES.index("early")

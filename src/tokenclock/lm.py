@@ -22,11 +22,14 @@ class Bounds:
     mu_hi: float
     w_lo: float
     w_hi: float
+    a_max: float = 50.0
+    """|a| in units of the trajectory's standard deviation: censored events (mu beyond the data)
+    would otherwise extrapolate to absurd drops."""
 
     def lo_hi(self, n_events: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inf = float("inf")
-        lo = [-inf] + [-inf, self.mu_lo, self.w_lo] * n_events
-        hi = [inf] + [inf, self.mu_hi, self.w_hi] * n_events
+        lo = [-inf] + [-self.a_max, self.mu_lo, self.w_lo] * n_events
+        hi = [inf] + [self.a_max, self.mu_hi, self.w_hi] * n_events
         return like.new_tensor(lo), like.new_tensor(hi)
 
 

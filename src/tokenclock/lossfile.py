@@ -115,8 +115,10 @@ def import_npz(path: str | Path, out_dir: str | Path) -> str:
     return name
 
 
-def export_npz(run_dir: str | Path, path: str | Path, axis: str = "step") -> Path:
-    """Write RUN's trace as losses.npz along `axis` (rows with axis value <= 0 are dropped)."""
+def export_npz(run_dir: str | Path, path: str | Path, axis: str = "step",
+               axis_name: str | None = None) -> Path:
+    """Write RUN's trace as losses.npz along `axis` (rows with axis value <= 0 are dropped);
+    `axis_name` (default: the column name) is stored as the npz's axis_name, e.g. D or M."""
     run = RunDir(run_dir)
     loss = read_npy(run.trace_loss, mmap=True)
     ax = read_parquet(run.trace_axis)
@@ -131,7 +133,7 @@ def export_npz(run_dir: str | Path, path: str | Path, axis: str = "step") -> Pat
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, axis_values=x[keep], loss_matrix=np.ascontiguousarray(np.asarray(loss[keep]).T),
-                     axis_name=np.array(axis), sample_id=toks["sequence"].astype(np.int64),
+                     axis_name=np.array(axis_name or axis), sample_id=toks["sequence"].astype(np.int64),
                      token_pos=toks["position"].astype(np.int64),
                      metadata=np.array(json.dumps({"run": str(run.root), **meta}, default=str)))
     return path

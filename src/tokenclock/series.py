@@ -249,14 +249,10 @@ def inspect_checkpoint(ck: Checkpoint) -> dict:
     {"config", "tokenizer", "fingerprint"}. Raises RunDirError naming the checkpoint."""
     from transformers import AutoConfig, AutoTokenizer
 
-    if ck.revision is None and Path(ck.source).exists():
-        why = check_folder(Path(ck.source))
-        if why:
-            raise RunDirError(f"checkpoint {ck.label}: {why}", _fix(ck))
-    elif ck.revision is not None:
-        why = _hub_weights_missing(ck)
-        if why:
-            raise RunDirError(f"checkpoint {ck.label}: {why}", _fix(ck))
+    local = ck.revision is None and (Path(ck.source).exists() or ck.source.startswith((".", "/", "~")))
+    why = check_folder(Path(ck.source).expanduser()) if local else _hub_weights_missing(ck)
+    if why:
+        raise RunDirError(f"checkpoint {ck.label}: {why}", _fix(ck))
     try:
         config = AutoConfig.from_pretrained(ck.source, revision=ck.revision)
     except Exception as e:
@@ -278,7 +274,7 @@ def _hub_weights_missing(ck: Checkpoint) -> str | None:
         return None
     if "config.json" not in files:
         return f"{ck.where()} has no config.json on the hub"
-    if not files & set(WEIGHT_FILES) and not any(f.endswith(".safetensors") for f in files):
+    if not any(f.endswith((".safetensors", ".bin")) for f in files):
         return f"{ck.where()} has no weights on the hub"
     return None
 
@@ -412,6 +408,19 @@ def _n_params(config) -> int:
         return non_embedding_params(AutoModelForCausalLM.from_config(config))
 
 
+def _n_params_of(ck: Checkpoint, config) -> int:
+    try:
+        return _n_params(config)
+    except Exception:  # an architecture that cannot be built on the meta device: load it once
+        model = _loader(ck, None, None)()
+        try:
+            from .model import non_embedding_params
+
+            return non_embedding_params(model)
+        finally:
+            del model
+
+
 def _trace(out, cks: list[Checkpoint], axis: str, conf: dict, cfg: TraceConfig | None, skip_bad: bool,
            same_model: bool, progress: bool) -> dict:
     from .model import quiet_transformers
@@ -442,7 +451,10 @@ def _check_good(cks: list[Checkpoint], skip_bad: bool, skipped: list[dict]) -> t
     good, info = [], []
     for ck in cks:
         try:
-            info.append(inspect_checkpoint(ck))
+            inf = inspect_checkpoint(ck)
+            if info:  # keep one tokenizer in memory (154 Pythia revisions would hold 154)
+                inf["tokenizer"] = None
+            info.append(inf)
             good.append(ck)
         except RunDirError as e:
             if not skip_bad:
@@ -490,7 +502,7 @@ def _trace_locked(run: RunDir, cks, axis, conf, cfg: TraceConfig, skip_bad, same
     ref = info[0]
     if axis == "n_params":
         for ck, inf in zip(good, info):
-            ck.row = {"n_params": _n_params(inf["config"])}
+            ck.row = {"n_params": _n_params_of(ck, inf["config"])}
         order = sorted(range(len(good)), key=lambda i: good[i].row["n_params"])
         good, info = [good[i] for i in order], [info[i] for i in order]
         ns = [c.row["n_params"] for c in good]

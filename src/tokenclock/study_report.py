@@ -1,0 +1,184 @@
+"""The study report: reads STUDY_DIR/study.json, chinchilla.json, axes/*/spectrum/ and the T run's
+spectrum/, and writes STUDY_DIR/report/index.html with PNGs beside it (T, D and M side by side).
+"""
+from __future__ import annotations
+
+import html
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RunDirError
+from .rundir import RunDir, atomic_path, read_json, read_npy, read_parquet
+
+CSS = ("body{font-family:sans-serif;max-width:1250px;margin:2em auto;color:#222}"
+       "img{max-width:100%}table{border-collapse:collapse;font-size:13px}"
+       "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+       "figcaption{font-size:13px;color:#555}code{background:#f4f4f4}")
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if np.isfinite(v) else "nan"
+    return html.escape(str(v))
+
+
+def _axis_dirs(root: Path, man: dict) -> dict[str, list[tuple[str, RunDir]]]:
+    """{"T": [(label, rundir)], "D": [...], "M": [...]} of everything with a spectrum."""
+    out: dict[str, list] = {"T": [], "D": [], "M": []}
+    t = man.get("T", {})
+    if t.get("status") == "done":
+        out["T"].append((t["run"], RunDir(root / "runs" / t["run"])))
+    for name, a in sorted(man.get("axes", {}).items()):
+        if a.get("status") == "done":
+            out[a["axis"]].append((str(a["fixed"]), RunDir(root / "axes" / name)))
+    return out
+
+
+def study_report(study_dir: str | Path) -> Path:
+    """Write STUDY_DIR/report/index.html; returns its path."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    root = Path(study_dir)
+    if not (root / "study.json").is_file():
+        raise RunDirError(f"{root / 'study.json'} does not exist", "run `tokenclock study CONFIG --out DIR` first")
+    man = read_json(root / "study.json")
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = _axis_dirs(root, man)
+    titles = {"T": "T: training steps", "D": "D: tokens seen (one curve per model)",
+              "M": "M: non-embedding params (one curve per budget)"}
+
+    def save(fig, name: str) -> str:
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, format="png")
+        return name
+
+    def figure(nrows: int, ncols: int, size):
+        fig = Figure(figsize=size, dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+    with matplotlib.rc_context({"font.size": 8}), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # row 0: measured vs reconstructed -dL/dln x; row 1: spectrum density; row 2: example tokens
+        fig, axs = figure(3, 3, (13, 10))
+        for j, kind in enumerate(("T", "D", "M")):
+            a0, a1, a2 = axs[0][j], axs[1][j], axs[2][j]
+            for i, (label, rd) in enumerate(dirs[kind]):
+                color = f"C{i % 10}"
+                c = read_parquet(rd.spectrum_dir / "curve.parquet")
+                a0.plot(c["x"], c["dldu_measured"], "o-", color=color, ms=3, lw=1, label=f"{label} measured")
+                a0.plot(c["x"], c["dldu_reconstructed"], "--", color=color, lw=1.2)
+                d = read_parquet(rd.spectrum_dir / "density.parquet")
+                a1.plot(d["x"], d["rho"], color=color, lw=1, label=label)
+                if i == len(dirs[kind]) - 1:  # examples from the last (largest) curve of the axis
+                    _examples(a2, rd)
+            for ax in (a0, a1, a2):
+                ax.set_xscale("log")
+            a0.set_title(titles[kind])
+            a0.set_ylabel("-dL/dln x (solid: measured, dashed: spectrum)")
+            a1.set_ylabel("rho(ln x)  (events' drop per token)")
+            a2.set_ylabel("per-token loss (nats)")
+            a2.set_xlabel({"T": "step", "D": "tokens seen", "M": "non-embedding params"}[kind])
+            if dirs[kind]:
+                a0.legend(fontsize=6)
+        panels = save(fig, "axes.png")
+
+        ch = read_json(root / "chinchilla.json") if (root / "chinchilla.json").is_file() else {}
+        ch_fig = None
+        runs = {n: s for n, s in man.get("runs", {}).items() if s.get("status") == "done" and s["kind"] != "compare"}
+        if runs and ch.get("alpha") is not None:
+            from .chinchilla import predict
+
+            fig, axs = figure(1, 1, (6, 4))
+            ax = axs[0][0]
+            models = sorted({s["model"] for s in runs.values()}, key=lambda m: min(
+                s["n_params"] for s in runs.values() if s["model"] == m))
+            for i, m in enumerate(models):
+                pts = sorted((s["tokens_seen"], s["final_trace_loss"], s["n_params"]) for s in runs.values()
+                             if s["model"] == m)
+                D = np.array([p[0] for p in pts], float)
+                ax.plot(D, [p[1] for p in pts], "o", color=f"C{i % 10}", ms=4, label=m)
+                Dg = np.geomspace(D.min(), D.max(), 50)
+                ax.plot(Dg, predict(ch, pts[0][2], Dg), "-", color=f"C{i % 10}", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel("tokens seen")
+            ax.set_ylabel("final loss on traced tokens (nats)")
+            ax.legend(fontsize=6)
+            ch_fig = save(fig, "chinchilla.png")
+
+    summ = man.get("summary", {})
+    rows = "".join(
+        f"<tr><th>{k}</th><td>{_fmt(v.get('n_axes', 1 if k == 'T' else None))}</td>"
+        f"<td>{_fmt(v.get('reconstruction_r2_mean', v.get('reconstruction_r2')))}</td>"
+        f"<td>{_fmt(v.get('reconstruction_r2_min'))}</td>"
+        f"<td>{_fmt(v.get('alpha_measured_median', v.get('alpha_measured')))}</td>"
+        f"<td>{_fmt(v.get('alpha_spectrum_median', v.get('alpha_spectrum')))}</td></tr>"
+        for k, v in ((k, summ.get(k, {})) for k in ("T", "D", "M")))
+    ax_rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{_fmt(a.get('status'))}</td><td>{_fmt(a.get('n_ckpt'))}</td>"
+        f"<td>{_fmt(a.get('reconstruction_r2'))}</td><td>{_fmt(a.get('alpha_measured'))}</td>"
+        f"<td>{_fmt(a.get('alpha_spectrum'))}</td><td>{_fmt(a.get('event_share'))}</td>"
+        f"<td style='text-align:left'>{_fmt(a.get('error'))}</td></tr>"
+        for n, a in sorted(man.get("axes", {}).items()))
+    run_rows = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(n)}</td><td>{html.escape(s['model'])}</td>"
+        f"<td>{s['n_params']:,}</td><td>{s['steps']:,}</td><td>{s['tokens_seen']:,}</td>"
+        f"<td>{html.escape(s['kind'])}</td><td>{_fmt(s.get('final_trace_loss'), 4)}</td>"
+        f"<td>{_fmt(s.get('status'))}</td><td style='text-align:left'>{_fmt(s.get('error'))}</td></tr>"
+        for n, s in man.get("runs", {}).items())
+    bvf = man.get("branch_vs_full") or []
+    bvf_html = ("" if not bvf else "<h2>Cooldown branch vs full run</h2><table><tr><th>model</th><th>steps</th>"
+                "<th>branch loss</th><th>full loss</th><th>branch - full (nats)</th></tr>" + "".join(
+                    f"<tr><td>{html.escape(r['model'])}</td><td>{r['steps']}</td><td>{_fmt(r['branch_loss'], 4)}</td>"
+                    f"<td>{_fmt(r['full_loss'], 4)}</td><td>{_fmt(r['diff_nats'], 3)}</td></tr>" for r in bvf)
+                + "</table>")
+    ch_html = ("<p>Chinchilla fit failed: " + _fmt(ch.get("error")) + "</p>") if ch.get("alpha") is None else (
+        f"<p>L(N, D) = E + A N<sup>-alpha</sup> + B D<sup>-beta</sup> (Huber delta {ch.get('delta')}, "
+        f"log-loss, {ch.get('n_runs')} runs): " + ", ".join(
+            f"{k} = {_fmt(ch[k], 4)} [{_fmt((ch.get('bootstrap') or {}).get(k, [None] * 3)[0])}, "
+            f"{_fmt((ch.get('bootstrap') or {}).get(k, [None] * 3)[2])}]" for k in ("E", "A", "alpha", "B", "beta"))
+        + f"; R^2 (log) {_fmt(ch.get('r2_log'))}. From <code>chinchilla.json</code>.</p>"
+        + (f'<img src="{ch_fig}" alt="chinchilla">' if ch_fig else ""))
+    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tokenclock study: "
+            f"{html.escape(root.name)}</title><style>{CSS}</style></head><body><h1>tokenclock study</h1>"
+            f"<p>STUDY_DIR = <code>{html.escape(str(root))}</code>. Made by <code>tokenclock study CONFIG --out "
+            f"{html.escape(str(root))}</code>; numbers from <code>study.json</code>, figures from each axis's "
+            "<code>spectrum/curve.parquet</code>, <code>density.parquet</code> and <code>trace/loss.npy</code>.</p>"
+            "<h2>Reconstruction along T, D and M</h2><table><tr><th>axis</th><th>matrices</th><th>R^2 mean</th>"
+            f"<th>R^2 min</th><th>alpha measured</th><th>alpha spectrum</th></tr>{rows}</table>"
+            f'<img src="{panels}" alt="T, D and M panels"><h2>Axes</h2><table><tr><th>axis</th><th>status</th>'
+            "<th>points</th><th>R^2</th><th>alpha meas.</th><th>alpha spec.</th><th>event share</th><th>note</th>"
+            f"</tr>{ax_rows}</table><h2>Classical baseline (Chinchilla approach 3)</h2>{ch_html}{bvf_html}"
+            "<h2>Runs</h2><table><tr><th>run</th><th>model</th><th>params</th><th>steps</th><th>tokens</th>"
+            f"<th>kind</th><th>final loss</th><th>status</th><th>error</th></tr>{run_rows}</table></body></html>\n")
+    path = out / "index.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
+def _examples(ax, rd: RunDir, n: int = 4) -> None:
+    """A few tokens with the largest fitted learning event along this axis."""
+    loss = read_npy(rd.trace_loss, mmap=True)
+    axis = read_parquet(rd.trace_axis)
+    col = next(iter(axis))
+    x = np.asarray(axis[col], float)
+    keep = x > 0
+    ev = read_parquet(rd.fit_events, columns=["tok_idx", "a"])
+    if len(ev["a"]) == 0:
+        return
+    top = np.asarray(ev["tok_idx"])[np.argsort(-np.asarray(ev["a"]))]
+    top = list(dict.fromkeys(top.tolist()))[:n]
+    text = read_parquet(rd.trace_tokens, columns=["tok_idx", "token_text"])
+    by = dict(zip(text["tok_idx"].tolist(), text["token_text"].tolist())) if "token_text" in text else {}
+    for i, t in enumerate(top):
+        ax.plot(x[keep], np.asarray(loss[:, t])[keep], "o-", ms=3, lw=1, color=f"C{i}",
+                label=repr(by.get(t, t))[:16])
+    ax.legend(fontsize=6)
