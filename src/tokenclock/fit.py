@@ -488,7 +488,7 @@ def fit(run_dir, cfg: FitConfig | None = None, *, progress: bool = True) -> dict
                     warnings.warn(f"fit: axis {name!r} not in {run.trace_axis} "
                                   f"(has {', '.join(sorted(columns))}); skipped", stacklevel=2)
                     continue
-                _fit_axis(run, loss_kn, name, cfg, progress).write(run.fit_dir / name)
+                _fit_axis(run, loss_kn, name, cfg, progress).write(run.fit_clock_dir(name))
         except BaseException:
             update_stage(run, "fit", "failed", seconds=time.perf_counter() - t0)
             raise

@@ -97,11 +97,11 @@ def _load(run: RunDir) -> _Run:
     r.fit_tokens = _optional(read_parquet, run.fit_tokens)
     r.events = _optional(read_parquet, run.fit_events)
     spec = run.spectrum_dir
-    if (spec / "curve.parquet").is_file():
-        r.curves[(spec_summary or {}).get("axis", axis)] = read_parquet(spec / "curve.parquet")
+    if r.run.spectrum_curve().is_file():
+        r.curves[(spec_summary or {}).get("axis", axis)] = read_parquet(r.run.spectrum_curve())
     for p in sorted(spec.glob("*_curve.parquet")) if spec.is_dir() else []:
         r.curves.setdefault(p.name[: -len("_curve.parquet")], read_parquet(p))
-    r.density = _optional(read_parquet, spec / "density.parquet")
+    r.density = _optional(read_parquet, r.run.spectrum_density())
     r.ckpt = _optional(read_parquet, run.ckpt_index)
     r.manifest = load_manifest(run) if run.manifest.is_file() else None
     return r

@@ -345,3 +345,91 @@ def load_profiles(schedule_dir: str | Path) -> dict[str, np.ndarray]:
     loss_seq = np.stack([cols[k] for k in sorted(c for c in cols if c.startswith("loss_k"))], axis=0)
     return {**{k: v for k, v in cols.items() if not k.startswith(("hist_", "loss_k"))},
             "learn_hist": hist, "loss_seq": loss_seq, "ckpt_frac": np.asarray(md["ckpt_frac"])}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def sampled_learning_hist(schedule_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(pool-average, as-sampled) learning-time histograms (n_bins,) of one schedule, each summing
+    to 1: the pool's mean drop by learning time, and the same weighted by how often the schedule
+    draws each window (slots outside the pool are counted at the pool's average profile)."""
+    prof = load_profiles(schedule_dir)
+    meta = read_json(Path(schedule_dir) / META)
+    hist, draws = np.clip(prof["learn_hist"], 0, None), prof["draws"].astype(np.float64)
+    before = hist.mean(axis=0)
+    other = meta["steps"] * meta["batch_size"] - draws.sum()
+    after = draws @ hist + other * before
+    return before / max(before.sum(), 1e-12), after / max(after.sum(), 1e-12)
+
+
+def reshape_report(bench_dir: str | Path) -> Path:
+    """BENCH/report/index.html + PNGs: validation loss of each arm (mean over seeds, min-max band)
+    and the learning-time histogram each schedule feeds the model, from results.json and
+    schedules/*/ (written by benchmarks/reshape_bench.py)."""
+    import html
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .rundir import atomic_path
+
+    bench = Path(bench_dir)
+    res = read_json(bench / "results.json")
+    arms = list(dict.fromkeys(k.split("|")[0] for k in res["curves"]))
+    out = bench / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for arm in arms:
+        curves = [v for k, v in res["curves"].items() if k.split("|")[0] == arm]
+        step = np.asarray(curves[0]["step"], dtype=float)
+        vals = np.array([c["val_loss"] for c in curves if len(c["val_loss"]) == len(step)])
+        ok = step > 0
+        line, = ax1.plot(step[ok], vals.mean(0)[ok], label=f"{arm} (n={len(vals)})",
+                         lw=2.2 if arm in ("uniform", "learnable-now") else 1.2)
+        ax1.fill_between(step[ok], vals.min(0)[ok], vals.max(0)[ok], color=line.get_color(), alpha=0.15)
+        sched = sorted((bench / "schedules").glob(f"{arm}-s*"))
+        if sched:
+            before, after = sampled_learning_hist(sched[0])
+            x = (np.arange(len(after)) + 0.5) / len(after)
+            if arm == "uniform":
+                ax2.step(x, before, where="mid", color="k", lw=2, label="uniform (pool average)")
+            else:
+                ax2.step(x, after, where="mid", color=line.get_color(), label=arm)
+    ax1.set(xscale="log", xlabel="step", ylabel="validation loss (nats)", title="validation loss per arm")
+    lo = min(min(v["val_loss"][-1] for v in res["curves"].values()), 1e9)
+    ax1.set_ylim(lo - 0.05, lo + 1.5)
+    ax1.legend(fontsize=8)
+    ax2.set(xlabel="learning time (log-step fraction of the reference)", ylabel="share of loss drop sampled",
+            title="learning-time histogram fed to the model")
+    ax2.legend(fontsize=8)
+    with atomic_path(out / "reshape.png") as tmp:
+        fig.savefig(tmp, format="png")
+
+    rows = []
+    for arm, s in res["summary"].items():
+        cells = "".join(f"<td>{s[k]['mean']:+.1%} &plusmn; {s[k]['sd'] if s[k]['sd'] == s[k]['sd'] else 0:.1%}"
+                        f"{' (' + str(s[k]['not_reached']) + ' never)' if s[k]['not_reached'] else ''}</td>"
+                        for k in ("0.25", "0.5", "0.75", "1.0", "cost"))
+        rows.append(f"<tr><td>{html.escape(arm)}</td>{cells}<td>{s['final_val_delta']['mean']:+.4f}</td></tr>")
+    a = res["args"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tokenclock reshape</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:3px 10px;text-align:right}}</style>
+</head><body><h1>Reshaped vs uniform training at matched tokens</h1>
+<p>{len(a['seeds'])} seeds; {a['preset']}, {a['steps']} steps x {a['batch']} x {a['seq_len']} tokens per arm;
+proxy reference: hidden {a['ref_hidden']}, {a['ref_steps']} steps, pool {a['pool_size']} windows,
+window {a['window']}, mix {a['mix']}, sharpness {a['sharpness']}. Reference cost:
+<b>{res['ref_cost_share']:.1%}</b> of one run's compute (tokens x params).</p>
+<img src="reshape.png" alt="reshape.png" style="max-width:100%">
+<table><tr><th>arm</th><th>speed-up at L*@25%</th><th>@50%</th><th>@75%</th><th>@100%</th>
+<th>@100% incl. reference</th><th>final val delta (nats)</th></tr>{''.join(rows)}</table>
+<p>speed-up = 1 - steps_arm(L*) / steps_uniform(L*) on each seed's own validation set, mean &plusmn; sd over
+seeds; "never" = the arm did not reach L* within its steps. From results.json
+(<code>python benchmarks/reshape_bench.py --out {html.escape(str(bench))}</code>).</p></body></html>
+"""
+    with atomic_path(out / "index.html") as tmp:
+        tmp.write_text(page)
+    return out / "index.html"

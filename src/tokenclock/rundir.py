@@ -194,11 +194,19 @@ class RunDir:
     def fit_tokens(self) -> Path: return self.fit_dir / "tokens.parquet"
     @property
     def fit_summary(self) -> Path: return self.fit_dir / "summary.json"
+    def fit_clock_dir(self, axis: str | None = None) -> Path:
+        """RUN/fit/ for the primary clock (axis None), RUN/fit/<axis>/ for another clock."""
+        return self.fit_dir if axis is None else self.fit_dir / axis
     # spectrum/
     @property
     def spectrum_dir(self) -> Path: return self.root / "spectrum"
     @property
     def spectrum_summary(self) -> Path: return self.spectrum_dir / "summary.json"
+    def spectrum_curve(self, axis: str | None = None) -> Path:
+        """Measured vs reconstructed -dL/du: curve.parquet (primary clock) or <axis>_curve.parquet."""
+        return self.spectrum_dir / ("curve.parquet" if axis is None else f"{axis}_curve.parquet")
+    def spectrum_density(self, axis: str | None = None) -> Path:
+        return self.spectrum_dir / ("density.parquet" if axis is None else f"{axis}_density.parquet")
     # report/
     @property
     def report_dir(self) -> Path: return self.root / "report"

@@ -494,12 +494,11 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, 
             s["heldout_note"] = note
         if "step" in axis_table:
             curve["step"] = np.asarray(axis_table["step"])[keep]
-        name = "curve.parquet" if axis == primary else f"{axis}_curve.parquet"
+        clock = None if axis == primary else axis
         meta = {"axis": axis, "dldu": "columns dldu_* hold -dL/du (positive while loss falls)",
                 "heldout": "True = not used in the held-out fit"}
-        write_parquet(run.spectrum_dir / name, curve, metadata=meta)
-        dname = "density.parquet" if axis == primary else f"{axis}_density.parquet"
-        write_parquet(run.spectrum_dir / dname, density,
+        write_parquet(run.spectrum_curve(clock), curve, metadata=meta)
+        write_parquet(run.spectrum_density(clock), density,
                       metadata={"axis": axis, "bandwidth": s["bandwidth"], "n_tok": s["n_tok"]})
         s["power_law"] = {"E": s["E"], "A": s["A"], "alpha": s["alpha_measured"], "r2": s["powerlaw_r2"]}
         s["power_law_spectrum"] = {"E": s["E_spectrum"], "A": s["A_spectrum"],

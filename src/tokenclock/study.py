@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, DataError, TokenclockError, TokenizerError, TrainingError
-from .rundir import (RunDir, load_manifest, read_json, read_npy, read_parquet, stage_status,
+from .rundir import (RunDir, load_manifest, read_json, read_npy, stage_status,
                      write_json, write_npy, write_parquet)
 
 MIN_POINTS = 4
@@ -178,7 +178,6 @@ def plan(st: Study) -> list[PlannedRun]:
     runs: list[PlannedRun] = []
     for model in st.models():
         for seed in sc.seeds:
-            tag = f"{model}_s{seed}"
             if sc.mode == "full":
                 for b in budgets:
                     runs.append(PlannedRun(f"{model}_b{b:07d}_s{seed}", model, seed, b, "full",
@@ -186,7 +185,6 @@ def plan(st: Study) -> list[PlannedRun]:
                 continue
             top = budgets[-1]
             starts = sorted({branch_start(b, sc.decay_fraction) for b in budgets[:-1]})
-            stable = f"{tag}_stable"
             runs.append(PlannedRun(f"{model}_b{top:07d}_s{seed}", model, seed, top, "stable",
                                    {"steps": top, "schedule": "wsd", "decay_fraction": sc.decay_fraction,
                                     "extra_ckpt_steps": starts, "keep_state_steps": starts}))

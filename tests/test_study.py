@@ -1,0 +1,159 @@
+"""The study: a tiny models x budgets grid of cooldown branches end to end (D and M axes, T axis,
+Chinchilla baseline, report), resume, failed runs, bad grids, and the Chinchilla fit's known answer."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenclock.cli import main
+from tokenclock.errors import ConfigError, DataError, TokenizerError, TrainingError
+
+
+def study_sets(texts_dir: Path) -> list[str]:
+    sets = [f"corpus.sources=[{texts_dir}]", "corpus.max_chars=null", "corpus.val_fraction=0.1",
+            "train.threads=1", "trace.n_seqs=16", "study.budgets_steps=[16,32,64,128]",
+            "study.compare_full_steps=[64]", "study.bootstrap=10"]
+    return sum((["--set", s] for s in sets), [])
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, texts_dir) -> Path:
+    out = tmp_path_factory.mktemp("study") / "s"
+    assert main(["study", "study-tiny", "--out", str(out), "--quiet", *study_sets(texts_dir)]) == 0
+    return out
+
+
+def test_study_end_to_end(tiny_study):
+    man = json.loads((tiny_study / "study.json").read_text())
+    runs = man["runs"]
+    assert len(runs) == 4 * 4 + 4  # 4 models x 4 budgets + a full-schedule twin at 64 steps per model
+    assert all(r["status"] == "done" for r in runs.values())
+    assert {r["kind"] for r in runs.values()} == {"stable", "branch", "compare"}
+    axes = man["axes"]
+    assert sorted(axes) == sorted([f"D_llama-{m}" for m in ("100k", "250k", "500k", "1m")]
+                                  + [f"M_{b:07d}" for b in (16, 32, 64, 128)])
+    for name, a in axes.items():
+        assert a["status"] == "done", (name, a)
+        d = tiny_study / "axes" / name
+        assert np.load(d / "trace" / "loss.npy").shape == (4, 16 * 32)
+        assert (d / "trace" / "tokens.parquet").is_file() and (d / "trace" / "meta.json").is_file()
+        fit_s = json.loads((d / "fit" / "summary.json").read_text())
+        spec = json.loads((d / "spectrum" / "summary.json").read_text())
+        assert fit_s["axis"] == a["column"] and "reconstruction_r2" in spec
+        z = np.load(d / "losses.npz")
+        assert str(z["axis_name"]) == name[0] and z["loss_matrix"].shape == (16 * 32, 4)
+    from tokenclock.rundir import read_parquet
+
+    assert list(read_parquet(tiny_study / "axes" / "D_llama-1m" / "trace" / "axis.parquet")) == ["tokens_seen"]
+    assert list(read_parquet(tiny_study / "axes" / "M_0000016" / "trace" / "axis.parquet")) == ["n_params"]
+    assert man["T"]["status"] == "done" and man["T"]["run"].startswith("llama-1m")
+    for k in ("D", "M", "T"):
+        assert k in man["summary"]
+    ch = json.loads((tiny_study / "chinchilla.json").read_text())
+    for k in ("E", "A", "alpha", "B", "beta"):
+        assert math.isfinite(ch[k])
+    # branch vs full at one budget: both complete, the difference is recorded
+    bvf = man["branch_vs_full"]
+    assert len(bvf) == 4 and all(math.isfinite(r["diff_nats"]) for r in bvf)
+    html = (tiny_study / "report" / "index.html").read_text()
+    assert "axes.png" in html and (tiny_study / "report" / "axes.png").is_file()
+    # every run traced the same inputs: the shared tokenizer is hard-linked or copied, not retrained
+    shared = (tiny_study / "shared" / "tokens" / "tokenizer.json").read_bytes()
+    for name in runs:
+        assert (tiny_study / "runs" / name / "tokens" / "tokenizer.json").read_bytes() == shared
+
+
+def test_study_failed_run_then_resume(tiny_study, texts_dir, monkeypatch, capsys):
+    import tokenclock.train as train_mod
+
+    real = train_mod.train
+
+    def flaky(run_dir, cfg, **kw):
+        if Path(run_dir).name == "llama-250k_b0000032_s0":
+            raise TrainingError("training loss is nan at step 20: training diverged", "lower train.lr_peak")
+        return real(run_dir, cfg, **kw)
+
+    monkeypatch.setattr(train_mod, "train", flaky)
+    rc = main(["study", "study-tiny", "--out", str(tiny_study), "--quiet", *study_sets(texts_dir)])
+    assert rc == TrainingError.exit_code
+    err = capsys.readouterr().err
+    assert "run llama-250k_b0000032_s0: training loss is nan" in err
+    man = json.loads((tiny_study / "study.json").read_text())
+    assert man["runs"]["llama-250k_b0000032_s0"]["status"] == "failed"
+    assert man["axes"]["D_llama-250k"]["status"] == "skipped"   # 3 points left
+    assert man["axes"]["M_0000032"]["status"] == "skipped"
+    assert man["axes"]["D_llama-1m"]["status"] == "done"
+
+    monkeypatch.setattr(train_mod, "train", real)
+    assert main(["study", "study-tiny", "--out", str(tiny_study), "--quiet", *study_sets(texts_dir)]) == 0
+    man = json.loads((tiny_study / "study.json").read_text())
+    assert all(r["status"] == "done" and r["cached"] for r in man["runs"].values())
+    assert all(a["status"] == "done" for a in man["axes"].values())
+
+
+def test_too_few_points_is_an_error(texts_dir, tmp_path):
+    from tokenclock.study import load_study
+
+    with pytest.raises(DataError, match="add budgets"):
+        load_study("study-tiny", ["study.budgets_steps=[16,32,64]"])
+    with pytest.raises(DataError, match="add models"):
+        load_study("study-tiny", ["study.models=[llama-100k,llama-250k,llama-500k]"])
+    rc = main(["study", "study-tiny", "--out", str(tmp_path / "s"), "--set", "study.budgets_steps=[16,32,64]"])
+    assert rc == DataError.exit_code
+
+
+def test_unknown_keys_are_config_errors():
+    from tokenclock.study import load_study
+
+    with pytest.raises(ConfigError, match="study.modles"):
+        load_study("study-tiny", ["study.modles=[a]"])
+    with pytest.raises(ConfigError, match="train.stepz"):
+        load_study("study-tiny", ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="branches or full"):
+        load_study("study-tiny", ["study.mode=both"])
+
+
+def test_different_tokenizer_is_refused(tmp_path):
+    from tokenclock.study import check_same_inputs
+
+    for name, text in (("shared", "{}"), ("runs/a", "{}"), ("runs/b", '{"x": 1}')):
+        (tmp_path / name / "tokens").mkdir(parents=True)
+        (tmp_path / name / "tokens" / "tokenizer.json").write_text(text)
+    from tokenclock.study import _digest
+
+    sig = {"tokenizer": _digest(tmp_path / "shared" / "tokens" / "tokenizer.json"), "val": ""}
+    check_same_inputs(tmp_path, ["a"], sig)
+    with pytest.raises(TokenizerError, match="runs b use a different tokenizer"):
+        check_same_inputs(tmp_path, ["a", "b"], sig)
+
+
+def test_branch_plan_matches_wsd_schedule():
+    from tokenclock.schedule import lr_at
+    from tokenclock.study import branch_start, load_study, plan
+
+    st = load_study("study-tiny", ["study.budgets_steps=[10,20,40,80]", "study.decay_fraction=0.2"])
+    runs = plan(st)
+    stable = [r for r in runs if r.kind == "stable"][0]
+    assert stable.train["keep_state_steps"] == [8, 16, 32]
+    for b in (10, 20, 40):
+        s = branch_start(b, 0.2)
+        kw = dict(schedule="wsd", lr_peak=1.0, total_steps=b, warmup_steps=2, decay_fraction=0.2)
+        assert lr_at(s - 1, **kw) == 1.0 and lr_at(s, **kw) == 1.0 and lr_at(s + 1, **kw) < 1.0
+
+
+def test_chinchilla_recovers_known_exponents():
+    from tokenclock.chinchilla import fit_chinchilla, predict
+
+    N = np.repeat(np.logspace(5, 8, 4), 4)
+    D = np.tile(np.logspace(7, 10, 4), 4)
+    truth = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}
+    L = predict(truth, N, D) * np.exp(np.random.default_rng(0).normal(0, 1e-3, len(N)))
+    fit = fit_chinchilla(N, D, L, n_boot=5)
+    np.testing.assert_allclose([fit["alpha"], fit["beta"]], [0.34, 0.28], rtol=0.1)
+    assert fit["bootstrap"]["alpha"][0] <= fit["bootstrap"]["alpha"][2]
+    with pytest.raises(DataError):
+        fit_chinchilla(N[:3], D[:3], L[:3])
