@@ -83,8 +83,9 @@ def fit_chinchilla(n_params, tokens, loss, *, delta: float = 1e-3, n_starts: int
                    n_boot: int = 100, seed: int = 0) -> dict:
     """Fit L = E + A N^-alpha + B D^-beta to one final loss per run; bootstrap over runs.
 
-    Returns {"E","A","alpha","B","beta", "huber_loss", "r2_log", "n_runs", "bootstrap": {param:
-    [2.5%, 50%, 97.5%]}, "n_boot_ok", "delta"}."""
+    Returns {"E","A","alpha","B","beta", "huber_loss", "r2_log", "n_runs", "at_bound" (names of
+    the parameters (a, b, e, alpha, beta) pinned at a bound: not determined by the data),
+    "bootstrap": {param: [2.5%, 50%, 97.5%]}, "n_boot_ok", "delta"}."""
     N, D, L = (np.asarray(v, np.float64).reshape(-1) for v in (n_params, tokens, loss))
     if not (len(N) == len(D) == len(L)):
         raise DataError(f"Chinchilla fit: {len(N)} n_params, {len(D)} tokens, {len(L)} losses")
@@ -101,6 +102,10 @@ def fit_chinchilla(n_params, tokens, loss, *, delta: float = 1e-3, n_starts: int
     sst = float(np.sum((lnL - lnL.mean()) ** 2))
     out = _named(x) | {"huber_loss": f, "delta": delta, "n_runs": int(len(L)),
                        "r2_log": 1 - float(np.sum((pred - lnL) ** 2)) / sst if sst > 0 else float("nan")}
+    # a parameter pinned at its bound means the data do not determine it (e.g. E -> 0 when the
+    # losses are far above any floor, or alpha -> 5 when bigger models do not help)
+    out["at_bound"] = [PARAMS[i] for i, (lo, hi) in enumerate(_BOUNDS)
+                       if min(abs(x[i] - lo), abs(x[i] - hi)) < 1e-6 * max(1.0, abs(x[i]))]
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):

@@ -164,7 +164,6 @@ class PlannedRun:
     kind: str  # full | stable | branch | compare
     train: dict  # overrides of the base train section
     parent: str | None = None  # branch: the stable run it starts from
-    on_axis: bool = True
 
 
 def branch_start(steps: int, decay_fraction: float) -> int:
@@ -195,7 +194,7 @@ def plan(st: Study) -> list[PlannedRun]:
                                        parent=stable))
             for b in sc.compare_full_steps:
                 runs.append(PlannedRun(f"{model}_b{b:07d}_s{seed}_full", model, seed, b, "compare",
-                                       {"steps": b}, on_axis=False))
+                                       {"steps": b}))
     return runs
 
 
@@ -453,7 +452,7 @@ def study(root: str | Path, st: Study, *, progress: bool = True) -> dict:
     except TokenclockError as e:
         ch = {"status": "failed", "error": str(e).splitlines()[0]}
     write_json(root / "chinchilla.json", ch)
-    manifest["chinchilla"] = {k: ch.get(k) for k in ("E", "A", "alpha", "B", "beta", "r2_log")}
+    manifest["chinchilla"] = {k: ch.get(k) for k in ("E", "A", "alpha", "B", "beta", "r2_log", "at_bound")}
     manifest["seconds"] = round(time.time() - t0, 2)
     manifest["n_failed"] = sum(s.get("status") == "failed" for s in status.values())
     write_json(root / "study.json", manifest)

@@ -43,6 +43,7 @@ def study_report(study_dir: str | Path) -> Path:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     root = Path(study_dir)
     if not (root / "study.json").is_file():
@@ -81,6 +82,7 @@ def study_report(study_dir: str | Path) -> Path:
                     _examples(a2, rd)
             for ax in (a0, a1, a2):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short axes
             a0.set_title(titles[kind])
             a0.set_ylabel("-dL/dln x (solid: measured, dashed: spectrum)")
             a1.set_ylabel("rho(ln x)  (events' drop per token)")
@@ -144,7 +146,9 @@ def study_report(study_dir: str | Path) -> Path:
         f"log-loss, {ch.get('n_runs')} runs): " + ", ".join(
             f"{k} = {_fmt(ch[k], 4)} [{_fmt((ch.get('bootstrap') or {}).get(k, [None] * 3)[0])}, "
             f"{_fmt((ch.get('bootstrap') or {}).get(k, [None] * 3)[2])}]" for k in ("E", "A", "alpha", "B", "beta"))
-        + f"; R^2 (log) {_fmt(ch.get('r2_log'))}. From <code>chinchilla.json</code>.</p>"
+        + f"; R^2 (log) {_fmt(ch.get('r2_log'))}. From <code>chinchilla.json</code>."
+        + (f" <b>Pinned at a bound (not determined by these runs): {_fmt(', '.join(ch['at_bound']))}.</b>"
+           if ch.get("at_bound") else "") + "</p>"
         + (f'<img src="{ch_fig}" alt="chinchilla">' if ch_fig else ""))
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tokenclock study: "
             f"{html.escape(root.name)}</title><style>{CSS}</style></head><body><h1>tokenclock study</h1>"
@@ -174,10 +178,15 @@ def _examples(ax, rd: RunDir, n: int = 4) -> None:
     ev = read_parquet(rd.fit_events, columns=["tok_idx", "a"])
     if len(ev["a"]) == 0:
         return
-    top = np.asarray(ev["tok_idx"])[np.argsort(-np.asarray(ev["a"]))]
-    top = list(dict.fromkeys(top.tolist()))[:n]
     text = read_parquet(rd.trace_tokens, columns=["tok_idx", "token_text"])
     by = dict(zip(text["tok_idx"].tolist(), text["token_text"].tolist())) if "token_text" in text else {}
+    top, seen = [], set()
+    for t in np.asarray(ev["tok_idx"])[np.argsort(-np.asarray(ev["a"]))][:2000].tolist():
+        if by.get(t, t) not in seen:  # distinct token texts
+            seen.add(by.get(t, t))
+            top.append(t)
+        if len(top) == n:
+            break
     for i, t in enumerate(top):
         ax.plot(x[keep], np.asarray(loss[:, t])[keep], "o-", ms=3, lw=1, color=f"C{i}",
                 label=repr(by.get(t, t))[:16])

@@ -7,6 +7,7 @@ says how many are final, and loss.npy appears only when every row is done.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -89,46 +90,61 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
 
     from .train import token_losses
 
+    from . import dist
+
+    d = dist.current()  # under torchrun: rank r scores sequences r, r + world, ...; rank 0 writes
     n_ckpt, n_tok = len(loaders), inputs.shape[0] * (inputs.shape[1] - 1)
     partial = out.trace_dir / "loss.partial.npy"
     sig = {"n_ckpt": n_ckpt, "n_tok": n_tok, "axis": [row for row, _ in loaders],
            "inputs_sum": int(inputs.astype(np.int64).sum()), **(signature or {})}
-    done = 0
-    if partial.is_file() and out.trace_progress.is_file():
-        prog = read_json(out.trace_progress)
-        if prog.get("signature") == sig:
-            done = int(prog["rows_done"])
-    if done == 0:
-        out.trace_dir.mkdir(parents=True, exist_ok=True)
-        mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_ckpt, n_tok))
-    else:
-        mm = np.lib.format.open_memmap(partial, mode="r+")
+
+    def open_partial():
+        done = 0
+        if partial.is_file() and out.trace_progress.is_file():
+            prog = read_json(out.trace_progress)
+            if prog.get("signature") == sig:
+                done = int(prog["rows_done"])
+        if done == 0:
+            out.trace_dir.mkdir(parents=True, exist_ok=True)
+            np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_ckpt, n_tok)).flush()
+        return done
+
+    done = dist.run_on_main(open_partial)
+    mm = np.lib.format.open_memmap(partial, mode="r+") if d.main else None
     amp = trace_dtype(cfg.dtype, device)
-    tokens_all = torch.from_numpy(inputs.astype(np.int64))
+    tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
+    seq_len = inputs.shape[1] - 1
     bar = tqdm(total=n_ckpt * n_tok, initial=done * n_tok, unit="tok", unit_scale=True, desc="trace",
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and d.main), dynamic_ncols=True)
     for k in range(done, n_ckpt):
         row, load = loaders[k]
         model = load().to(device).eval()
-        seq_len = inputs.shape[1] - 1
-        for b in range(0, inputs.shape[0], cfg.batch_size):
-            loss = token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device)
-            flat = loss.float().cpu().numpy().reshape(-1)
-            if not np.isfinite(flat).all():
-                bad = int((~np.isfinite(flat)).sum())
-                raise DataError(f"checkpoint {row} gives {bad} non-finite token losses",
-                                "the checkpoint is corrupt or diverged; retrain or drop it")
-            mm[k, b * seq_len:b * seq_len + flat.size] = flat
-            bar.update(flat.size)
+        parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
+                 for b in range(0, len(tokens_all), cfg.batch_size)]
+        local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
+        flat = dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
         del model
-        mm.flush()
-        write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
+        if not np.isfinite(flat).all():
+            bad = int((~np.isfinite(flat)).sum())
+            raise DataError(f"checkpoint {row} gives {bad} non-finite token losses",
+                            "the checkpoint is corrupt or diverged; retrain or drop it")
+        if d.main:
+            mm[k] = flat
+            mm.flush()
+            write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
+        bar.update(n_tok)
     bar.close()
-    mm.flush()
-    del mm
-    with open(partial, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(partial, out.trace_loss)
+
+    if mm is not None:
+        mm.flush()
+        del mm
+
+    def finish():
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, out.trace_loss)
+
+    dist.run_on_main(finish)
     return read_npy(out.trace_loss, mmap=True)
 
 
@@ -177,15 +193,19 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     seed = cfg.seed if cfg.seed >= 0 else tconf.get("seed", 0)
     t0 = time.time()
     conf = dataclasses.asdict(cfg) | {"seq_len": seq_len, "seed": seed}
-    with run_lock(run, "trace"):
-        update_stage(run, "trace", "running", config=conf)
+    from . import dist
+
+    d = dist.init(resolve_device(cfg.device))  # under torchrun: sequences sharded over ranks
+    with run_lock(run, "trace") if d.main else contextlib.nullcontext():
+        if d.main:
+            update_stage(run, "trace", "running", config=conf, world_size=d.world)
         vstream = read_npy(run.token_stream("val"), mmap=True)
         offs = val_offsets(seed, len(vstream), cfg.n_seqs, seq_len)
         if len(offs) < cfg.n_seqs:
             print(f"tokenclock: warning: the validation split holds {len(offs)} sequences of "
                   f"{seq_len + 1} tokens, fewer than trace.n_seqs={cfg.n_seqs}; tracing {len(offs)}")
         inputs = np.asarray(vstream[offs[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
-        device = resolve_device(cfg.device)
+        device = dist.device_for(resolve_device(cfg.device), d)
         tok = load_tokenizer(run.tokenizer)
         counts = read_npy(run.token_counts) if run.token_counts.is_file() else None
         rows = _axis_rows(run, steps)
@@ -203,6 +223,9 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
 
         loss = trace_series(run, [(r, loader(r["step"])) for r in rows], inputs, cfg, device,
                             progress=progress, signature=conf)
+        if not d.main:
+            dist.barrier()
+            return read_json(run.trace_meta)
         write_npy(run.trace_inputs, inputs.astype(np.int32))
         write_parquet(run.trace_axis, {k: [r[k] for r in rows] for k in rows[0]})
         write_parquet(run.trace_tokens, token_table(tok, inputs, counts, cfg.context_tokens))
@@ -214,4 +237,5 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
         seconds = time.time() - t0
         meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(seconds, 1e-9)
         update_stage(run, "trace", "done", config=conf, seconds=seconds, summary=meta)
+        dist.barrier()
     return meta

@@ -8,6 +8,7 @@ resumed run ends with the same weights. `init_from` starts a run from another ru
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dist
 from .errors import ConfigError, RunDirError, TrainingError
 from .rundir import (RunDir, atomic_path, read_json, read_npy, read_parquet, run_lock, stage_status,
                      load_manifest, update_stage, write_json, write_parquet)
@@ -269,14 +271,22 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
     if stage_status(run, "train") == "done":
         return read_json(run.manifest)["stages"]["train"].get("summary", {})
 
-    build_corpus(run.root, cfg.corpus, progress=progress)
-    meta = tokenize(run.root, cfg.tokens, progress=progress)
+    # Under torchrun, rank 0 prepares the corpus and tokens, takes the lock and writes every
+    # artifact; each rank trains on its slice of the same global batch (DDP averages gradients).
+    d = dist.init(resolve_device(tc.device))
+    if tc.batch_size % d.world:
+        raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by {d.world} processes",
+                          "use a global batch size that is a multiple of the number of processes")
+    progress = progress and d.main
+    meta = dist.run_on_main(lambda: (build_corpus(run.root, cfg.corpus, progress=progress),
+                                     tokenize(run.root, cfg.tokens, progress=progress))[1])
     t_start = time.time()
-    with run_lock(run, "train"):
-        update_stage(run, "train", "running", config=conf)
+    with run_lock(run, "train") if d.main else contextlib.nullcontext():
+        if d.main:
+            update_stage(run, "train", "running", config=conf, world_size=d.world)
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        device = resolve_device(tc.device)
+        device = dist.device_for(resolve_device(tc.device), d)
         amp = autocast_dtype(tc.dtype, device)
         stream = read_npy(run.token_stream("train"), mmap=True)
         vstream = read_npy(run.token_stream("val"), mmap=True)
@@ -289,6 +299,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         hf_tok = hf_tokenizer(tok)
         model = build_model(cfg.model, meta["vocab_size"], cfg.seed, eos_id=meta["eos_id"]).to(device)
         n_params = non_embedding_params(model)
+        net = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
@@ -297,7 +308,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                                 fused=device.startswith("cuda"))
         vbatch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)
         vbatch = vbatch[: tc.val_seqs]
-        ckpts = tc.ckpt_steps()
+        ckpts = set(tc.ckpt_steps())
         schedule = load_data_schedule(tc, len(stream)) if tc.data_schedule else None
         tokens_per_step = tc.batch_size * tc.seq_len
 
@@ -315,6 +326,9 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                 log = [{k: lg[k][i].item() for k in lg} for i in range(len(lg["step"])) if lg["step"][i] < start]
 
         def checkpoint(step: int, train_loss: float, seconds: float) -> None:
+            if not d.main:
+                dist.barrier()
+                return
             model.eval()
             with torch.no_grad():
                 vl = float(token_losses(model, vbatch, amp, device).mean())
@@ -332,6 +346,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
             save_state(run.train_state, opt, step, {"cum_lr": cum_lr})
             if step in tc.keep_state_steps:
                 save_state(run.ckpt(step) / "optimizer.safetensors", opt, step, {"cum_lr": cum_lr})
+            dist.barrier()
 
         if tc.init_from and not run.train_state.is_file():
             src = Path(tc.init_from)
@@ -359,15 +374,15 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                 g["lr"] = lr
             offs = schedule[step] if schedule is not None else \
                 batch_offsets(cfg.seed, step, len(stream), tc.batch_size, tc.seq_len)
-            batch = make_batch(stream, offs, tc.seq_len).to(device, non_blocking=True)
+            batch = make_batch(stream, offs[d.rank::d.world], tc.seq_len).to(device, non_blocking=True)
             with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(input_ids=batch[:, :-1]).logits
+                logits = net(input_ids=batch[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
                                                      batch[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            lval = loss.item()
+            lval = dist.mean_scalar(loss.detach()) if d.enabled else loss.item()
             if not math.isfinite(lval):
                 raise TrainingError(f"training loss is {lval} at step {step}: training diverged",
                                     "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
@@ -383,13 +398,16 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                 checkpoint(step + 1, float(np.mean(window)), time.time() - t_start)
                 window = []
         bar.close()
+        dist.barrier()
         seconds = time.time() - t_start
         trained = tc.steps - start
         summary = {"steps": tc.steps, "n_checkpoints": len(run.ckpt_steps()), "n_params": n_params,
-                   "final_val_loss": rows[-1]["val_loss"], "tokens_seen": tc.steps * tokens_per_step,
+                   "final_val_loss": rows[-1]["val_loss"] if rows else None,
+                   "tokens_seen": tc.steps * tokens_per_step, "world_size": d.world,
                    "tokens_per_second": trained * tokens_per_step / max(seconds, 1e-9) if trained else None,
                    "device": device, "dtype": "bf16" if amp is not None else "fp32",
                    "resumed_from": start}
-        update_stage(run, "train", "done", config=conf, seconds=seconds, summary=summary,
-                     ckpt_steps=ckpts)
+        if d.main:
+            update_stage(run, "train", "done", config=conf, seconds=seconds, summary=summary,
+                         ckpt_steps=sorted(ckpts))
     return summary
