@@ -2,14 +2,17 @@
 loss trajectory with 0, 1 or 2 sigmoid events, and writes RUN/fit/{events,tokens}.parquet and
 summary.json (extra clocks such as cum_lr go to RUN/fit/<axis>/).
 
-Models per token (chosen by BIC = K ln(SSE/K) + p ln K): `flat` (b), `linear` (b + c u),
+Models per token (chosen by BIC = K ln(SSE/K) + p ln K): `flat` (b), `linear` (b + c (u - u_max);
+the `c` column, 0 for other models),
 `sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events). `bic_gap` = min BIC of flat/linear
 minus min BIC of the sigmoid models: > 0 means a sigmoid is preferred, by that many BIC units.
 
 Classes, decided in this order (thresholds are FitConfig fields; span = u_max - u_min):
 1. `irregular`: parameters not finite, or r2 of the chosen model < min_r2 while the trajectory's
    spread (90th minus 10th nearest-rank percentile of its losses) is >= irregular_spread_nats.
-2. `flat`: the chosen model is flat or linear, or the events' total |a| < min_drop_nats.
+2. `flat`: the chosen model is flat, or linear with a total change |c| * span < min_drop_nats,
+   or the events' total |a| < min_drop_nats. A linear model that changes by more than that
+   (a steady drift in ln x that no sigmoid explains) is `irregular`.
 3. `rise-then-fall`: two events, an earlier rise (a < 0) and a later drop (a > 0), both with
    |a| >= min_drop_nats, and the drop's midpoint <= u_max - late_margin * span.
 4. Otherwise the dominant event (largest |a| with |a| >= min_drop_nats) decides:
@@ -264,7 +267,9 @@ def _fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[
     srt = Yd.sort(1).values                                  # spread: nearest-rank percentiles
     spread = srt[:, round(0.9 * (K - 1))] - srt[:, round(0.1 * (K - 1))]
     model_codes = torch.tensor([MODELS.index(n) for n in names], device=dev)
-    res = {"b": b, "n_events": n_events, "r2": r2, "sse": out["sse_std"] * sd2,
+    # linear model: l(u) = b + c (u - u_max), b the final level; c in nats per unit of ln x
+    c = torch.where(best == names.index("linear"), sd * slope.double(), torch.zeros_like(b))
+    res = {"b": b, "c": c, "n_events": n_events, "r2": r2, "sse": out["sse_std"] * sd2,
            "model": model_codes[best], "bic_gap": gap, "spread": spread}
     for name in ("sigmoid1", "sigmoid2"):
         res[f"sse_{name}"] = (sse[name].double() * sd2 if name in sse
@@ -296,6 +301,8 @@ def _classify(r: dict[str, np.ndarray], u_min: float, u_max: float, cfg: FitConf
     cls[rtf] = CLASSES.index("rise-then-fall")
     flat = (n == 0) | (total < cfg.min_drop_nats)
     cls[flat] = CLASSES.index("flat")
+    steady = np.abs(np.nan_to_num(r["c"])) * span >= cfg.min_drop_nats  # linear in ln x, no step
+    cls[steady] = CLASSES.index("irregular")
     finite = np.isfinite(r["b"]) & np.isfinite(r["sse"]) & np.isfinite(r["r2"])
     finite &= np.where(n[:, None] > np.arange(2)[None, :],
                        np.isfinite(r["ev_a"]) & np.isfinite(r["ev_mu"]) & np.isfinite(r["ev_width"]),
@@ -329,7 +336,7 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     from .sigmoid import mu_bounds, width_bounds
     ctx["mu_bounds"] = mu_bounds(u, cfg.mu_margin)
     ctx["w_bounds"] = width_bounds(u, cfg.w_min_frac, cfg.w_max_frac)
-    cols = ("b", "n_events", "r2", "sse", "class", "model", "bic_gap", "sse_sigmoid1",
+    cols = ("b", "c", "n_events", "r2", "sse", "class", "model", "bic_gap", "sse_sigmoid1",
             "sse_sigmoid2", "spread")
     tok = {c: np.empty(N, dtype=np.int8 if c in ("class", "model", "n_events") else np.float64)
            for c in cols}
@@ -391,7 +398,7 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
         events["mu_se"] = evs["mu_se"][slot]
     classes = np.array(CLASSES, dtype=object)
     models = np.array(MODELS, dtype=object)
-    tokens = {"tok_idx": tok_idx, "b": tok["b"], "n_events": n_ev, "r2": tok["r2"],
+    tokens = {"tok_idx": tok_idx, "b": tok["b"], "c": tok["c"], "n_events": n_ev, "r2": tok["r2"],
               "sse": tok["sse"], "class": classes[tok["class"]], "model": models[tok["model"]],
               "bic_gap": tok["bic_gap"], "sse_sigmoid1": tok["sse_sigmoid1"],
               "sse_sigmoid2": tok["sse_sigmoid2"], "spread": tok["spread"]}

@@ -114,10 +114,13 @@ def _logistic(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
 
-def fitted_curve(u: np.ndarray, b: float, a: np.ndarray, mu: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """l(u) = b + sum_j a_j * s((mu_j - u) / w_j)  (DESIGN.md)."""
-    u = np.asarray(u, dtype=np.float64)[:, None]
-    return b + (np.asarray(a) * _logistic((np.asarray(mu) - u) / np.asarray(w))).sum(axis=1)
+def fitted_curve(u: np.ndarray, b: float, a: np.ndarray, mu: np.ndarray, w: np.ndarray,
+                 c: float = 0.0, u_end: float | None = None) -> np.ndarray:
+    """l(u) = b + sum_j a_j * s((mu_j - u) / w_j)  (DESIGN.md); a token whose best model is
+    linear in ln x has c != 0: l(u) = b + c (u - u_end)."""
+    u = np.asarray(u, dtype=np.float64)
+    lin = c * (u - (u[-1] if u_end is None else u_end)) if c else 0.0
+    return b + lin + (np.asarray(a) * _logistic((np.asarray(mu) - u[:, None]) / np.asarray(w))).sum(axis=1)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -428,6 +431,8 @@ def _section_examples(r: _Run, figs: _Figures) -> str:
     if r.fit_tokens is not None and "b" in r.fit_tokens:
         sel = np.isin(r.fit_tokens["tok_idx"], [t for t, _ in examples])
         b_of = dict(zip(r.fit_tokens["tok_idx"][sel].tolist(), r.fit_tokens["b"][sel].tolist()))
+        c_of = dict(zip(r.fit_tokens["tok_idx"][sel].tolist(),
+                        (r.fit_tokens["c"][sel] if "c" in r.fit_tokens else np.zeros(sel.sum())).tolist()))
     fig, axes = figs.new(nr, nc, size=(11, 9))
     uu = np.linspace(u.min(), u.max(), 200) if len(u) else u
     rows = []
@@ -435,7 +440,8 @@ def _section_examples(r: _Run, figs: _Figures) -> str:
         ax.plot(x[keep], traj[:, j], ".", ms=3, color="0.3")
         if t in b_of:
             a, mu, w = ev.get(t, (np.zeros(0), np.zeros(0), np.ones(0)))
-            ax.plot(np.exp(uu), fitted_curve(uu, b_of[t], a, mu, w), color="tab:red", lw=1.2)
+            ax.plot(np.exp(uu), fitted_curve(uu, b_of[t], a, mu, w, c_of.get(t, 0.0), u.max()),
+                    color="tab:red", lw=1.2)
         i = cols[j]
         label = _token_label(_text(r, "context", i), _text(r, "token_text", i))
         # parse_math=False: token text may hold '$'; it is plain text here, never mathtext

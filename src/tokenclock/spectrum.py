@@ -164,9 +164,12 @@ def reconstruct_derivative(events: Mapping[str, Any], n_tok: int, u: np.ndarray)
 
 
 def reconstruct_curve(tokens_b: np.ndarray, events: Mapping[str, Any], n_tok: int,
-                      u: np.ndarray) -> np.ndarray:
-    """Mean of the fitted token curves b_i + sum_j a_j s((mu_j - u) / w_j), at each u, (K,)."""
-    return (float(np.sum(np.asarray(tokens_b, np.float64))) + _sum_over_events(events, u, "level")) / n_tok
+                      u: np.ndarray, tokens_c: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the fitted token curves b_i + c_i (u - u_K) + sum_j a_j s((mu_j - u) / w_j), at each
+    u, (K,); c_i is the slope of tokens whose best model is linear in ln x (0 otherwise)."""
+    u = np.asarray(u, np.float64)
+    lin = 0.0 if tokens_c is None else float(np.nansum(tokens_c)) * (u - u[-1])
+    return (float(np.sum(np.asarray(tokens_b, np.float64))) + lin + _sum_over_events(events, u, "level")) / n_tok
 
 
 def spectrum_density(events: Mapping[str, Any], n_tok: int, u_grid: np.ndarray,
@@ -348,7 +351,8 @@ def _clean(obj: Any) -> Any:
 
 def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | None,
                   events: Mapping[str, Any], tokens_b: np.ndarray, after_mask: np.ndarray,
-                  cfg: SpectrumConfig, heldout_events: Mapping[str, Any] | None = None) -> tuple:
+                  cfg: SpectrumConfig, heldout_events: Mapping[str, Any] | None = None,
+                  tokens_c: np.ndarray | None = None) -> tuple:
     """Everything for one clock. u: (K',) kept axis in ln x; after_mask: (K',) post-warmup rows.
     Returns (scores dict, curve columns, density columns)."""
     N = loss_kn.shape[1]
@@ -356,7 +360,7 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
     L = measured_curve(loss_kn, keep_mask, cfg.chunk_columns)
     meas = measured_derivative(L, u, cfg.smoothing)
     rec = reconstruct_derivative(events, N, u)
-    rec_L = reconstruct_curve(tokens_b, events, N, u)
+    rec_L = reconstruct_curve(tokens_b, events, N, u, tokens_c)
     odd = _odd_mask(len(u))
     after_mask = np.asarray(after_mask, bool)
     s: dict[str, Any] = {
@@ -480,7 +484,8 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, 
             after = np.ones(len(u), bool)
         events, n_bad = _finite_events(
             read_parquet(folder / run.fit_events.name, columns=["tok_idx", "a", "mu", "width"]))
-        tokens_b = read_parquet(folder / run.fit_tokens.name, columns=["b"])["b"]
+        tok_cols = read_parquet(folder / run.fit_tokens.name)
+        tokens_b, tokens_c = tok_cols["b"], tok_cols.get("c")
         held, note = None, None
         if cfg.heldout:
             rows = np.flatnonzero(keep)[0::2]
@@ -488,7 +493,7 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, 
                 held = _heldout_events(loss, rows, u[0::2], run, axis, cfg, progress)
             except DataError as e:  # e.g. too few checkpoints left for the fitter
                 note = f"held-out fit skipped: {e}"
-        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held)
+        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held, tokens_c)
         s.update({"axis": axis, "after_step": after_step, "n_events_nonfinite_dropped": n_bad})
         if note:
             s["heldout_note"] = note
