@@ -554,7 +554,8 @@ def _section_classes(r: _Run, figs: _Figures, numbers: dict) -> str:
         parts.append(figs.save(fig, "classes.png", _from("fit/tokens.parquet")))
     else:
         parts.append(_not_computed("fit", r.run, "token classes"))
-    if "unigram_loss" not in r.tokens or not r.meta.get("vocab_size"):
+    if "unigram_loss" not in r.tokens or not r.meta.get("vocab_size") \
+            or not np.isfinite(np.asarray(r.tokens["unigram_loss"], float)).any():
         return head + "".join(parts)
     uni = np.asarray(r.tokens["unigram_loss"], float)
     ln_v = math.log(float(r.meta["vocab_size"]))
@@ -607,8 +608,8 @@ def _section_frequency(r: _Run, figs: _Figures, numbers: dict) -> str:
     head = "<h2>Learning time vs training-set frequency</h2>"
     if r.events is None:
         return head + _not_computed("fit", r.run, "learning times")
-    if "train_count" not in r.tokens:
-        return head + '<p class="note">trace/tokens.parquet has no train_count column (imported matrix).</p>'
+    if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
+        return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
     tok, mu = _largest_positive_event(r.events)
     if len(tok) < 3:
         return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'
