@@ -232,7 +232,7 @@ def test_imported_matrix_with_few_columns(tmp_path):
                                    "class": ["learned"] * 40, "model": ["sigmoid1"] * 40})
     write_json(run.fit_summary, {"n_tok": 40, "axis": "D"})
     page = report(run.root).read_text()
-    assert "no train_count column" in page
+    assert "no training-split frequencies" in page
     summary = read_json(run.report_dir / "summary.json")
     assert summary["axis"] == "D" and summary["sigmoid_share"] == 1.0
     assert "examples.png" in summary["figures"] and "spectrum.png" in summary["figures"]
