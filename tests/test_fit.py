@@ -169,3 +169,20 @@ def test_any_finite_trajectory_gives_finite_parameters_or_irregular(values):
         np.isfinite(res.events[k]).all() for k in ("a", "mu", "width"))
     assert finite or t["class"][0] == "irregular"
     assert t["class"][0] in CLASSES
+
+
+def test_linear_drift_is_irregular_with_its_slope():
+    """A steady 2-nat drift in ln x: the linear model wins by BIC, its slope is stored, and the
+    class is irregular (a significant change that no sigmoid explains), not flat."""
+    from tokenclock.fit import FitConfig, fit_trajectories
+
+    u = np.linspace(0, 8, 40)
+    rng = np.random.default_rng(0)
+    Y = 6.0 - 0.25 * u + rng.normal(0, 0.05, (20, 40))
+    res = fit_trajectories(Y, u, FitConfig(extra_axes=[]))
+    lin = res.tokens["model"] == "linear"
+    assert lin.mean() >= 0.7  # a very wide sigmoid can tie with a line on a noisy row
+    np.testing.assert_allclose(res.tokens["c"][lin], -0.25, atol=0.02)
+    np.testing.assert_allclose(res.tokens["b"][lin], 6.0 - 0.25 * 8, atol=0.05)
+    assert set(res.tokens["class"][lin]) == {"irregular"}
+    assert not (res.tokens["c"][~lin]).any()
