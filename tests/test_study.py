@@ -157,3 +157,24 @@ def test_chinchilla_recovers_known_exponents():
     assert fit["bootstrap"]["alpha"][0] <= fit["bootstrap"]["alpha"][2]
     with pytest.raises(DataError):
         fit_chinchilla(N[:3], D[:3], L[:3])
+
+
+def test_job_array_split_then_final_call(tiny_study, tmp_path, texts_dir, capsys):
+    """--only prepare, then --only K per model (a Slurm array), then a final call builds the axes
+    without retraining: the same study.json runs as a one-shot study."""
+    import shutil
+
+    out = tmp_path / "arr"
+    assert main(["study", "study-tiny", "--out", str(out), "--quiet", "--only", "prepare", *study_sets(texts_dir)]) == 0
+    assert (out / "shared" / "trace" / "inputs.npy").is_file() and not (out / "runs").exists()
+    assert main(["study", "study-tiny", "--out", str(out), "--quiet", "--only", "0", *study_sets(texts_dir)]) == 0
+    trained = sorted(p.name for p in (out / "runs").iterdir())
+    assert trained and len({n.split("_b")[0] for n in trained}) == 1  # one model's runs only
+    assert not (out / "axes").exists()
+    assert main(["study", "study-tiny", "--out", str(out), "--quiet", "--only", "9", *study_sets(texts_dir)]) == 3
+    capsys.readouterr()
+    assert main(["study", "study-tiny", "--out", str(out), "--quiet", *study_sets(texts_dir)]) == 0
+    done = json.loads((out / "study.json").read_text())
+    ref = json.loads((tiny_study / "study.json").read_text())
+    assert sorted(done["runs"]) == sorted(ref["runs"])
+    assert all(r["status"] == "done" for r in done["runs"].values())

@@ -165,7 +165,11 @@ def cmd_study(args) -> int:
     from .study import load_study, study
 
     st = load_study(args.config, args.set)
-    man = study(args.out, st, progress=not args.quiet)
+    man = study(args.out, st, progress=not args.quiet, only=args.only)
+    if args.only is not None:
+        _print({"study": args.out, "only": args.only,
+                "runs": {k: v.get("status") for k, v in man.get("runs", {}).items()}})
+        return 0
     _print({"study": args.out, "summary": man.get("summary"), "chinchilla": man.get("chinchilla"),
             "branch_vs_full": man.get("branch_vs_full"), "n_failed": man.get("n_failed"),
             "seconds": man.get("seconds"), "report": f"{args.out}/report/index.html"})
@@ -304,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="study directory")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override, e.g. --set study.seeds=[0,1] or --set train.threads=1 (base config)")
+    sp.add_argument("--only", help="job arrays: 'prepare' (shared inputs only) or a model index K "
+                    "(train that model's runs only); a last call without --only builds the axes")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=cmd_study)
 

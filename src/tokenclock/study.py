@@ -345,9 +345,13 @@ def analyze_axis(ax: RunDir, column: str, axis_name: str, cfg, progress: bool) -
 # ----------------------------------------------------------------------------- the stage
 
 
-def study(root: str | Path, st: Study, *, progress: bool = True) -> dict:
+def study(root: str | Path, st: Study, *, progress: bool = True, only: str | None = None) -> dict:
     """Run (or resume) the whole study in `root`; returns study.json's contents. A run that fails
-    with a TokenclockError is recorded as failed and the rest go on."""
+    with a TokenclockError is recorded as failed and the rest go on.
+
+    `only` splits a study over a job array: "prepare" builds the shared corpus, tokens and traced
+    inputs and stops; an integer K trains the runs of the K-th model (its stable run and branches,
+    every seed) and stops. A final call without `only` skips finished runs and builds the axes."""
     from . import train as train_mod
     from .model import preset_params
     from .tokens import load_tokenizer
@@ -358,7 +362,15 @@ def study(root: str | Path, st: Study, *, progress: bool = True) -> dict:
     t0 = time.time()
     cfg0 = st.base_config
     sig = prepare_shared(root, st, progress)
+    if only == "prepare":
+        return {"shared": sig}
     runs = plan(st)
+    if only is not None:
+        models = st.models()
+        if not (only.isdigit() and int(only) < len(models)):
+            raise ConfigError(f"--only {only!r} is neither 'prepare' nor a model index 0..{len(models) - 1}",
+                              "pass the job array index, e.g. --only $SLURM_ARRAY_TASK_ID")
+        runs = [r for r in runs if r.model == models[int(only)]]
     check_same_inputs(root, [r.name for r in runs], sig)
     inputs = read_npy(RunDir(root / "shared").trace_inputs).astype(np.int64)
     per_step = cfg0.train.batch_size * cfg0.train.seq_len
@@ -391,7 +403,10 @@ def study(root: str | Path, st: Study, *, progress: bool = True) -> dict:
                    train_seconds=(load_manifest(run)["stages"]["train"].get("seconds")),
                    n_params=int(summ.get("n_params", rec["n_params"])),
                    final_val_loss=summ.get("final_val_loss"), final_trace_loss=float(np.mean(loss)))
-        write_json(root / "study.json", manifest)
+        if only is None:
+            write_json(root / "study.json", manifest)
+    if only is not None:
+        return manifest
 
     # D and M axes from the good runs (per-token losses averaged over seeds)
     tok = load_tokenizer(RunDir(root / "shared").tokenizer)
