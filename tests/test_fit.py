@@ -186,3 +186,19 @@ def test_linear_drift_is_irregular_with_its_slope():
     np.testing.assert_allclose(res.tokens["b"][lin], 6.0 - 0.25 * 8, atol=0.05)
     assert set(res.tokens["class"][lin]) == {"irregular"}
     assert not (res.tokens["c"][~lin]).any()
+
+
+def test_worker_processes_give_identical_results():
+    """Chunks fitted in 2 spawned processes equal the in-process fit, value for value."""
+    from tokenclock.fit import FitConfig, fit_trajectories
+
+    rng = np.random.default_rng(3)
+    u = np.log(np.arange(1, 33, dtype=np.float64))
+    mu = rng.uniform(1, 3, 240)
+    Y = 3 + 4 / (1 + np.exp((u[None, :] - mu[:, None]) / 0.3)) + rng.normal(0, 0.1, (240, 32))
+    one = fit_trajectories(Y, u, FitConfig(extra_axes=[], chunk_tokens=40, workers=1))
+    two = fit_trajectories(Y, u, FitConfig(extra_axes=[], chunk_tokens=40, workers=2))
+    for k in one.tokens:
+        np.testing.assert_array_equal(one.tokens[k], two.tokens[k], err_msg=k)
+    for k in one.events:
+        np.testing.assert_array_equal(one.events[k], two.events[k], err_msg=k)

@@ -98,6 +98,11 @@ def test_npz_export_import_roundtrip(tiny_run, tmp_path):
     assert a["n_tok"] == loss.shape[1]
     s = read_json(RunDir(out).spectrum_summary)
     assert s["axis"] == "step" and s["reconstruction_r2"] is not None
+    assert main(["fit", "--npz", str(npz), "--out", str(tmp_path / "unc"), "--quiet", "--uncertainty",
+                 "--max-events", "1"]) == 0
+    ev = read_parquet(RunDir(tmp_path / "unc").fit_events)
+    assert "mu_se" in ev and np.nanmedian(ev["mu_se"]) > 0
+    assert read_json(RunDir(tmp_path / "unc").fit_summary)["max_events"] == 1
 
 
 def test_export_unknown_axis(tiny_run, tmp_path, capsys):

@@ -105,6 +105,10 @@ def cmd_fit(args) -> int:
     from .fit import fit
 
     cfg = _config(args)
+    if args.uncertainty:
+        cfg.fit.uncertainty = True
+    if args.max_events is not None:
+        cfg.fit.max_events = args.max_events
     run = args.run
     if args.npz:
         from .lossfile import import_npz
@@ -254,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", nargs="?", help="run directory")
     sp.add_argument("--npz", help="a losses.npz (axis_values, loss_matrix, axis_name) instead of a run")
     sp.add_argument("--out", help="output directory for --npz")
+    sp.add_argument("--uncertainty", action="store_true",
+                    help="standard errors of each learning time mu (events column mu_se)")
+    sp.add_argument("--max-events", type=int, choices=(0, 1, 2), help="most sigmoid events per token")
     common(sp)
     sp.set_defaults(func=cmd_fit)
 

@@ -25,6 +25,7 @@ A two-step curve (two drops) is `learned` with n_events = 2.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,9 @@ class FitConfig:
     threads: int = 1
     """torch CPU threads for the fit (0: torch's default). 1 is the robust default: the fit is
     many small elementwise ops, and OpenMP threads collapse (10x slower) when a core is shared."""
+    workers: int = 0
+    """Processes that fit chunks in parallel on the CPU, each single-threaded (0: one per core
+    when there are at least 4 chunks, else 1; 1: in this process). Results do not depend on it."""
 
     def __post_init__(self) -> None:
         if not self.axis or not isinstance(self.axis, str):
@@ -110,7 +114,7 @@ class FitConfig:
         if self.grid_mu < 2 or self.grid_w < 1 or self.pair_grid_mu < 2 or self.pair_grid_w < 1:
             raise ConfigError("fit.grid_mu, fit.pair_grid_mu must be >= 2 and fit.grid_w, "
                               "fit.pair_grid_w >= 1")
-        if self.lm_iters < 0 or self.chunk_tokens < 1 or self.threads < 0:
+        if self.lm_iters < 0 or self.chunk_tokens < 1 or self.threads < 0 or self.workers < 0:
             raise ConfigError("fit.lm_iters, fit.threads must be >= 0 and fit.chunk_tokens >= 1")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"fit.dtype must be float32 or float64, got {self.dtype!r}")
@@ -342,24 +346,76 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
            for c in cols}
     evs = {c: np.empty((N, 2), dtype=np.float64) for c in ("a", "mu", "width", "mu_se")}
     chunk = cfg.chunk_tokens
+    starts = list(range(0, N, chunk))
+
+    def blocks():
+        for i in starts:
+            Y = np.asarray(loss_kn[:, i:i + chunk], dtype=np.float32).T   # (C, K)
+            if not np.isfinite(Y).all():
+                raise _nonfinite_error(loss_kn, chunk)
+            _release_pages(loss_kn)
+            yield Y
+
+    workers = _n_workers(cfg, len(starts))
     try:
         with tqdm(total=N, unit="traj", unit_scale=True, disable=not progress,
                   desc=f"fit {axis or cfg.axis}", smoothing=0.1) as bar:
-            for i in range(0, N, chunk):
-                Y = np.asarray(loss_kn[:, i:i + chunk], dtype=np.float32).T   # (C, K)
-                if not np.isfinite(Y).all():
-                    raise _nonfinite_error(loss_kn, chunk)
-                r = _fit_block(Y, u, cfg, ctx)
+            results = (_fit_parallel(blocks(), u, cfg, workers) if workers > 1
+                       else (_fit_block(Y, u, cfg, ctx) for Y in blocks()))
+            for i, r in zip(starts, results):
                 for c in cols:
                     tok[c][i:i + chunk] = r[c]
                 for c in evs:
                     evs[c][i:i + chunk] = r[f"ev_{c}"]
-                _release_pages(loss_kn)
-                bar.update(Y.shape[0])
+                bar.update(len(r["b"]))
     finally:
         torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - t0
     return _assemble(tok, evs, u, cfg, axis or cfg.axis, seconds)
+
+
+def _n_workers(cfg: FitConfig, n_chunks: int) -> int:
+    if cfg.device != "cpu":
+        return 1
+    if cfg.workers:
+        return min(cfg.workers, n_chunks)
+    return min(os.cpu_count() or 1, n_chunks) if n_chunks >= 4 else 1
+
+
+_WORKER_CTX: dict = {}
+
+
+def _worker_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig) -> dict:
+    """One chunk in a worker process (single-threaded torch; grid bases cached per process)."""
+    import torch
+
+    from .sigmoid import mu_bounds, width_bounds
+
+    torch.set_num_threads(1)
+    key = (u.tobytes(), repr(cfg))
+    if _WORKER_CTX.get("key") != key:
+        _WORKER_CTX.clear()
+        _WORKER_CTX.update(key=key, u_min=float(u[0]), u_max=float(u[-1]),
+                           mu_bounds=mu_bounds(u, cfg.mu_margin),
+                           w_bounds=width_bounds(u, cfg.w_min_frac, cfg.w_max_frac))
+    return _fit_block(Y, u, cfg, _WORKER_CTX)
+
+
+def _fit_parallel(blocks, u: np.ndarray, cfg: FitConfig, workers: int):
+    """Yield chunk results in order from a pool of spawned processes, at most 2 chunks in flight
+    per worker so memory stays bounded."""
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pending: deque = deque()
+        for Y in blocks:
+            pending.append(pool.submit(_worker_block, Y, u, cfg))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def fit_trajectories(Y: np.ndarray, u: np.ndarray, cfg: FitConfig | None = None,
