@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     ap.add_argument("--chunk", type=int, default=None, help="chunk_tokens (default: FitConfig's)")
+    ap.add_argument("--workers", type=int, default=0, help="fit worker processes (0: auto, 1: none)")
     ap.add_argument("--memmap", metavar="PATH", default=None,
                     help="write a (K, N) .npy here and fit from a memmap of it")
     ap.add_argument("--seed", type=int, default=0)
@@ -135,9 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     t = truth(args.n, u, rng)
     kw = {"chunk_tokens": args.chunk} if args.chunk else {}
-    cfg = FitConfig(max_events=args.max_events, device=args.device, threads=args.threads, **kw)
+    cfg = FitConfig(max_events=args.max_events, device=args.device, threads=args.threads,
+                    workers=args.workers, **kw)
     print(f"N={args.n} K={len(u)} max_events={args.max_events} device={args.device} "
-          f"threads={args.threads} chunk={cfg.chunk_tokens}")
+          f"threads={args.threads} workers={args.workers or 'auto'} chunk={cfg.chunk_tokens}")
     if args.memmap:
         write_memmap(args.memmap, t, u, args.seed)
         from tokenclock.rundir import read_npy
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tc_rate = args.n / sec
     print(f"tokenclock: {sec:.2f} s, {tc_rate:,.0f} trajectories/s; peak RSS {rss:,.0f} MB "
-          f"(before fit {rss0:,.0f} MB)")
+          f"(before fit {rss0:,.0f} MB; this process only)")
 
     sub = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, min(args.scipy_n, args.n),
                                                                replace=False))

@@ -94,7 +94,7 @@ class FitConfig:
     many small elementwise ops, and OpenMP threads collapse (10x slower) when a core is shared."""
     workers: int = 0
     """Processes that fit chunks in parallel on the CPU, each single-threaded (0: one per core
-    when there are at least 4 chunks, else 1; 1: in this process). Results do not depend on it."""
+    when there are at least 8 chunks, else 1; 1: in this process). Results do not depend on it."""
 
     def __post_init__(self) -> None:
         if not self.axis or not isinstance(self.axis, str):
@@ -379,7 +379,8 @@ def _n_workers(cfg: FitConfig, n_chunks: int) -> int:
         return 1
     if cfg.workers:
         return min(cfg.workers, n_chunks)
-    return min(os.cpu_count() or 1, n_chunks) if n_chunks >= 4 else 1
+    # a spawned worker costs ~2 s to start (it imports torch): worth it from ~8 chunks on
+    return min(os.cpu_count() or 1, n_chunks) if n_chunks >= 8 else 1
 
 
 _WORKER_CTX: dict = {}
