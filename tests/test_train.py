@@ -1,6 +1,7 @@
 """Trainer: schedules, transformers compatibility, resume after kill -9, bad inputs."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 from tokenclock.config import load_config
 from tokenclock.errors import ConfigError, CorpusError, RunDirError
@@ -105,8 +107,13 @@ def test_resume_after_kill_gives_same_weights(tmp_path, texts_dir):
     np.testing.assert_array_equal(ia["val_loss"], ib["val_loss"])
 
 
+GOLDEN = Path(__file__).with_name("golden_losses.json")
+
+
 def test_golden_first_losses(tmp_path, texts_dir):
-    """Same seed and config -> the same losses, bit for bit (golden values guard determinism)."""
+    """Same seed and config -> the same losses, bit for bit, and the first 12 training losses of
+    the tiny preset match tests/golden_losses.json (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after
+    a deliberate change to the model, data order or optimizer)."""
     from tokenclock.train import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 12}))
@@ -114,7 +121,12 @@ def test_golden_first_losses(tmp_path, texts_dir):
     train(tmp_path / "b", cfg, progress=False)
     la, lb = (read_parquet(RunDir(tmp_path / r).train_log) for r in "ab")
     np.testing.assert_array_equal(la["loss"], lb["loss"])
-    assert abs(la["loss"][0] - np.log(512)) < 0.2
+    if os.environ.get("TOKENCLOCK_REGEN_GOLDEN"):
+        GOLDEN.write_text(json.dumps({"config": "tiny + tests/conftest.py tiny_overrides, train.steps=12",
+                                      "loss": [float(x) for x in la["loss"]]}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())["loss"]
+    # bit-identical on one machine (above); across CPUs, vectorized kernels may round differently
+    np.testing.assert_allclose(la["loss"], golden, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_key_and_preset():
