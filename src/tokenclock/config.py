@@ -170,13 +170,14 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A file path, or the name of a built-in preset (tiny, demo, gpu)."""
+    """A file path, or the name of a built-in preset: `demo`, `demo.yaml` or `configs/demo.yaml`
+    (the repository's configs/ is the package's presets/ folder)."""
     p = Path(path)
     if p.is_file():
         return p
-    for cand in (PRESET_DIR / f"{path}.yaml", PRESET_DIR / f"{p.stem}.yaml"):
-        if not p.exists() and cand.is_file() and (p.parent == Path(".") or p.parent.name == "configs"):
-            return cand
+    preset = PRESET_DIR / f"{p.stem}.yaml"
+    if preset.is_file() and p.parent in (Path("."), Path("configs")):
+        return preset
     presets = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
     raise ConfigError(f"config file {path} not found",
                       f"pass a YAML file or a preset name: {', '.join(presets)}")
