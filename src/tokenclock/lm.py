@@ -22,7 +22,7 @@ class Bounds:
     mu_hi: float
     w_lo: float
     w_hi: float
-    a_max: float = 50.0
+    a_max: float = 8.0
     """|a| in units of the trajectory's standard deviation: censored events (mu beyond the data)
     would otherwise extrapolate to absurd drops."""
 
