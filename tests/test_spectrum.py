@@ -137,7 +137,7 @@ def make_run(root, axis_cols=("step", "tokens_seen", "cum_lr", "val_loss"), n_to
     if axis_cols[0] not in cols:  # an imported matrix: one column named by its axis
         cols = {axis_cols[0]: steps.astype(np.float64) * 1e6}
     write_parquet(run.trace_axis, {k: cols[k] for k in axis_cols})
-    update_stage(run, "train", "done", config={"warmup_steps": warmup})
+    update_stage(run, "train", "done", config={"train": {"warmup_steps": warmup}})
     if fit_by_hand:
         tokens = {"tok_idx": np.arange(n_tok), "b": b,
                   "n_events": np.bincount(ev["tok_idx"], minlength=n_tok),

@@ -442,7 +442,7 @@ def _after_step(run: RunDir, cfg: SpectrumConfig) -> int:
     if cfg.after_step is not None:
         return cfg.after_step
     train = load_manifest(run)["stages"].get("train", {}).get("config") or {}
-    return int(train.get("warmup_steps") or 0)
+    return int((train.get("train") or {}).get("warmup_steps") or 0)
 
 
 def spectrum(run_dir: str | Path | RunDir, cfg: SpectrumConfig | None = None, *,

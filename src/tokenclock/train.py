@@ -265,8 +265,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
     quiet_transformers()
     cfg: Config = config or Config()
     tc, run = cfg.train, RunDir(run_dir)
-    conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed,
-            "warmup_steps": tc.warmup_steps}
+    conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed}
     _check_same_run(run, conf)
     if stage_status(run, "train") == "done":
         return read_json(run.manifest)["stages"]["train"].get("summary", {})
