@@ -64,3 +64,15 @@ def test_bad_npz_inputs(capsys, tmp_path):
         assert not (out / "trace" / "loss.npy").exists()
     code = main(["fit", "--npz", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o")])
     assert code == 4 and "does not exist" in capsys.readouterr().err
+
+
+def test_python_api_names_are_the_stage_functions():
+    """tc.fit, tc.trace, ... stay functions even after their same-named modules are imported."""
+    import importlib
+
+    import tokenclock as tc
+
+    for name in ("train", "trace", "fit", "spectrum", "report", "demo"):
+        importlib.import_module(f"tokenclock.{name}")
+        assert callable(getattr(tc, name)), name
+        assert getattr(tc, name).__module__ == f"tokenclock.{name}"

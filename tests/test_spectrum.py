@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tokenclock import spectrum as sp
+import importlib
+
+sp = importlib.import_module("tokenclock.spectrum")  # the module (tokenclock.spectrum is the stage function)
 from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.rundir import RunDir, update_stage, write_json, write_npy, write_parquet
 from tokenclock.sigmoid import logistic

@@ -68,7 +68,9 @@ def test_study_end_to_end(tiny_study):
 
 
 def test_study_failed_run_then_resume(tiny_study, texts_dir, monkeypatch, capsys):
-    import tokenclock.train as train_mod
+    import importlib
+
+    train_mod = importlib.import_module("tokenclock.train")
 
     real = train_mod.train
 

@@ -352,7 +352,9 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     `only` splits a study over a job array: "prepare" builds the shared corpus, tokens and traced
     inputs and stops; an integer K trains the runs of the K-th model (its stable run and branches,
     every seed) and stops. A final call without `only` skips finished runs and builds the axes."""
-    from . import train as train_mod
+    import importlib
+
+    train_mod = importlib.import_module(".train", __package__)  # the module, not tokenclock.train()
     from .model import preset_params
     from .tokens import load_tokenizer
     from .trace import token_table
