@@ -56,6 +56,8 @@ class TrainConfig:
     # state when it holds optimizer.safetensors); training continues at its step (cooldown branches)
     keep_state_steps: list[int] = field(default_factory=list)  # checkpoints that also keep their
     # optimizer state (ckpt/step_X/optimizer.safetensors), so branches can start there
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and AdamW state (FSDP2)
+    # instead of replicating them (DDP), for models that do not fit one device
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "val_seqs"):
@@ -144,12 +146,13 @@ def token_losses(model, tokens, amp_dtype, device: str):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict) -> Path:
-    """Write RUN/ckpt/step_XXXXXXX/ under a temporary name, fsync, and rename into place."""
+def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict, state_dict=None) -> Path:
+    """Write RUN/ckpt/step_XXXXXXX/ under a temporary name, fsync, and rename into place
+    (`state_dict`: the full weights of a sharded model)."""
     final = run.ckpt(step)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     hf_tok.save_pretrained(tmp)
     (tmp / "tokenclock.json").write_text(json.dumps(meta, indent=2) + "\n")
     for p in tmp.iterdir():
@@ -161,21 +164,38 @@ def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict) -> Path:
     return final
 
 
-def save_state(path: Path, optimizer, step: int, extra: dict) -> None:
-    """AdamW moments of every parameter, as safetensors (no pickle), with the step in metadata."""
-    from safetensors.torch import save_file
-
+def optimizer_tensors(optimizer) -> dict:
+    """AdamW moments of every parameter by position, as full CPU tensors. With FSDP the moments
+    are sharded DTensors and gathering them is a collective: every rank must call this."""
     tensors = {}
     for gi, group in enumerate(optimizer.param_groups):
         for pi, p in enumerate(group["params"]):
             st = optimizer.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in st:
-                    tensors[f"g{gi}.p{pi}.{key}"] = st[key].detach().cpu().contiguous()
+                    t = st[key].detach()
+                    t = t.full_tensor() if hasattr(t, "full_tensor") else t
+                    tensors[f"g{gi}.p{pi}.{key}"] = t.cpu().contiguous()
             if "step" in st:
                 tensors[f"g{gi}.p{pi}.step"] = st["step"].detach().cpu().reshape(1).float()
+    return tensors
+
+
+def save_state(path: Path, optimizer, step: int, extra: dict, tensors: dict | None = None) -> None:
+    """AdamW moments of every parameter, as safetensors (no pickle), with the step in metadata."""
+    from safetensors.torch import save_file
+
+    tensors = optimizer_tensors(optimizer) if tensors is None else tensors
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"step": str(step), "extra": json.dumps(extra)})
+
+
+def state_step(path: Path) -> int:
+    """The step an optimizer-state file belongs to (from its metadata; no tensors read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
 
 
 def load_state(path: Path, optimizer) -> tuple[int, dict]:
@@ -189,8 +209,13 @@ def load_state(path: Path, optimizer) -> tuple[int, dict]:
                 name = f"g{gi}.p{pi}"
                 if f"{name}.exp_avg" in f.keys():
                     st = optimizer.state[p]
-                    st["exp_avg"] = f.get_tensor(f"{name}.exp_avg").to(p.device)
-                    st["exp_avg_sq"] = f.get_tensor(f"{name}.exp_avg_sq").to(p.device)
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        t = f.get_tensor(f"{name}.{key}").to(p.device)
+                        if hasattr(p, "device_mesh"):  # FSDP: keep this rank's shard
+                            from torch.distributed.tensor import distribute_tensor
+
+                            t = distribute_tensor(t, p.device_mesh, p.placements)
+                        st[key] = t
                     st["step"] = torch.tensor(float(f.get_tensor(f"{name}.step").item()))
     return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
@@ -273,6 +298,9 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
     # Under torchrun, rank 0 prepares the corpus and tokens, takes the lock and writes every
     # artifact; each rank trains on its slice of the same global batch (DDP averages gradients).
     d = dist.init(resolve_device(tc.device))
+    if tc.fsdp and not d.enabled:
+        raise ConfigError("train.fsdp shards the model over processes and needs torchrun with 2 or more",
+                          "run `torchrun --nproc_per_node=N -m tokenclock train ...`, or drop train.fsdp")
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by {d.world} processes",
                           "use a global batch size that is a multiple of the number of processes")
@@ -298,7 +326,22 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         hf_tok = hf_tokenizer(tok)
         model = build_model(cfg.model, meta["vocab_size"], cfg.seed, eos_id=meta["eos_id"]).to(device)
         n_params = non_embedding_params(model)
-        net = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
+        # weights to continue from go into the whole model before it is wrapped or sharded
+        resuming = run.train_state.is_file()
+        init_src = Path(tc.init_from) if tc.init_from and not resuming else None
+        if resuming:
+            load_weights(model, run.ckpt(state_step(run.train_state)), cfg.model.tie_embeddings)
+        elif init_src is not None:
+            load_weights(model, init_src, cfg.model.tie_embeddings)
+        if tc.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in model.model.layers:
+                fully_shard(layer)
+            fully_shard(model)
+            net = model
+        else:
+            net = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
@@ -313,9 +356,8 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
 
         # resume from the newest checkpoint that has a matching optimizer state
         start, rows, log, cum_lr = 0, [], [], 0.0
-        if run.train_state.is_file():
+        if resuming:
             start, extra = load_state(run.train_state, opt)
-            load_weights(model, run.ckpt(start), cfg.model.tie_embeddings)
             cum_lr = extra.get("cum_lr", 0.0)
             if run.ckpt_index.is_file():
                 idx = read_parquet(run.ckpt_index)
@@ -325,31 +367,42 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                 log = [{k: lg[k][i].item() for k in lg} for i in range(len(lg["step"])) if lg["step"][i] < start]
 
         def checkpoint(step: int, train_loss: float, seconds: float) -> None:
-            if not d.main:
+            if not (d.main or tc.fsdp):
                 dist.barrier()
                 return
-            model.eval()
+            model.eval()  # with FSDP the forward and the gathers below are collectives
             with torch.no_grad():
                 vl = float(token_losses(model, vbatch, amp, device).mean())
             model.train()
+            full_sd, opt_full = None, None
+            if tc.fsdp:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+                full_sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                               cpu_offload=True))
+                if cfg.model.tie_embeddings:  # saved once, as the embedding (like save_pretrained)
+                    full_sd.pop("lm_head.weight", None)
+                opt_full = optimizer_tensors(opt)
+                if not d.main:
+                    dist.barrier()
+                    return
             if not math.isfinite(vl):
                 raise TrainingError(f"validation loss is {vl} at step {step}: training diverged",
                                     "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
             row = {"step": step, "tokens_seen": step * tokens_per_step, "lr": tc.lr(step),
                    "cum_lr": cum_lr, "train_loss": train_loss, "val_loss": vl, "seconds": seconds}
-            save_checkpoint(run, model, hf_tok, step, row | {"n_params": n_params})
+            save_checkpoint(run, model, hf_tok, step, row | {"n_params": n_params}, state_dict=full_sd)
             rows.append(row)
             write_parquet(run.ckpt_index, {k: [r[k] for r in rows] for k in row})
             if log:
                 write_parquet(run.train_log, {k: [r[k] for r in log] for k in log[0]})
-            save_state(run.train_state, opt, step, {"cum_lr": cum_lr})
+            save_state(run.train_state, opt, step, {"cum_lr": cum_lr}, opt_full)
             if step in tc.keep_state_steps:
-                save_state(run.ckpt(step) / "optimizer.safetensors", opt, step, {"cum_lr": cum_lr})
+                save_state(run.ckpt(step) / "optimizer.safetensors", opt, step, {"cum_lr": cum_lr}, opt_full)
             dist.barrier()
 
-        if tc.init_from and not run.train_state.is_file():
-            src = Path(tc.init_from)
-            load_weights(model, src, cfg.model.tie_embeddings)
+        if init_src is not None:
+            src = init_src
             side = read_json(src / "tokenclock.json") if (src / "tokenclock.json").is_file() else {}
             start, cum_lr = int(side.get("step", 0)), float(side.get("cum_lr", 0.0))
             if (src / "optimizer.safetensors").is_file():
@@ -381,6 +434,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
             lval = dist.mean_scalar(loss.detach()) if d.enabled else loss.item()
             if not math.isfinite(lval):
                 raise TrainingError(f"training loss is {lval} at step {step}: training diverged",
