@@ -10,13 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def doc_texts() -> Path:
-    from pydoc_data.topics import topics
+    from tokenclock.corpus import write_sample_texts
 
-    d = Path(tempfile.mkdtemp(prefix="tokenclock-bench-texts-"))
-    for name, text in sorted(topics.items()):
-        if len(text) > 500:
-            (d / f"{name}.txt").write_text(text)
-    return d
+    return write_sample_texts(tempfile.mkdtemp(prefix="tokenclock-bench-texts-"))
 
 
 def bench_config(preset: str, steps: int, batch: int, seq_len: int, extra: list[str] = ()):

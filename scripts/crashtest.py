@@ -24,17 +24,6 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def texts(root: Path) -> Path:
-    from pydoc_data.topics import topics
-
-    d = root / "texts"
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in sorted(topics.items()):
-        if len(text) > 500:
-            (d / f"{name}.txt").write_text(text)
-    return d
-
-
 def sets(text_dir: Path) -> list[str]:
     pairs = [f"corpus.sources=[{text_dir}]", "corpus.max_chars=null", "corpus.val_fraction=0.1",
              "tokens.vocab_size=512", "trace.n_seqs=48", "train.steps=120", "train.threads=1"]
@@ -115,7 +104,9 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="tokenclock-crash-"))
-    text_dir = texts(root)
+    from tokenclock.corpus import write_sample_texts
+
+    text_dir = write_sample_texts(root / "texts")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     ref = root / "ref"
     failures, durations = 0, {}

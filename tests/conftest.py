@@ -14,13 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def texts_dir(tmp_path_factory) -> Path:
-    from pydoc_data.topics import topics
+    from tokenclock.corpus import write_sample_texts
 
-    d = tmp_path_factory.mktemp("texts")
-    for name, text in sorted(topics.items()):
-        if len(text) > 500:
-            (d / f"{name}.txt").write_text(text)
-    return d
+    return write_sample_texts(tmp_path_factory.mktemp("texts"))
 
 
 def tiny_overrides(texts_dir: Path, **extra) -> list[str]:

@@ -699,6 +699,20 @@ def _kjv() -> Iterable[Document]:
             yield Document(f"kjv/{book}", "kjv", text)
 
 
+def write_sample_texts(folder: str | Path, min_chars: int = 500) -> Path:
+    """Write a small offline English corpus into `folder`: Python's own documentation topics
+    (shipped with every CPython), one `<topic>.txt` per topic longer than `min_chars`. Tests,
+    benchmarks and the crash test train on it without npm; pass the folder as a corpus source."""
+    from pydoc_data.topics import topics
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(topics.items()):
+        if len(text) > min_chars:
+            (folder / f"{name}.txt").write_text(text)
+    return folder
+
+
 def _pydoc_topics() -> Iterable[Document]:
     try:
         from pydoc_data.topics import topics
