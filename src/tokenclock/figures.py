@@ -1,0 +1,361 @@
+"""The report's figures: each section reads the loaded run (report._Run), writes its PNG into the
+report folder (matplotlib, Agg, no pyplot) and returns its HTML: the figure, its caption naming the
+artifacts, and the numbers it measured (added to the `numbers` dict that becomes summary.json)."""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .report_math import _largest_positive_event, _power_law, _r2, fitted_curve, spearman
+from .report_text import (CLASS_ORDER, _fmt, _from, _not_computed, _ordered, _pct, _token_label,
+                          _visible)
+from .rundir import atomic_path
+
+if TYPE_CHECKING:
+    from .report import _Run
+
+# Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
+GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irregular": 2,
+              "early": 1, "late": 1}
+GRID_SHAPE = (4, 4)
+UNIGRAM_TOL_NATS = 0.1  # "mean loss within 0.1 nats of the mean unigram loss"
+
+
+class _Figures:
+    """Writes PNGs (atomically) into the report folder and returns HTML <figure> blocks."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.written: list[str] = []
+
+    def new(self, nrows: int = 1, ncols: int = 1, size=(6.4, 4.0)):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=size, dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)  # Agg, set per figure: no global backend switch, no pyplot state
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        return fig, axes
+
+    def save(self, fig, name: str, caption: str) -> str:
+        with atomic_path(self.out / name) as tmp:
+            fig.savefig(tmp, format="png")
+        self.written.append(name)
+        return (f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
+                f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _section_loss_curve(r: _Run, figs: _Figures) -> str:
+    axis = (r.spec_summary or {}).get("axis", r.axis)
+    if axis not in r.axis_table:
+        axis = r.axis
+    x_all = np.asarray(r.axis_table[axis], dtype=np.float64)
+    mean_loss = r.mean_loss
+    fig, ax = figs.new()
+    ax = ax[0, 0]
+    srcs = ["trace/loss.npy"]
+    if r.ckpt is not None and axis in r.ckpt:
+        xc = np.asarray(r.ckpt[axis], dtype=np.float64)
+        for col, style in (("val_loss", "-o"), ("train_loss", "-")):
+            if col in r.ckpt and np.isfinite(r.ckpt[col]).any():
+                ok = xc > 0
+                ax.plot(xc[ok], r.ckpt[col][ok], style, ms=3, label=f"{col} (ckpt/index.parquet)")
+        srcs.append("ckpt/index.parquet")
+    ok = x_all > 0
+    ax.plot(x_all[ok], mean_loss[ok], "s", ms=3, color="k", label="mean traced-token loss")
+    text = ""
+    if r.spec_summary:
+        xs = np.geomspace(x_all[ok].min(), x_all[ok].max(), 200) if ok.sum() > 1 else None
+        for key, color in (("alpha_measured", "tab:red"), ("alpha_spectrum", "tab:purple")):
+            pl = _power_law(r.spec_summary, key, x_all, mean_loss) if xs is not None else None
+            if pl:
+                e, a, alpha, how = pl
+                ax.plot(xs, e + a * xs ** -alpha, "--", color=color,
+                        label=f"E + A x^-α, α = {alpha:.3g} ({key})")
+                text += (f"<li>{key} = {alpha:.3g}: E = {e:.3g}, A = {a:.3g} ({html.escape(how)})</li>")
+        srcs.append("spectrum/summary.json")
+    ax.set_xscale("log")
+    ax.set_xlabel(axis)
+    ax.set_ylabel("loss (nats)")
+    ax.legend(fontsize=7)
+    cap = _from(*srcs)
+    body = figs.save(fig, "loss_curve.png", cap)
+    if text:
+        body += f"<ul>{text}</ul>"
+    elif r.spec_summary is None:
+        body += _not_computed("spectrum", r.run, "power-law overlay")
+    return "<h2>Loss curve</h2>" + body
+
+
+def _events_by_token(events: dict | None, toks: np.ndarray) -> dict[int, tuple]:
+    if events is None:
+        return {}
+    sel = np.isin(events["tok_idx"], toks)
+    out: dict[int, list] = {}
+    for t, a, mu, w in zip(events["tok_idx"][sel], events["a"][sel], events["mu"][sel],
+                           events["width"][sel]):
+        out.setdefault(int(t), []).append((a, mu, w))
+    return {t: tuple(np.array(v) for v in zip(*rows)) for t, rows in out.items()}
+
+
+def _choose_examples(r: _Run, n: int) -> list[tuple[int, str]]:
+    """Deterministic (seed 0) examples covering the classes; (tok_idx, class) pairs."""
+    rng = np.random.default_rng(0)
+    if r.fit_tokens is None or "class" not in r.fit_tokens:
+        # No fits: spread over the total drop (first minus last checkpoint loss).
+        drop = np.asarray(r.loss[0], float) - np.asarray(r.loss[-1], float)
+        order = np.argsort(drop, kind="stable")
+        pick = order[np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))]
+        return [(int(r.tokens["tok_idx"][i]) if "tok_idx" in r.tokens else int(i), "") for i in pick]
+    cls = r.fit_tokens["class"].astype(str)
+    tok = r.fit_tokens["tok_idx"]
+    rows: list[int] = []  # rows of fit/tokens.parquet
+    for name in sorted(GRID_QUOTA, key=lambda c: CLASS_ORDER.index(c)):
+        idx = np.flatnonzero(cls == name)
+        if len(idx):
+            rows += sorted(rng.choice(idx, size=min(GRID_QUOTA[name], len(idx)), replace=False))
+    rest = np.setdiff1d(np.arange(len(tok)), rows)
+    if len(rows) < n and len(rest):
+        rows += sorted(rng.choice(rest, size=min(n - len(rows), len(rest)), replace=False))
+    return [(int(tok[i]), str(cls[i])) for i in rows[:n]]
+
+
+def _section_examples(r: _Run, figs: _Figures) -> str:
+    nr, nc = GRID_SHAPE
+    examples = _choose_examples(r, nr * nc)
+    x = r.x
+    keep = x > 0
+    u = np.log(x[keep])
+    cols = r.columns([t for t, _ in examples]).tolist()
+    traj = np.asarray(r.loss[:, cols], dtype=np.float64)[keep] if cols else np.zeros((0, 0))  # (K', n)
+    ev = _events_by_token(r.events, np.array([t for t, _ in examples]))
+    b_of = {}
+    if r.fit_tokens is not None and "b" in r.fit_tokens:
+        sel = np.isin(r.fit_tokens["tok_idx"], [t for t, _ in examples])
+        b_of = dict(zip(r.fit_tokens["tok_idx"][sel].tolist(), r.fit_tokens["b"][sel].tolist()))
+        c_of = dict(zip(r.fit_tokens["tok_idx"][sel].tolist(),
+                        (r.fit_tokens["c"][sel] if "c" in r.fit_tokens else np.zeros(sel.sum())).tolist()))
+    fig, axes = figs.new(nr, nc, size=(11, 9))
+    uu = np.linspace(u.min(), u.max(), 200) if len(u) else u
+    rows = []
+    for j, (ax, (t, name)) in enumerate(zip(axes.flat, examples)):
+        ax.plot(x[keep], traj[:, j], ".", ms=3, color="0.3")
+        if t in b_of:
+            a, mu, w = ev.get(t, (np.zeros(0), np.zeros(0), np.ones(0)))
+            ax.plot(np.exp(uu), fitted_curve(uu, b_of[t], a, mu, w, c_of.get(t, 0.0), u.max()),
+                    color="tab:red", lw=1.2)
+        i = cols[j]
+        label = _token_label(_text(r, "context", i), _text(r, "token_text", i))
+        # parse_math=False: token text may hold '$'; it is plain text here, never mathtext
+        ax.set_title(f"{label}\n{name}" if name else label, fontsize=7, parse_math=False)
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=6)
+        rows.append(f"<tr><td>{t}</td><td>{html.escape(name)}</td>"
+                    f"<td>{_token_html(r, i)}</td></tr>")
+    for ax in list(axes.flat)[len(examples):]:
+        ax.set_axis_off()
+    fig.supxlabel(r.axis, fontsize=8)
+    fig.supylabel("loss (nats)", fontsize=8)
+    srcs = ["trace/loss.npy", "trace/tokens.parquet"] + (
+        ["fit/events.parquet", "fit/tokens.parquet"] if r.fit_tokens is not None else [])
+    body = figs.save(fig, "examples.png", _from(*srcs) +
+                     ": dots measured, red line the fitted sigmoid(s); title = context[token]")
+    note = "" if r.fit_tokens is not None else _not_computed("fit", r.run, "fitted curves")
+    return ("<h2>Example token trajectories</h2>" + body + note +
+            "<details><summary>the tokens shown</summary><table><tr><th>tok_idx</th><th>class</th>"
+            "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")
+
+
+def _text(r: _Run, column: str, i: int) -> str:
+    return str(r.tokens[column][i]) if column in r.tokens else ""
+
+
+def _token_html(r: _Run, i: int) -> str:
+    """Escaped '<code>context<b>token</b></code>' with newlines and control characters visible."""
+    return (f"<code>{html.escape(_visible(_text(r, 'context', i), 60))}"
+            f"<b>{html.escape(_visible(_text(r, 'token_text', i)))}</b></code>")
+
+
+def _section_spectrum(r: _Run, figs: _Figures) -> str:
+    if r.events is None and r.density is None:
+        return "<h2>Learning-time spectrum</h2>" + _not_computed("fit", r.run, "events")
+    fig, ax = figs.new()
+    ax = ax[0, 0]
+    N = r.loss.shape[1]
+    srcs = []
+    if r.events is not None and len(r.events["mu"]):
+        mu, a = r.events["mu"], r.events["a"]
+        lo, hi = float(mu.min()), float(mu.max())
+        if hi - lo < 1e-6:  # all events at one time: a bin of width 1 around it
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi + 1e-9, 41)
+        width = np.diff(edges)
+        for sign, color, lab in ((1, "tab:blue", "learning events (a > 0)"),
+                                 (-1, "tab:orange", "rises (a < 0)")):
+            m = np.sign(a) == sign
+            h, _ = np.histogram(mu[m], bins=edges, weights=a[m] / N)
+            ax.bar(np.exp(edges[:-1]), h / width, width=np.exp(edges[1:]) - np.exp(edges[:-1]),
+                   align="edge", color=color, alpha=0.5, label=lab)
+        srcs.append("fit/events.parquet")
+    if r.density is not None:
+        ax.plot(np.exp(r.density["u"]), r.density["rho"], color="k", label="ρ(u) (spectrum/density.parquet)")
+        srcs.append("spectrum/density.parquet")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"learning time ({r.axis})")
+    ax.set_ylabel("amplitude density (nats per unit ln x, per token)")
+    ax.legend(fontsize=7)
+    body = figs.save(fig, "spectrum.png", _from(*srcs) +
+                     ": histogram of event midpoints mu weighted by a/N")
+    if r.density is None:
+        body += _not_computed("spectrum", r.run, "density ρ(u)")
+    return "<h2>Learning-time spectrum</h2>" + body
+
+
+def _section_reconstruction(r: _Run, figs: _Figures, numbers: dict) -> str:
+    if not r.curves:
+        return "<h2>Reconstruction of −dL/d ln x</h2>" + _not_computed("spectrum", r.run)
+    clocks = (r.spec_summary or {}).get("clocks") or {}
+    fig, axes = figs.new(1, len(r.curves), size=(5.0 * len(r.curves), 3.8))
+    for ax, (axis, c) in zip(axes.flat, r.curves.items()):
+        x, meas, rec = c["x"], c["dldu_measured"], c["dldu_reconstructed"]
+        held = c["heldout"].astype(bool) if "heldout" in c else np.zeros(len(x), bool)
+        r2 = (clocks.get(axis) or {}).get("reconstruction_r2")
+        if r2 is None and axis == (r.spec_summary or {}).get("axis"):
+            r2 = (r.spec_summary or {}).get("reconstruction_r2")
+        if r2 is None:
+            r2 = _r2(meas[~held], rec[~held])
+        numbers.setdefault("clock_r2", {})[axis] = r2
+        ax.plot(x[~held], meas[~held], "o", ms=3, color="k", label="measured")
+        if held.any():
+            ax.plot(x[held], meas[held], "o", ms=4, mfc="none", color="tab:green", label="measured, held out")
+        ax.plot(x, rec, "-", color="tab:red", label=f"reconstructed, R² = {_fmt(r2)}")
+        ax.set_xscale("log")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("−dL/d ln x (nats)")
+        ax.set_title(f"clock: {axis}", fontsize=9)
+        ax.legend(fontsize=7)
+    names = [p.relative_to(r.run.root).as_posix() for p in sorted(r.run.spectrum_dir.glob("*curve.parquet"))]
+    return "<h2>Reconstruction of −dL/d ln x</h2>" + figs.save(
+        fig, "reconstruction.png", _from(*names, "spectrum/summary.json")
+        + "; open circles: held-out checkpoints; R² from spectrum/summary.json (in-sample), "
+          "or computed here on the in-sample checkpoints where the summary has none")
+
+
+def _section_classes(r: _Run, figs: _Figures, numbers: dict) -> str:
+    head = "<h2>Token classes, and how much of the drop is unigram learning</h2>"
+    parts = []
+    if r.fit_tokens is not None and "class" in r.fit_tokens:
+        names, counts = np.unique(r.fit_tokens["class"].astype(str), return_counts=True)
+        pairs = _ordered(dict(zip(names.tolist(), counts.tolist())))
+        fig, ax = figs.new(size=(6.4, 3.2))
+        ax = ax[0, 0]
+        ax.bar([p[0] for p in pairs], [p[1] for p in pairs], color="tab:blue")
+        ax.set_ylabel("tokens")
+        ax.tick_params(axis="x", labelsize=8)
+        parts.append(figs.save(fig, "classes.png", _from("fit/tokens.parquet")))
+    else:
+        parts.append(_not_computed("fit", r.run, "token classes"))
+    if "unigram_loss" not in r.tokens or not r.meta.get("vocab_size") \
+            or not np.isfinite(np.asarray(r.tokens["unigram_loss"], float)).any():
+        return head + "".join(parts)
+    uni = np.asarray(r.tokens["unigram_loss"], float)
+    ln_v = math.log(float(r.meta["vocab_size"]))
+    if r.fit_tokens is not None and "b" in r.fit_tokens:
+        final = np.full(len(uni), np.nan)
+        final[r.columns(r.fit_tokens["tok_idx"])] = r.fit_tokens["b"]
+        final_src = "the fitted final level b (fit/tokens.parquet)"
+    else:
+        final = np.asarray(r.loss[-1], float)
+        final_src = "the loss at the last checkpoint (no fit yet)"
+    unigram_drop = float(np.nanmean(ln_v - uni))
+    contextual_drop = float(np.nanmean(uni - final))
+    numbers.update(unigram_drop_nats=unigram_drop, contextual_drop_nats=contextual_drop)
+    x = r.x
+    keep = x > 0
+    mean_loss = r.mean_loss[keep]
+    near = np.flatnonzero(np.abs(mean_loss - float(np.nanmean(uni))) <= UNIGRAM_TOL_NATS)
+    sent = [f"Averaged over tokens, the loss falls {_fmt(unigram_drop + contextual_drop)} nats from "
+            f"uniform predictions (ln V = {ln_v:.3g}) to {final_src}: {_fmt(unigram_drop)} nats "
+            f"of that is the shared collapse to unigram predictions (ln V minus the token's unigram "
+            f"loss, trace/tokens.parquet) and {_fmt(contextual_drop)} nats is contextual (unigram "
+            f"loss minus the final loss)."]
+    if r.fit_tokens is not None and "model" in r.fit_tokens and len(r.fit_tokens["model"]):
+        names, counts = np.unique(r.fit_tokens["model"].astype(str), return_counts=True)
+        share = dict(zip(names.tolist(), (counts / counts.sum()).tolist()))
+        sig = sum(v for k, v in share.items() if k.startswith("sigmoid"))
+        sent.insert(0, f"{_pct(sig)} of {counts.sum():,} tokens are best described (BIC) by a sigmoid "
+                       f"model (" + ", ".join(f"{k} {_pct(v)}" for k, v in share.items()) + ").")
+    if len(near) and r.events is not None and len(r.events["mu"]):
+        k = near[0]
+        u_k = math.log(x[keep][k])
+        mu, a = r.events["mu"], r.events["a"]
+        share = float(np.mean(mu < u_k))
+        pos = a > 0
+        share_a = float(a[pos & (mu < u_k)].sum() / a[pos].sum()) if pos.any() else float("nan")
+        numbers.update(unigram_checkpoint_x=float(x[keep][k]), early_event_share=share,
+                       early_event_amplitude_share=share_a)
+        sent.append(f"The mean loss first comes within {UNIGRAM_TOL_NATS} nats of the mean unigram "
+                    f"loss at {r.axis} = {_fmt(x[keep][k])}; {_pct(share)} of all events (and "
+                    f"{_pct(share_a)} of the learning amplitude) have their midpoint before then: "
+                    f"by timing alone those events cannot be told apart from the shared unigram "
+                    f"phase.")
+    elif not len(near):
+        sent.append(f"The mean loss never comes within {UNIGRAM_TOL_NATS} nats of the mean unigram "
+                    f"loss in the traced checkpoints.")
+    return head + "".join(parts) + "<p>" + " ".join(html.escape(s) for s in sent) + "</p>"
+
+
+def _section_frequency(r: _Run, figs: _Figures, numbers: dict) -> str:
+    head = "<h2>Learning time vs training-set frequency</h2>"
+    if r.events is None:
+        return head + _not_computed("fit", r.run, "learning times")
+    if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
+        return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
+    tok, mu = _largest_positive_event(r.events)
+    if len(tok) < 3:
+        return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'
+    count = np.asarray(r.tokens["train_count"], float)[r.columns(tok)]
+    rho = spearman(count, mu)
+    numbers["spearman_mu_train_count"] = rho
+    fig, ax = figs.new()
+    ax = ax[0, 0]
+    xs = np.exp(mu)
+    if len(tok) > 2000:
+        hb = ax.hexbin(count + 1, xs, xscale="log", yscale="log", gridsize=40, mincnt=1, bins="log")
+        fig.colorbar(hb, ax=ax, label="tokens")
+    else:
+        ax.scatter(count + 1, xs, s=6, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("train_count + 1 (occurrences of the token id in the training split)")
+    ax.set_ylabel(f"learning time mu ({r.axis})")
+    body = figs.save(fig, "frequency.png", _from("fit/events.parquet", "trace/tokens.parquet") +
+                     ": mu of each token's largest learning event")
+    text = (f"Spearman rank correlation between training-set frequency and learning time: "
+            f"ρ = {rho:+.2f} over {len(tok):,} tokens with a learning event"
+            + (" (frequent tokens are learned earlier). " if rho < 0 else ". "))
+    if math.isfinite(rho):
+        text += (f"Frequency accounts for ρ² = {_pct(rho * rho)} of the rank variance of learning "
+                 f"times; a heavy-tailed difficulty (frequency) explanation covers that much, and the "
+                 f"remaining {_pct(1 - rho * rho)} depends on something else (context, position, "
+                 f"what the token's context needs to have been learned first).")
+    return head + body + f"<p>{html.escape(text)}</p>" + _extremes_table(r, tok, mu, count)
+
+
+def _extremes_table(r: _Run, tok: np.ndarray, mu: np.ndarray, count: np.ndarray, n: int = 8) -> str:
+    """The n earliest- and n latest-learned tokens, with their text (escaped) and frequency."""
+    order = np.argsort(mu, kind="stable")
+    rows = []
+    for label, idx in (("earliest", order[:n]), ("latest", order[::-1][:n])):
+        for j in idx:
+            i = int(r.columns([tok[j]])[0])
+            rows.append(f"<tr><td>{label}</td><td>{_fmt(float(np.exp(mu[j])))}</td>"
+                        f"<td>{_fmt(int(count[j]))}</td><td>{_token_html(r, i)}</td></tr>")
+    return (f"<details><summary>the {n} earliest and latest learned tokens</summary><table>"
+            f"<tr><th></th><th>mu ({html.escape(r.axis)})</th><th>train_count</th>"
+            "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")
