@@ -18,7 +18,7 @@ import numpy as np
 from _common import bench_config
 
 
-def bare_trace(run_dir, inputs: np.ndarray, batch: int) -> float:
+def bare_trace(run_dir, inputs: np.ndarray, batch: int, device: str, amp) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -30,12 +30,14 @@ def bare_trace(run_dir, inputs: np.ndarray, batch: int) -> float:
     x = torch.from_numpy(inputs.astype(np.int64))
     t0 = time.perf_counter()
     for s in run.ckpt_steps():
-        model = AutoModelForCausalLM.from_pretrained(run.ckpt(s), dtype=torch.float32).eval()
-        with torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(run.ckpt(s), dtype=torch.float32).to(device).eval()
+        with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=amp or torch.float32,
+                                             enabled=amp is not None):
             for b in range(0, len(x), batch):
-                xb = x[b:b + batch]
+                xb = x[b:b + batch].to(device)
                 logits = model(input_ids=xb[:, :-1]).logits
-                torch.nn.functional.cross_entropy(logits.transpose(1, 2), xb[:, 1:], reduction="none").numpy()
+                torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), xb[:, 1:],
+                                                  reduction="none").cpu().numpy()
     return time.perf_counter() - t0
 
 
@@ -46,28 +48,31 @@ def main() -> None:
     ap.add_argument("--n-seqs", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--set", action="append", default=[], help="config override, e.g. trace.device=cuda")
     args = ap.parse_args()
 
     from tokenclock.rundir import RunDir, read_npy
-    from tokenclock.trace import trace
-    from tokenclock.train import train
+    from tokenclock.trace import trace, trace_dtype
+    from tokenclock.train import resolve_device, train
 
     cfg = bench_config(args.preset, args.steps, 8, args.seq_len,
                        ["train.warmup_steps=5", "train.ckpt_per_decade=8", f"trace.n_seqs={args.n_seqs}",
-                        f"trace.batch_size={args.batch}"])
+                        f"trace.batch_size={args.batch}", *args.set])
+    device = resolve_device(cfg.trace.device)
+    amp = trace_dtype(cfg.trace.dtype, device)
     run = tempfile.mkdtemp(prefix="tokenclock-bench-") + "/run"
     train(run, cfg, progress=False)
     trace(run, cfg.trace, progress=False)  # warm-up pass (also gives the inputs)
     inputs = read_npy(RunDir(run).trace_inputs)
     shutil.rmtree(RunDir(run).trace_dir)
-    bare1 = bare_trace(run, inputs, args.batch)
+    bare1 = bare_trace(run, inputs, args.batch, device, amp)
     t0 = time.perf_counter()
     meta = trace(run, cfg.trace, progress=False)
     ours = time.perf_counter() - t0
-    bare2 = bare_trace(run, inputs, args.batch)
+    bare2 = bare_trace(run, inputs, args.batch, device, amp)
     bare = min(bare1, bare2)
     n = meta["n_tok"] * meta["n_ckpt"]
-    print(f"model {args.preset}, {meta['n_ckpt']} checkpoints x {meta['n_tok']:,} tokens ({meta['dtype']})")
+    print(f"model {args.preset}, {meta['n_ckpt']} checkpoints x {meta['n_tok']:,} tokens ({device} {meta['dtype']})")
     print(f"bare forward        {n / bare:10,.0f} tokens/s  ({bare:.2f} s; runs {bare1:.2f} / {bare2:.2f} s)")
     print(f"tokenclock trace    {n / ours:10,.0f} tokens/s  ({ours:.2f} s, incl. token table and artifacts)")
     print(f"overhead ratio      {ours / bare:10.3f}x  (goal <= 1.10x)")

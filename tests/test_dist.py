@@ -1,5 +1,6 @@
 """torchrun on CPU (gloo): 2-process data-parallel training matches a single process with the
-same global batch (same data order, losses within float tolerance), checkpoints written once."""
+same global batch (same data order, losses within float tolerance), checkpoints written once;
+the 2-process runs also accumulate 2 micro batches per step."""
 from __future__ import annotations
 
 import os
@@ -26,7 +27,8 @@ def test_two_process_training_matches_single(tmp_path, texts_dir):
                    capture_output=True)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                           "--master_port", str(29500 + os.getpid() % 1000), "-m", "tokenclock",
-                          *_args(multi, texts_dir)], env=env, capture_output=True, text=True)
+                          *_args(multi, texts_dir), "--set", "train.micro_batch_size=2"],  # + DDP no_sync
+                         env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     a, b = read_parquet(RunDir(single).train_log), read_parquet(RunDir(multi).train_log)
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-3, atol=2e-3)
@@ -66,12 +68,14 @@ def test_two_process_fsdp_matches_single(tmp_path, texts_dir):
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     single, multi = tmp_path / "single", tmp_path / "fsdp"
-    subprocess.run([sys.executable, "-m", "tokenclock", *_args(single, texts_dir)], check=True, env=env,
+    fp32 = ["--set", "train.dtype=fp32"]  # bf16 rounding of each micro batch would blur the comparison
+    subprocess.run([sys.executable, "-m", "tokenclock", *_args(single, texts_dir), *fp32], check=True, env=env,
                    capture_output=True)
 
     def torchrun(steps):
-        args = _args(multi, texts_dir) + ["--set", "train.fsdp=true", "--set", f"train.steps={steps}",
-                                          "--set", "train.keep_state_steps=[6]"]
+        args = _args(multi, texts_dir) + fp32 + ["--set", "train.fsdp=true", "--set", f"train.steps={steps}",
+                                          "--set", "train.keep_state_steps=[6]",
+                                          "--set", "train.micro_batch_size=2"]  # 2 passes per step
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                                "--master_port", str(31500 + os.getpid() % 1000), "-m", "tokenclock", *args],
                               env=env, capture_output=True, text=True)

@@ -180,3 +180,65 @@ def test_job_array_split_then_final_call(tiny_study, tmp_path, texts_dir, capsys
     ref = json.loads((tiny_study / "study.json").read_text())
     assert sorted(done["runs"]) == sorted(ref["runs"])
     assert all(r["status"] == "done" for r in done["runs"].values())
+
+
+def test_moved_study_resumes_without_retraining(tiny_study, tmp_path, texts_dir):
+    """A study directory moved elsewhere (mv, rsync to a cluster's scratch) resumes and re-reports
+    from its new place: runs name each other relative to the study directory, nothing is retrained,
+    and no artifact points back at the old place."""
+    import os
+    import shutil
+
+    from tokenclock.rundir import read_json
+
+    # hard links make the copy instant; every writer replaces files atomically, so tiny_study is
+    # left as it was
+    staged, moved = tmp_path / "before" / "s", tmp_path / "after" / "s"
+    shutil.copytree(tiny_study, staged, copy_function=os.link)
+    moved.parent.mkdir()
+    shutil.move(staged, moved)
+    old_places = [str(tiny_study.resolve()), str(staged)]
+    branch = read_json(moved / "runs" / "llama-100k_b0000016_s0" / "manifest.json")
+    assert branch["stages"]["train"]["config"]["train"]["init_from"] == \
+        "runs/llama-100k_b0000128_s0/ckpt/step_0000012"
+    weights = sorted(moved.glob("runs/*/ckpt/step_*/model.safetensors"))
+    mtimes = [p.stat().st_mtime_ns for p in weights]
+
+    assert main(["study", "study-tiny", "--out", str(moved), "--quiet", *study_sets(texts_dir)]) == 0
+    man = read_json(moved / "study.json")
+    assert all(r["status"] == "done" and r["cached"] for r in man["runs"].values())
+    assert all(a["status"] == "done" for a in man["axes"].values())
+    assert sorted(moved.glob("runs/*/ckpt/step_*/model.safetensors")) == weights
+    assert [p.stat().st_mtime_ns for p in weights] == mtimes
+    assert str(moved.resolve()) in (moved / "report" / "index.html").read_text()
+
+    stale = []
+    for p in moved.rglob("*"):
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        stale += [f"{p.relative_to(moved)}: {old}" for old in old_places if old.encode() in data]
+    assert not stale, stale
+
+
+def test_init_from_recorded_relative_or_absolute_is_the_same_run(tmp_path):
+    """A branch recorded by an older study (absolute init_from, since moved) or by this one
+    (relative to the study directory) matches; another checkpoint or another source does not."""
+    from tokenclock.errors import RunDirError
+    from tokenclock.rundir import RunDir, update_stage
+    from tokenclock.train import _check_same_run
+
+    run = RunDir(tmp_path / "runs" / "b")
+    conf = {"model": {}, "seed": 0, "train": {"steps": 16, "init_from": "runs/a/ckpt/step_0000012"}}
+    for recorded in ("runs/a/ckpt/step_0000012", str(tmp_path / "runs/a/ckpt/step_0000012"),
+                     "/gone/old/study/runs/a/ckpt/step_0000012"):
+        update_stage(run, "train", "done", config={**conf, "train": {**conf["train"], "init_from": recorded}})
+        _check_same_run(run, conf, init_root=tmp_path)
+    for other in ("runs/a/ckpt/step_0000024", "runs/c/ckpt/step_0000012"):
+        with pytest.raises(RunDirError, match="train.init_from"):
+            _check_same_run(run, {**conf, "train": {**conf["train"], "init_from": other}}, init_root=tmp_path)
+    # outside a study (no init_root) init_from keeps its meaning: as given, or relative to the cwd
+    update_stage(run, "train", "done", config={**conf, "train": {**conf["train"], "init_from": "/x/ckpt/step_0000012"}})
+    _check_same_run(run, {**conf, "train": {**conf["train"], "init_from": "/x/ckpt/step_0000012"}})
+    with pytest.raises(RunDirError, match="train.init_from"):
+        _check_same_run(run, {**conf, "train": {**conf["train"], "init_from": "/y/ckpt/step_0000012"}})

@@ -223,3 +223,91 @@ def test_data_schedule_reproduces_uniform_order(tmp_path, texts_dir):
     with pytest.raises(ConfigError, match="has shape"):
         train(tmp_path / "bad", load_config("tiny", sets + [f"train.data_schedule={tmp_path / 'bad.npy'}"]),
               progress=False)
+
+
+def test_flops_per_token_matches_flop_counter():
+    """The MFU numerator equals the matmul FLOPs torch counts for one forward + backward pass
+    (eager attention, so its matmuls are counted; norm weights are the only difference)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tokenclock.model import ModelConfig, build_model, non_embedding_params
+    from tokenclock.perf import flops_per_token, peak_flops
+
+    cfg = ModelConfig(preset="llama-1m", max_seq_len=128)
+    model = build_model(cfg, 512, 0)
+    model.config._attn_implementation = "eager"
+    x = torch.randint(0, 512, (2, 65))
+    with FlopCounterMode(display=False) as fc:
+        logits = model(input_ids=x[:, :-1]).logits
+        torch.nn.functional.cross_entropy(logits.reshape(-1, 512), x[:, 1:].reshape(-1)).backward()
+    counted = fc.get_total_flops() / x[:, 1:].numel()
+    formula = flops_per_token(non_embedding_params(model), 512, cfg.hidden_size, cfg.num_layers, 64)
+    assert counted == pytest.approx(formula, rel=2e-3)
+    assert peak_flops("cpu") is None
+
+
+def test_micro_batches_accumulate_the_same_step(tmp_path, texts_dir):
+    """train.micro_batch_size splits each update into passes whose gradients add up to the
+    full batch's: same losses and weights within float tolerance, same checkpoints."""
+    from safetensors.torch import load_file
+
+    from tokenclock.train import train
+
+    base = tiny_overrides(texts_dir, **{"train.steps": 10, "train.dtype": "fp32"})  # bf16 rounds per pass
+    s1 = train(tmp_path / "one", load_config("tiny", base), progress=False)
+    s4 = train(tmp_path / "four", load_config("tiny", base + ["train.micro_batch_size=2"]), progress=False)
+    assert s1["micro_batches"] == 1 and s4["micro_batches"] == 4
+    a, b = (read_parquet(RunDir(tmp_path / r).train_log) for r in ("one", "four"))
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-3, atol=1e-4)
+    wa, wb = (load_file(str(RunDir(tmp_path / r).ckpt(10) / "model.safetensors")) for r in ("one", "four"))
+    for k in wa:
+        np.testing.assert_allclose(wa[k].float().numpy(), wb[k].float().numpy(), atol=2e-4)
+    assert s1["loop_tokens_per_second"] > 0 and s1["mfu"] is None  # no GPU peak on a CPU
+    with pytest.raises(ConfigError, match="micro_batch_size 3 does not divide"):
+        train(tmp_path / "bad", load_config("tiny", base + ["train.micro_batch_size=3"]), progress=False)
+    assert not (tmp_path / "bad" / "ckpt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TOKENCLOCK_SLOW") != "1", reason="set TOKENCLOCK_SLOW=1 (compiles for ~40 s)")
+def test_compiled_training_matches_eager(tmp_path, texts_dir):
+    """train.compile=true runs the same model through torch.compile: same losses (fp32), and the
+    checkpoints keep transformers' parameter names (they load without the compile wrapper)."""
+    from transformers import AutoModelForCausalLM
+
+    from tokenclock.train import train
+
+    base = tiny_overrides(texts_dir, **{"train.steps": 10, "train.dtype": "fp32"})
+    train(tmp_path / "eager", load_config("tiny", base), progress=False)
+    s = train(tmp_path / "compiled", load_config("tiny", base + ["train.compile=true"]), progress=False)
+    assert s["compiled"] is True
+    a, b = (read_parquet(RunDir(tmp_path / r).train_log) for r in ("eager", "compiled"))
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-4)
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(RunDir(tmp_path / "compiled").ckpt(10) / "model.safetensors")))
+    assert keys == set(load_file(str(RunDir(tmp_path / "eager").ckpt(10) / "model.safetensors")))
+    AutoModelForCausalLM.from_pretrained(RunDir(tmp_path / "compiled").ckpt(10))
+
+
+def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
+    """A run recorded before an option existed (the key is missing from its manifest) still counts
+    as the same run when the option is left at its default; a changed option is refused."""
+    from tokenclock.rundir import load_manifest, update_stage
+    from tokenclock.train import _check_same_run, train
+
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 10}))
+    train(tmp_path / "run", cfg, progress=False)
+    run = RunDir(tmp_path / "run")
+    stage = load_manifest(run)["stages"]["train"]
+    conf = json.loads(json.dumps(stage["config"]))
+    old = json.loads(json.dumps(conf))
+    for key in ("micro_batch_size", "compile"):
+        del old["train"][key]
+    update_stage(run, "train", "done", config=old, summary=stage["summary"])
+    _check_same_run(run, conf)
+    conf["train"]["micro_batch_size"] = 2
+    with pytest.raises(RunDirError, match="micro_batch_size"):
+        _check_same_run(run, conf)

@@ -121,10 +121,10 @@ def run_on_main(fn):
     return result
 
 
-def mean_scalar(t) -> float:
-    """Mean of a scalar tensor over ranks (the global-batch loss for logging)."""
+def mean_over_ranks(t):
+    """Elementwise mean of a tensor over ranks (the global-batch losses for logging)."""
     import torch.distributed as td
 
     t = t.float().clone()
     td.all_reduce(t)
-    return t.item() / current().world
+    return t / current().world

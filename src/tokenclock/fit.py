@@ -538,7 +538,8 @@ def fit(run_dir, cfg: FitConfig | None = None, *, progress: bool = True) -> dict
     with run_lock(run, "fit"):
         t0 = time.perf_counter()
         update_stage(run, "fit", "running", config=asdict(cfg),
-                     inputs={"loss": str(run.trace_loss), "axis": str(run.trace_axis)})
+                     inputs={"loss": str(run.trace_loss.relative_to(run.root)),
+                             "axis": str(run.trace_axis.relative_to(run.root))})
         try:
             loss_kn = read_npy(run.trace_loss, mmap=True)
             if loss_kn.ndim != 2:

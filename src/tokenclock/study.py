@@ -359,7 +359,7 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     from .tokens import load_tokenizer
     from .trace import token_table
 
-    root = Path(root).resolve()  # branches record init_from as an absolute path
+    root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cfg0 = st.base_config
@@ -388,13 +388,14 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
             rec.update(status="skipped", error=f"its stable run {r.parent} did not finish")
             continue
         over = dict(r.train)
-        if r.parent is not None:
-            over["init_from"] = str(RunDir(root / "runs" / r.parent).ckpt(branch_start(r.steps, st.study.decay_fraction)))
+        if r.parent is not None:  # relative to the study directory, so the study can be moved
+            start = RunDir(root / "runs" / r.parent).ckpt(branch_start(r.steps, st.study.decay_fraction))
+            over["init_from"] = start.relative_to(root).as_posix()
         was_done = stage_status(run, "train") == "done"
         t_run = time.time()
         try:
             cfg = st.run_config(r.seed, r.model, over)
-            summ = train_mod.train(run.root, cfg, progress=progress)
+            summ = train_mod.train(run.root, cfg, progress=progress, init_root=root)
             check_same_inputs(root, [r.name], sig)
             loss = final_losses(root, r.name, inputs, cfg)
         except TokenclockError as e:

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import dist
 from .errors import ConfigError, RunDirError, TrainingError
+from .perf import flops_per_token, peak_flops
 from .rundir import (RunDir, atomic_path, read_json, read_npy, read_parquet, run_lock, stage_status,
                      load_manifest, update_stage, write_json, write_parquet)
 from .schedule import checkpoint_steps, lr_at
@@ -58,6 +59,9 @@ class TrainConfig:
     # optimizer state (ckpt/step_X/optimizer.safetensors), so branches can start there
     fsdp: bool = False  # under torchrun: shard parameters, gradients and AdamW state (FSDP2)
     # instead of replicating them (DDP), for models that do not fit one device
+    micro_batch_size: int = 0  # sequences per forward pass on each process; the global batch is
+    # accumulated over batch_size / (processes * micro_batch_size) passes (0 = one pass)
+    compile: bool = False  # torch.compile the model (GPU throughput; 10-60 s of compile first)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "val_seqs"):
@@ -71,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_peak must be > 0, got {self.lr_peak}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ConfigError(f"train.warmup_steps must be in [0, train.steps], got {self.warmup_steps}")
+        if self.micro_batch_size < 0:
+            raise ConfigError(f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
 
     def ckpt_steps(self) -> list[int]:
         steps = set(checkpoint_steps(self.steps, self.ckpt_per_decade, self.ckpt_linear_every))
@@ -82,6 +88,8 @@ class TrainConfig:
                      warmup_steps=self.warmup_steps, lr_min_ratio=self.lr_min_ratio,
                      decay_fraction=self.decay_fraction)
 
+
+WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
 
 # ----------------------------------------------------------------------------- devices and data
 
@@ -260,10 +268,45 @@ def load_data_schedule(tc: TrainConfig, n_tokens: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- the stage
 
 
-def _check_same_run(run: RunDir, conf: dict) -> None:
+def init_path(init_from: str | None, init_root: str | Path | None = None) -> Path | None:
+    """The checkpoint folder train.init_from names: absolute as given; relative against `init_root`
+    (a study's directory) or else the working directory."""
+    if not init_from:
+        return None
+    p = Path(init_from)
+    return p if p.is_absolute() or init_root is None else Path(init_root) / p
+
+
+def _same_init(prev: str | None, new: str | None, init_root: str | Path | None) -> bool:
+    """Whether a recorded and a new train.init_from name one checkpoint. A study records it relative
+    to its directory (so a moved study matches); older studies recorded it absolute."""
+    if prev == new or not prev or not new:
+        return prev == new
+    if init_path(prev, init_root).resolve() == init_path(new, init_root).resolve():
+        return True
+    # absolute path recorded by an older study that has been moved since: same place inside it
+    rel = Path(new).parts
+    return init_root is not None and Path(prev).is_absolute() and not Path(new).is_absolute() \
+        and Path(prev).parts[-len(rel):] == rel
+
+
+def _check_same_run(run: RunDir, conf: dict, init_root: str | Path | None = None) -> None:
     if not run.manifest.is_file():
         return
     prev = load_manifest(run)["stages"].get("train", {}).get("config")
+    old_init, new_init = (prev or {}).get("train", {}).get("init_from"), conf["train"].get("init_from")
+    if old_init != new_init and _same_init(old_init, new_init, init_root):
+        prev = {**prev, "train": {**prev["train"], "init_from": new_init}}
+    if prev is not None:  # options added in a later version, left at their defaults, change nothing
+        from .model import ModelConfig
+
+        for sec, cls in (("model", ModelConfig), ("train", TrainConfig)):
+            defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                        for f in dataclasses.fields(cls)}
+            missing = {k: v for k, v in conf.get(sec, {}).items()
+                       if k not in prev.get(sec, {}) and k in defaults and v == defaults[k]}
+            if missing:
+                prev = {**prev, sec: {**prev.get(sec, {}), **missing}}
     if prev is not None and prev != conf:
         diffs = [f"{sec}.{k}: {prev.get(sec, {}).get(k)!r} -> {v!r}"
                  for sec in ("model", "train") for k, v in conf.get(sec, {}).items()
@@ -274,10 +317,13 @@ def _check_same_run(run: RunDir, conf: dict) -> None:
                           "use a new --out directory, or delete the old one")
 
 
-def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
+def train(run_dir: str | Path, config=None, *, progress: bool = True,
+          init_root: str | Path | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns a summary dict.
 
     `config` is a tokenclock.config.Config; its corpus and tokens stages run first when missing.
+    `init_root`: the folder a relative train.init_from is relative to (default: the working
+    directory); a study passes its own directory, so the path it records survives a move.
     """
     import torch
     from tqdm.auto import tqdm
@@ -291,7 +337,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
     cfg: Config = config or Config()
     tc, run = cfg.train, RunDir(run_dir)
     conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed}
-    _check_same_run(run, conf)
+    _check_same_run(run, conf, init_root)
     if stage_status(run, "train") == "done":
         return read_json(run.manifest)["stages"]["train"].get("summary", {})
 
@@ -304,6 +350,13 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by {d.world} processes",
                           "use a global batch size that is a multiple of the number of processes")
+    per_rank = tc.batch_size // d.world
+    micro = tc.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise ConfigError(f"train.micro_batch_size {micro} does not divide the {per_rank} sequences "
+                          f"each of {d.world} process(es) takes per step",
+                          "pick a micro batch that divides train.batch_size / processes")
+    n_micro = per_rank // micro
     progress = progress and d.main
     meta = dist.run_on_main(lambda: (build_corpus(run.root, cfg.corpus, progress=progress),
                                      tokenize(run.root, cfg.tokens, progress=progress))[1])
@@ -328,20 +381,28 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         n_params = non_embedding_params(model)
         # weights to continue from go into the whole model before it is wrapped or sharded
         resuming = run.train_state.is_file()
-        init_src = Path(tc.init_from) if tc.init_from and not resuming else None
+        init_src = init_path(tc.init_from, init_root) if not resuming else None
         if resuming:
             load_weights(model, run.ckpt(state_step(run.train_state)), cfg.model.tie_embeddings)
         elif init_src is not None:
             load_weights(model, init_src, cfg.model.tie_embeddings)
+        if device.startswith("cuda"):
+            torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside autocast
         if tc.fsdp:
             from torch.distributed.fsdp import fully_shard
 
             for layer in model.model.layers:
                 fully_shard(layer)
             fully_shard(model)
+        if tc.compile:
+            model.compile()  # in place: save_pretrained and state dicts keep their names
+        if tc.fsdp or not d.enabled:
             net = model
         else:
-            net = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
+            net = torch.nn.parallel.DistributedDataParallel(model)
+        fpt = flops_per_token(n_params, meta["vocab_size"], cfg.model.hidden_size, cfg.model.num_layers,
+                              tc.seq_len)
+        peak = peak_flops(device)
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
@@ -355,7 +416,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         tokens_per_step = tc.batch_size * tc.seq_len
 
         # resume from the newest checkpoint that has a matching optimizer state
-        start, rows, log, cum_lr = 0, [], [], 0.0
+        start, rows, log, cum_lr, ckpt_seconds = 0, [], [], 0.0, 0.0
         if resuming:
             start, extra = load_state(run.train_state, opt)
             cum_lr = extra.get("cum_lr", 0.0)
@@ -367,6 +428,14 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
                 log = [{k: lg[k][i].item() for k in lg} for i in range(len(lg["step"])) if lg["step"][i] < start]
 
         def checkpoint(step: int, train_loss: float, seconds: float) -> None:
+            nonlocal ckpt_seconds
+            t_ckpt = time.time()
+            try:
+                _checkpoint(step, train_loss, seconds)
+            finally:
+                ckpt_seconds += time.time() - t_ckpt
+
+        def _checkpoint(step: int, train_loss: float, seconds: float) -> None:
             if not (d.main or tc.fsdp):
                 dist.barrier()
                 return
@@ -417,49 +486,94 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True) -> dict:
         elif start == 0 and not run.ckpt(0).is_dir():
             checkpoint(0, float("nan"), 0.0)
         model.train()
-        t0, window = time.time(), []
+        t0, window, pending, ckpt_seconds = time.time(), [], [], 0.0  # loop time excludes checkpoints
+        # the steady rate starts after the first WARM_STEPS steps (torch.compile, kernel autotuning)
+        warm_at = start + WARM_STEPS if tc.steps - start > 2 * WARM_STEPS else start
+        t_warm, ckpt_warm = t0, 0.0
+        # GPU: read losses back every few steps, not every step, so the host never waits on the
+        # device mid-run (a diverged step is still caught before the next checkpoint is written)
+        sync_every = 16 if device.startswith("cuda") else 1
+
+        def flush() -> None:
+            if not pending:
+                return
+            losses = torch.stack([p[2] for p in pending]).float()
+            if d.enabled:
+                losses = dist.mean_over_ranks(losses)
+            norms = torch.stack([p[3].float() for p in pending]).tolist()
+            for (st, lr_st, _, _), lval, gn in zip(pending, losses.tolist(), norms):
+                if not math.isfinite(lval):
+                    raise TrainingError(f"training loss is {lval} at step {st}: training diverged",
+                                        "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
+                window.append(lval)
+                log.append({"step": st, "loss": lval, "lr": lr_st, "grad_norm": gn})
+            if progress:
+                el = time.time() - t0 - ckpt_seconds
+                rate = (pending[-1][0] + 1 - start) * tokens_per_step / max(el, 1e-9)
+                post = {"loss": f"{log[-1]['loss']:.3f}", "tok_s": f"{rate:,.0f}"}
+                if peak:
+                    post["mfu"] = f"{rate * fpt / (peak * d.world):.0%}"
+                bar.set_postfix(post)
+                bar.update(len(pending))
+            pending.clear()
+
         bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress,
                    dynamic_ncols=True)
         for step in range(start, tc.steps):
+            if step == warm_at and step > start:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize(device)
+                t_warm, ckpt_warm = time.time(), ckpt_seconds
             lr = tc.lr(step)
             for g in opt.param_groups:
                 g["lr"] = lr
             offs = schedule[step] if schedule is not None else \
                 batch_offsets(cfg.seed, step, len(stream), tc.batch_size, tc.seq_len)
-            batch = make_batch(stream, offs[d.rank::d.world], tc.seq_len).to(device, non_blocking=True)
-            with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-                logits = net(input_ids=batch[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                     batch[:, 1:].reshape(-1))
+            batch = make_batch(stream, offs[d.rank::d.world], tc.seq_len)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_sum = None
+            for i in range(n_micro):  # gradient accumulation; gradients sync on the last pass only
+                last = i == n_micro - 1
+                mb = batch[i * micro:(i + 1) * micro].to(device, non_blocking=True)
+                if tc.fsdp and n_micro > 1:
+                    model.set_requires_gradient_sync(last)
+                ctx = net.no_sync() if (net is not model and not last) else contextlib.nullcontext()
+                with ctx:
+                    with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+                        logits = net(input_ids=mb[:, :-1]).logits
+                    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                             mb[:, 1:].reshape(-1))
+                    if n_micro > 1:
+                        loss = loss / n_micro
+                    loss.backward()
+                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
             gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
-            lval = dist.mean_scalar(loss.detach()) if d.enabled else loss.item()
-            if not math.isfinite(lval):
-                raise TrainingError(f"training loss is {lval} at step {step}: training diverged",
-                                    "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept")
             opt.step()
             cum_lr += lr
-            window.append(lval)
-            log.append({"step": step, "loss": lval, "lr": lr, "grad_norm": float(gnorm)})
-            if progress:
-                el = time.time() - t0
-                bar.set_postfix(loss=f"{lval:.3f}", tok_s=f"{(step + 1 - start) * tokens_per_step / max(el, 1e-9):,.0f}")
-                bar.update(1)
+            pending.append((step, lr, loss_sum, gnorm.detach()))
+            if len(pending) >= sync_every or step + 1 in ckpts or step + 1 == tc.steps:
+                flush()
             if step + 1 in ckpts:
                 checkpoint(step + 1, float(np.mean(window)), time.time() - t_start)
                 window = []
         bar.close()
+        loop_seconds = time.time() - t_warm - (ckpt_seconds - ckpt_warm)
         dist.barrier()
         seconds = time.time() - t_start
         trained = tc.steps - start
+        loop_rate = (tc.steps - warm_at) * tokens_per_step / max(loop_seconds, 1e-9) if trained else None
         summary = {"steps": tc.steps, "n_checkpoints": len(run.ckpt_steps()), "n_params": n_params,
                    "final_val_loss": rows[-1]["val_loss"] if rows else None,
                    "tokens_seen": tc.steps * tokens_per_step, "world_size": d.world,
                    "tokens_per_second": trained * tokens_per_step / max(seconds, 1e-9) if trained else None,
+                   # the training loop alone (checkpoint writes, validation and the first
+                   # WARM_STEPS steps excluded), and its model FLOPs utilisation against the
+                   # device's dense bf16 peak (GPU only)
+                   "loop_tokens_per_second": loop_rate, "flops_per_token": fpt,
+                   "mfu": loop_rate * fpt / (peak * d.world) if (peak and loop_rate) else None,
                    "device": device, "dtype": "bf16" if amp is not None else "fp32",
-                   "resumed_from": start}
+                   "micro_batches": n_micro, "compiled": tc.compile, "resumed_from": start}
         if d.main:
             update_stage(run, "train", "done", config=conf, seconds=seconds, summary=summary,
                          ckpt_steps=sorted(ckpts))
