@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,22 @@ def test_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "llama-100k" in out and "llama-1b" in out and "demo" in out
+
+
+def test_every_shipped_preset_loads():
+    """Each preset in src/tokenclock/presets is a valid run or study config (GPU ones included)."""
+    from tokenclock.config import load_config
+    from tokenclock.study import load_study, plan
+
+    folder = Path(__file__).parents[1] / "src" / "tokenclock" / "presets"
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    assert {"tiny", "demo", "gpu", "study-tiny", "study-cpu", "study-gpu"} <= set(names)
+    for name in names:
+        if name.startswith("study"):
+            assert plan(load_study(name)), name
+        else:
+            cfg = load_config(name)
+            assert cfg.train.warmup_steps < cfg.train.steps and len(cfg.train.ckpt_steps()) >= 8, name
 
 
 def test_config_typo_one_line(capsys, tmp_path):

@@ -311,3 +311,13 @@ def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
     conf["train"]["micro_batch_size"] = 2
     with pytest.raises(RunDirError, match="micro_batch_size"):
         _check_same_run(run, conf)
+
+
+def test_many_epochs_warns(tmp_path, texts_dir, capsys):
+    """A run that passes over its training split more than 4 times says so (and by how much)."""
+    from tokenclock.train import train
+
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"corpus.max_chars": 20000, "train.steps": 80}))
+    s = train(tmp_path / "run", cfg, progress=False)
+    assert s["epochs"] > 4
+    assert f"is {s['epochs']:.1f} epochs of the training split" in capsys.readouterr().out

@@ -90,6 +90,7 @@ class TrainConfig:
 
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
+MAX_EPOCHS = 4  # passes over the training split beyond which train warns (data-constrained scaling)
 
 # ----------------------------------------------------------------------------- devices and data
 
@@ -360,6 +361,12 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
     progress = progress and d.main
     meta = dist.run_on_main(lambda: (build_corpus(run.root, cfg.corpus, progress=progress),
                                      tokenize(run.root, cfg.tokens, progress=progress))[1])
+    epochs = tc.steps * tc.batch_size * tc.seq_len / max(1, len(read_npy(run.token_stream("train"), mmap=True)))
+    if epochs > MAX_EPOCHS and d.main:
+        print(f"tokenclock: warning: {tc.steps:,} steps x {tc.batch_size} x {tc.seq_len} tokens is {epochs:.1f} "
+              f"epochs of the training split; past ~{MAX_EPOCHS} epochs repeated tokens are worth little "
+              "(Muennighoff et al. 2023) and late checkpoints measure memorisation: use a larger corpus "
+              "(corpus.sources) or fewer train.steps")
     t_start = time.time()
     with run_lock(run, "train") if d.main else contextlib.nullcontext():
         if d.main:
@@ -565,7 +572,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
         loop_rate = (tc.steps - warm_at) * tokens_per_step / max(loop_seconds, 1e-9) if trained else None
         summary = {"steps": tc.steps, "n_checkpoints": len(run.ckpt_steps()), "n_params": n_params,
                    "final_val_loss": rows[-1]["val_loss"] if rows else None,
-                   "tokens_seen": tc.steps * tokens_per_step, "world_size": d.world,
+                   "tokens_seen": tc.steps * tokens_per_step, "epochs": round(epochs, 3), "world_size": d.world,
                    "tokens_per_second": trained * tokens_per_step / max(seconds, 1e-9) if trained else None,
                    # the training loop alone (checkpoint writes, validation and the first
                    # WARM_STEPS steps excluded), and its model FLOPs utilisation against the
