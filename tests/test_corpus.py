@@ -159,6 +159,27 @@ def test_build_corpus_writes_artifacts_stats_and_skips(tmp_path, capsys):
     assert build_corpus(run, CorpusConfig(sources=[str(folder)], seed=2), progress=False)["seed"] == 2
 
 
+def test_moved_run_keeps_its_corpus_when_sources_are_gone(tmp_path, capsys):
+    """A finished corpus outlives its sources (a run copied to a cluster without them): kept, with a
+    warning; a run whose corpus never finished still needs the sources."""
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"doc{i}.txt").write_text(f"text {i} " * 50)
+    cfg = CorpusConfig(sources=[str(folder)], val_fraction=0.2)
+    stats = build_corpus(tmp_path / "run", cfg, progress=False)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    shutil.rmtree(folder)
+    mtime = RunDir(tmp_path / "moved").corpus_split("train").stat().st_mtime_ns
+    assert build_corpus(tmp_path / "moved", cfg, progress=False) == stats
+    assert "is not there any more; keeping the corpus" in capsys.readouterr().err
+    assert RunDir(tmp_path / "moved").corpus_split("train").stat().st_mtime_ns == mtime
+    with pytest.raises(InputError, match="does not exist"):
+        build_corpus(tmp_path / "fresh", cfg, progress=False)
+
+
 def test_failed_build_leaves_no_artifacts(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("a\n")

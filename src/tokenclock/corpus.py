@@ -130,9 +130,17 @@ def build_corpus(run_dir, cfg: CorpusConfig | None = None, *, progress: bool = T
     outputs = [run.corpus_split("train"), run.corpus_split("val"), run.corpus_stats]
     with run_lock(run, "corpus"):
         inputs = _fingerprint(cfg)
-        if (stage_status(run, "corpus") == "done" and stage_config(run, "corpus") == cfg_dict
-                and _stage_inputs(run) == inputs and all(p.is_file() for p in outputs)
-                and not read_json(run.corpus_stats).get("fallback")):  # retry npm after a fallback
+        built = (stage_status(run, "corpus") == "done" and stage_config(run, "corpus") == cfg_dict
+                 and all(p.is_file() for p in outputs)
+                 and not read_json(run.corpus_stats).get("fallback"))  # retry npm after a fallback
+        gone = _missing_sources(cfg)
+        if built and _stage_inputs(run) != inputs and gone:
+            # a run (or study) moved to another machine: the sources cannot be read again, and the
+            # corpus built from them is complete, so it stays
+            print(f"tokenclock: warning: corpus source {gone[0]} is not there any more; keeping the "
+                  f"corpus already built in {run.corpus_dir}", file=sys.stderr)
+            return read_json(run.corpus_stats)
+        if built and _stage_inputs(run) == inputs:
             if progress:
                 print(f"corpus: up to date in {run.corpus_dir}", file=sys.stderr)
             return read_json(run.corpus_stats)
@@ -411,6 +419,12 @@ def _fingerprint(cfg: CorpusConfig) -> dict:
             st = f.stat()
             files.append([str(f), st.st_size, st.st_mtime_ns])
     return {"files": files, "builtin": BUILTIN_VERSION if not cfg.sources or "builtin" in cfg.sources else None}
+
+
+def _missing_sources(cfg: CorpusConfig) -> list[str]:
+    """Local files or folders in corpus.sources that do not exist (not builtin, not hf:)."""
+    return [spec for spec in cfg.sources if spec != "builtin" and not str(spec).startswith("hf:")
+            and not Path(spec).expanduser().exists()]
 
 
 def _stage_inputs(run) -> dict | None:
