@@ -46,20 +46,34 @@ def test_trace_artifacts(tiny_run):
 
 
 def test_trace_matches_transformers_forward(tiny_run):
-    """The loss matrix equals a direct transformers forward pass of a checkpoint."""
+    """Every row of the loss matrix equals a direct transformers forward pass of its checkpoint
+    (checkpoints load one ahead in a thread: the rows must still be in step order)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     run = RunDir(tiny_run)
     inputs = read_npy(run.trace_inputs).astype(np.int64)
     loss = read_npy(run.trace_loss, mmap=True)
-    k = len(run.ckpt_steps()) - 1
-    model = AutoModelForCausalLM.from_pretrained(run.ckpt(run.ckpt_steps()[k]))
-    with torch.no_grad():
-        x = torch.from_numpy(inputs[:4])
-        logits = model(input_ids=x[:, :-1]).logits
-        ref = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
-    np.testing.assert_allclose(loss[k, : 4 * 64], ref.numpy().reshape(-1), rtol=1e-4, atol=1e-4)
+    x = torch.from_numpy(inputs[:2])
+    for k, step in enumerate(run.ckpt_steps()):
+        model = AutoModelForCausalLM.from_pretrained(run.ckpt(step))
+        with torch.no_grad():
+            logits = model(input_ids=x[:, :-1]).logits
+            ref = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+        np.testing.assert_allclose(loss[k, : 2 * 64], ref.numpy().reshape(-1), rtol=1e-4, atol=1e-4,
+                                   err_msg=f"step {step}")
+
+
+def test_trace_without_prefetch_is_the_same(tiny_run, tmp_path):
+    import shutil
+
+    from tokenclock.cli import main
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("trace", "fit", "spectrum", "report"))
+    assert main(["trace", str(run), "--config", "tiny", "--quiet", "--set", "trace.n_seqs=48",
+                 "--set", "trace.prefetch=false"]) == 0
+    np.testing.assert_array_equal(read_npy(RunDir(run).trace_loss), read_npy(RunDir(tiny_run).trace_loss))
 
 
 def test_fit_spectrum_report(tiny_run):

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,6 +36,8 @@ class TraceConfig:
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     device: str = "auto"
     context_tokens: int = 8  # left context shown beside each token in tables and the report
+    prefetch: bool = True  # load the next checkpoint while scoring this one (two models in host
+    # memory at once: set false for models near the memory size)
 
     def __post_init__(self) -> None:
         if self.n_seqs < 1 or self.batch_size < 1 or self.seq_len < 0:
@@ -79,6 +82,16 @@ def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_toke
     return table
 
 
+class _Deferred:
+    """Loads when asked (trace.prefetch off): the same interface as a Future."""
+
+    def __init__(self, load: Callable):
+        self.load = load
+
+    def result(self):
+        return self.load()
+
+
 def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: np.ndarray,
                  cfg: TraceConfig, device: str, *, progress: bool = True, signature: dict | None = None) -> np.ndarray:
     """Fill out/trace/loss.npy row by row: loaders[k] = (axis row, () -> model) in axis order.
@@ -116,24 +129,33 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     seq_len = inputs.shape[1] - 1
     bar = tqdm(total=n_ckpt * n_tok, initial=done * n_tok, unit="tok", unit_scale=True, desc="trace",
                disable=not (progress and d.main), dynamic_ncols=True)
-    for k in range(done, n_ckpt):
-        row, load = loaders[k]
-        model = load().to(device).eval()
-        parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
-                 for b in range(0, len(tokens_all), cfg.batch_size)]
-        local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
-        flat = dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
-        del model
-        if not np.isfinite(flat).all():
-            bad = int((~np.isfinite(flat)).sum())
-            raise DataError(f"checkpoint {row} gives {bad} non-finite token losses",
-                            "the checkpoint is corrupt or diverged; retrain or drop it")
-        if d.main:
-            mm[k] = flat
-            mm.flush()
-            write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
-        bar.update(n_tok)
-    bar.close()
+    # the next checkpoint loads from disk in a thread while this one is scored (loading a large
+    # checkpoint takes about as long as scoring it on a GPU)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenclock-load")
+    upcoming = pool.submit(loaders[done][1]) if done < n_ckpt else None
+    try:
+        for k in range(done, n_ckpt):
+            row = loaders[k][0]
+            model = upcoming.result().to(device).eval()
+            if k + 1 < n_ckpt:
+                upcoming = pool.submit(loaders[k + 1][1]) if cfg.prefetch else _Deferred(loaders[k + 1][1])
+            parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
+                     for b in range(0, len(tokens_all), cfg.batch_size)]
+            local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
+            flat = dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
+            del model
+            if not np.isfinite(flat).all():
+                bad = int((~np.isfinite(flat)).sum())
+                raise DataError(f"checkpoint {row} gives {bad} non-finite token losses",
+                                "the checkpoint is corrupt or diverged; retrain or drop it")
+            if d.main:
+                mm[k] = flat
+                mm.flush()
+                write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
+            bar.update(n_tok)
+        bar.close()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
     if mm is not None:
         mm.flush()
