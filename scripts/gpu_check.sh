@@ -24,8 +24,9 @@ checks() {
 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'transformers', transformers.__version__)"
   if [ "$DEVICE" = cuda ]; then step $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py; fi
   for compile in false true; do
+    DENSE=$([ $compile = true ] && echo --no-dense)  # checkpoint cost measured once, uncompiled
     step $PY benchmarks/train_throughput.py --preset "$PRESET" --batch "$BATCH" --seq-len "$SEQ" \
-      --steps "$STEPS" --set train.device="$DEVICE" --set train.dtype=bf16 --set train.compile=$compile \
+      --steps "$STEPS" --set train.device="$DEVICE" --set train.dtype=bf16 --set train.compile=$compile $DENSE \
       --set model.max_seq_len="$SEQ"
   done
   step $PY benchmarks/trace_throughput.py --preset "$PRESET" --steps 20 --n-seqs 256 --seq-len "$SEQ" \
