@@ -68,7 +68,7 @@ def main() -> None:
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
 
-    from tokenclock.perf import flops_per_token, peak_flops
+    from tokenclock.perf import peak_flops
     from tokenclock.train import train
 
     sparse = bench_config(args.preset, args.steps, args.batch, args.seq_len,
@@ -112,10 +112,7 @@ def main() -> None:
               f"writes 47 in 2,000 steps)")
     peak = peak_flops(summary["device"])
     if peak:
-        from tokenclock.rundir import RunDir, read_json
-
-        vocab = read_json(RunDir(tmp + "/run").tokens_meta)["vocab_size"]
-        fpt = flops_per_token(summary["n_params"], vocab, cfg.model.hidden_size, cfg.model.num_layers, args.seq_len)
+        fpt = summary["flops_per_token"]  # tokenclock.perf.flops_per_token, as the trainer counts it
         print(f"MFU bare loop       {tokens / bare * fpt / peak:10.1%}  ({fpt / 1e9:.2f} GFLOP/token, "
               f"peak {peak / 1e12:.0f} TFLOP/s bf16)")
         print(f"MFU tokenclock loop {loop * fpt / peak:10.1%}  ({loop:,.0f} tokens/s without checkpoints; "

@@ -82,16 +82,6 @@ def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_toke
     return table
 
 
-class _Deferred:
-    """Loads when asked (trace.prefetch off): the same interface as a Future."""
-
-    def __init__(self, load: Callable):
-        self.load = load
-
-    def result(self):
-        return self.load()
-
-
 def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: np.ndarray,
                  cfg: TraceConfig, device: str, *, progress: bool = True, signature: dict | None = None) -> np.ndarray:
     """Fill out/trace/loss.npy row by row: loaders[k] = (axis row, () -> model) in axis order.
@@ -131,14 +121,13 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
                disable=not (progress and d.main), dynamic_ncols=True)
     # the next checkpoint loads from disk in a thread while this one is scored (loading a large
     # checkpoint takes about as long as scoring it on a GPU)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenclock-load")
-    upcoming = pool.submit(loaders[done][1]) if done < n_ckpt else None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenclock-load") if cfg.prefetch else None
+    upcoming = None
     try:
         for k in range(done, n_ckpt):
-            row = loaders[k][0]
-            model = upcoming.result().to(device).eval()
-            if k + 1 < n_ckpt:
-                upcoming = pool.submit(loaders[k + 1][1]) if cfg.prefetch else _Deferred(loaders[k + 1][1])
+            row, load = loaders[k]
+            model = (upcoming.result() if upcoming is not None else load()).to(device).eval()
+            upcoming = pool.submit(loaders[k + 1][1]) if pool is not None and k + 1 < n_ckpt else None
             parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
                      for b in range(0, len(tokens_all), cfg.batch_size)]
             local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
@@ -155,7 +144,8 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
             bar.update(n_tok)
         bar.close()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     if mm is not None:
         mm.flush()

@@ -361,7 +361,7 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
     progress = progress and d.main
     meta = dist.run_on_main(lambda: (build_corpus(run.root, cfg.corpus, progress=progress),
                                      tokenize(run.root, cfg.tokens, progress=progress))[1])
-    epochs = tc.steps * tc.batch_size * tc.seq_len / max(1, len(read_npy(run.token_stream("train"), mmap=True)))
+    epochs = tc.steps * tc.batch_size * tc.seq_len / max(1, meta["train_tokens"])
     if epochs > MAX_EPOCHS and d.main:
         print(f"tokenclock: warning: {tc.steps:,} steps x {tc.batch_size} x {tc.seq_len} tokens is {epochs:.1f} "
               f"epochs of the training split; past ~{MAX_EPOCHS} epochs repeated tokens are worth little "
