@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def doc_texts() -> Path:
-    from tokenclock.corpus import write_sample_texts
+    from tokenclock.stages.data.corpus import write_sample_texts
 
     return write_sample_texts(tempfile.mkdtemp(prefix="tokenclock-bench-texts-"))
 

@@ -17,8 +17,8 @@ import warnings
 
 import numpy as np
 
-from tokenclock.fit import FitConfig, fit_matrix
-from tokenclock.sigmoid import initial_guess, mu_bounds, sigmoid1, width_bounds
+from tokenclock.stages.fit.stage import FitConfig, fit_matrix
+from tokenclock.curves import initial_guess, mu_bounds, sigmoid1, width_bounds
 
 KINDS = ("sigmoid", "flat", "linear", "two-step", "forgetting", "rise-then-fall")
 SHARES = (0.45, 0.12, 0.08, 0.12, 0.08, 0.15)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
           f"threads={args.threads} workers={args.workers or 'auto'} chunk={cfg.chunk_tokens}")
     if args.memmap:
         write_memmap(args.memmap, t, u, args.seed)
-        from tokenclock.rundir import read_npy
+        from tokenclock.artifacts import read_npy
         loss_kn = read_npy(args.memmap, mmap=True)
     else:
         loss_kn = render(t, slice(None), u, np.random.default_rng([args.seed, 0])).T

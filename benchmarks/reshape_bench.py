@@ -57,8 +57,8 @@ def base_overrides(args, texts: str | None) -> list[str]:
 
 def run_train(base: Path, out: Path, sets: list[str]) -> dict:
     from tokenclock.config import load_config
-    from tokenclock.rundir import read_parquet
-    from tokenclock.train import train
+    from tokenclock.artifacts import read_parquet
+    from tokenclock.pipeline import train
 
     if not (out / "tokens").is_dir():
         out.mkdir(parents=True, exist_ok=True)
@@ -99,16 +99,16 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     if args.report_only:
-        from tokenclock.reshape import reshape_report
+        from tokenclock.stages.reshape.stage import reshape_report
 
         print(f"report: {reshape_report(out)}")
         return
 
     from tokenclock.config import load_config
-    from tokenclock.corpus import build_corpus
-    from tokenclock.reshape import ReshapeConfig, compute_params, reshape
-    from tokenclock.rundir import write_json, write_parquet
-    from tokenclock.tokens import tokenize
+    from tokenclock.stages.data.corpus import build_corpus
+    from tokenclock.stages.reshape.stage import ReshapeConfig, compute_params, reshape
+    from tokenclock.artifacts import write_json, write_parquet
+    from tokenclock.stages.data.tokens import tokenize
 
     t_all = time.time()
     sets = base_overrides(args, args.texts)
@@ -198,7 +198,7 @@ def main() -> None:
         "curves": {f"{a}|{s}": {"step": r["step"], "val_loss": r["val_loss"]} for (a, s), r in runs.items()},
         "seconds": time.time() - t_all})
     try:
-        from tokenclock.reshape import reshape_report
+        from tokenclock.stages.reshape.stage import reshape_report
 
         print(f"report: {reshape_report(out)}")
     except ImportError:

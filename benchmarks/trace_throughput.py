@@ -22,7 +22,7 @@ def bare_trace(run_dir, inputs: np.ndarray, batch: int, device: str, amp) -> flo
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tokenclock.model import quiet_transformers
+    from tokenclock.stages.train.model import quiet_transformers
     from tokenclock.rundir import RunDir
 
     quiet_transformers()
@@ -51,9 +51,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. trace.device=cuda")
     args = ap.parse_args()
 
-    from tokenclock.rundir import RunDir, read_npy
-    from tokenclock.trace import trace, trace_dtype
-    from tokenclock.train import resolve_device, train
+    from tokenclock.rundir import RunDir
+
+    from tokenclock.artifacts import read_npy
+    from tokenclock.stages.trace.stage import trace
+    from tokenclock.scoring import trace_dtype
+    from tokenclock.scoring import resolve_device
+    from tokenclock.pipeline import train
 
     cfg = bench_config(args.preset, args.steps, 8, args.seq_len,
                        ["train.warmup_steps=5", "train.ckpt_per_decade=8", f"trace.n_seqs={args.n_seqs}",

@@ -4,7 +4,7 @@
 
 Prints both rates and their ratio (goal: overhead <= 1.10x). The tokenclock figure includes
 everything the trainer does (data order, schedule, clipping, logging, its log-spaced checkpoints
-with validation loss). On a GPU it also prints MFU (model FLOPs from tokenclock.perf against the
+with validation loss). On a GPU it also prints MFU (model FLOPs from tokenclock.stages.train.perf against the
 device's dense bf16 peak); `--set train.compile=true` compiles both loops. GPU example:
 
     python benchmarks/train_throughput.py --preset llama-100m --batch 32 --seq-len 1024 --steps 60 \
@@ -25,9 +25,11 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     kernel autotuning), like the trainer's steady loop rate."""
     import torch
 
-    from tokenclock.model import build_model
-    from tokenclock.rundir import RunDir, read_json, read_npy
-    from tokenclock.train import autocast_dtype, batch_offsets, make_batch, resolve_device
+    from tokenclock.stages.train.model import build_model
+    from tokenclock.rundir import RunDir
+    from tokenclock.artifacts import read_json, read_npy
+    from tokenclock.scoring import autocast_dtype, resolve_device
+    from tokenclock.windows import batch_offsets, make_batch
 
     run = RunDir(run_dir)
     meta = read_json(run.tokens_meta)
@@ -68,8 +70,8 @@ def main() -> None:
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
 
-    from tokenclock.perf import peak_flops
-    from tokenclock.train import train
+    from tokenclock.stages.train.perf import peak_flops
+    from tokenclock.pipeline import train
 
     sparse = bench_config(args.preset, args.steps, args.batch, args.seq_len,
                           ["train.warmup_steps=5", "train.ckpt_per_decade=1", *args.set])
@@ -78,8 +80,8 @@ def main() -> None:
     cfg = sparse
     tmp = tempfile.mkdtemp(prefix="tokenclock-bench-")
     # tokenize once (not timed), then alternate: bare, tokenclock (sparse ckpts), bare, tokenclock (dense)
-    from tokenclock.corpus import build_corpus
-    from tokenclock.tokens import tokenize
+    from tokenclock.stages.data.corpus import build_corpus
+    from tokenclock.stages.data.tokens import tokenize
 
     build_corpus(tmp + "/run", cfg.corpus, progress=False)
     tokenize(tmp + "/run", cfg.tokens, progress=False)

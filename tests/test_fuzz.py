@@ -19,7 +19,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_text_reader_any_bytes(tmp_path, data):
-    from tokenclock.corpus import CorpusConfig, read_documents
+    from tokenclock.stages.data.documents import CorpusConfig
+    from tokenclock.stages.data.corpus import read_documents
 
     d = tmp_path / "t"
     d.mkdir(exist_ok=True)
@@ -37,7 +38,8 @@ def test_text_reader_any_bytes(tmp_path, data):
                                                                        st.one_of(st.text(max_size=30), st.integers())),
                                   ), min_size=1, max_size=6))
 def test_jsonl_reader_any_lines(tmp_path, lines):
-    from tokenclock.corpus import CorpusConfig, read_documents
+    from tokenclock.stages.data.documents import CorpusConfig
+    from tokenclock.stages.data.corpus import read_documents
 
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines))
@@ -53,7 +55,7 @@ def test_jsonl_reader_any_lines(tmp_path, lines):
        n=st.integers(0, 5), k=st.integers(0, 7), bad=st.sampled_from([None, "nan", "inf", "neg", "dup"]),
        transpose=st.booleans())
 def test_npz_reader_any_shapes(tmp_path, keys, n, k, bad, transpose):
-    from tokenclock.lossfile import read_losses_npz
+    from tokenclock.stages.trace.npz import read_losses_npz
 
     rng = np.random.default_rng(0)
     x = np.cumsum(rng.uniform(0.5, 2, k)) if k else np.zeros(0)
@@ -81,7 +83,7 @@ def test_npz_reader_any_shapes(tmp_path, keys, n, k, bad, transpose):
 @SETTINGS
 @given(data=st.binary(min_size=0, max_size=300))
 def test_parquet_reader_any_bytes(tmp_path, data):
-    from tokenclock.rundir import read_parquet
+    from tokenclock.artifacts import read_parquet
 
     path = tmp_path / "x.parquet"
     path.write_bytes(data)
@@ -94,7 +96,7 @@ def test_parquet_reader_any_bytes(tmp_path, data):
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, (3, 12), elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)))
 def test_fitter_any_finite_trajectory(Y):
-    from tokenclock.fit import FitConfig, fit_trajectories
+    from tokenclock.stages.fit.stage import FitConfig, fit_trajectories
 
     u = np.log(np.arange(1, 13, dtype=np.float64) * 3)
     res = fit_trajectories(Y, u, FitConfig(extra_axes=[]))

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tokenclock.rundir import RunDir, read_json, read_npy, read_parquet
+from tokenclock.rundir import RunDir
+
+from tokenclock.artifacts import read_json, read_npy, read_parquet
 
 
 def test_checkpoints_and_index(tiny_run):
@@ -96,7 +98,7 @@ def test_fit_spectrum_report(tiny_run):
 
 def test_npz_export_import_roundtrip(tiny_run, tmp_path):
     from tokenclock.cli import main
-    from tokenclock.lossfile import read_losses_npz
+    from tokenclock.stages.trace.npz import read_losses_npz
 
     npz = tmp_path / "losses.npz"
     assert main(["export", str(tiny_run), "--npz", str(npz)]) == 0

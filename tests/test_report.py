@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from tokenclock.errors import RunDirError
-from tokenclock.report import report
-from tokenclock.report_math import fitted_curve, spearman
-from tokenclock.rundir import (RunDir, read_json, update_stage, write_json, write_npy,
-                               write_parquet)
+from tokenclock.stages.report.stage import report
+from tokenclock.stages.report.math import fitted_curve, spearman
+from tokenclock.rundir import RunDir, update_stage
+from tokenclock.artifacts import read_json, write_json, write_npy, write_parquet
 
 N_TOK, N_CKPT, VOCAB = 200, 30, 512
 EVIL = "<b>$x"  # token text that must be escaped in HTML and not parsed as mathtext

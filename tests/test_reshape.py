@@ -8,10 +8,10 @@ import pytest
 from conftest import tiny_overrides
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError, RunDirError
-from tokenclock.reshape import (ReshapeConfig, build_schedule, log_fraction, reshape,
+from tokenclock.stages.reshape.stage import (ReshapeConfig, build_schedule, log_fraction, reshape,
                                 sampling_weights)
-from tokenclock.rundir import read_npy
-from tokenclock.train import batch_offsets
+from tokenclock.artifacts import read_npy
+from tokenclock.windows import batch_offsets
 
 STEPS, BATCH, SEQ = 40, 8, 32
 
@@ -74,7 +74,7 @@ def test_uniform_schedule_is_the_default_order():
 @pytest.fixture(scope="module")
 def ref_run(tmp_path_factory, texts_dir):
     from tokenclock.config import load_config
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     run = tmp_path_factory.mktemp("reshape") / "ref"
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{

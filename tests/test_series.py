@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from tokenclock.errors import DataError, InputError, RunDirError, TokenizerError
-from tokenclock.rundir import RunDir, read_json, read_npy, read_parquet
-from tokenclock.series import (PYTHIA_STEPS, check_safetensors, parse_revision, preset_revisions,
+from tokenclock.rundir import RunDir
+from tokenclock.artifacts import read_json, read_npy, read_parquet
+from tokenclock.stages.trace.series import (PYTHIA_STEPS, check_safetensors, parse_revision, preset_revisions,
                                read_step_map, resolve_revisions, trace_models, trace_revisions)
-from tokenclock.trace import TraceConfig
+from tokenclock.stages.trace.stage import TraceConfig
 
 STEPS = [0, 1, 2, 4, 8, 16]
 CFG = dict(n_seqs=6, seq_len=24, batch_size=4, seed=0)
@@ -35,7 +36,7 @@ def _text(seed: int, n_words: int = 5000) -> str:
 
 
 def _tokenizer(seed: int):
-    from tokenclock.tokens import hf_tokenizer, train_bpe
+    from tokenclock.stages.data.tokens import hf_tokenizer, train_bpe
 
     return hf_tokenizer(train_bpe([_text(seed)], vocab_size=300))
 
@@ -161,8 +162,8 @@ def test_trace_matches_forward_pass(series, traced):
 
 
 def test_fit_and_spectrum_run_on_output(traced):
-    from tokenclock.fit import FitConfig, fit
-    from tokenclock.spectrum import spectrum
+    from tokenclock.stages.fit.stage import FitConfig, fit
+    from tokenclock.stages.spectrum.stage import spectrum
 
     run, _ = traced
     with warnings.catch_warnings():
@@ -174,7 +175,7 @@ def test_fit_and_spectrum_run_on_output(traced):
 
 
 def test_resume_per_revision(series, tmp_path, monkeypatch):
-    import tokenclock.series as S
+    import tokenclock.stages.trace.series as S
 
     real, loads = S._loader, []
 
@@ -252,7 +253,7 @@ def test_model_axis_sorted_by_n_params(series, tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tokenclock.model import non_embedding_params
+    from tokenclock.stages.train.model import non_embedding_params
 
     tok = _tokenizer(0)
     sizes = {"m32": 32, "m8": 8, "m24": 24, "m16": 16}  # given out of order
@@ -285,7 +286,7 @@ def test_model_axis_sorted_by_n_params(series, tmp_path):
 
 
 def test_hub_revision_path_offline():
-    from tokenclock.series import inspect_checkpoint, locate
+    from tokenclock.stages.trace.series import inspect_checkpoint, locate
 
     ck = locate("EleutherAI/pythia-70m", "step1000")
     assert (ck.source, ck.revision) == ("EleutherAI/pythia-70m", "step1000")  # from_pretrained(revision=)

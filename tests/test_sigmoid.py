@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 from numpy.testing import assert_allclose
 
-from tokenclock import sigmoid as sg
+from tokenclock import curves as sg
 
 
 def test_logistic_stable_and_symmetric():

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-import importlib
 
-sp = importlib.import_module("tokenclock.spectrum")  # the module (tokenclock.spectrum is the stage function)
+from tokenclock.stages.spectrum import stage as sp
 from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir, update_stage, write_json, write_npy, write_parquet
-from tokenclock.sigmoid import logistic
+from tokenclock.rundir import RunDir, update_stage
+from tokenclock.artifacts import write_json, write_npy, write_parquet
+from tokenclock.curves import logistic
 
 SUMMARY_KEYS = {"reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_after_warmup",
                 "reconstruction_r2_heldout_after_warmup", "mean_rel_error", "event_share",
@@ -170,7 +170,8 @@ def test_stage_writes_documented_files(tmp_path):
     assert s["axis"] == "step" and s["n_tok"] == 300 and s["after_step"] == 20
     assert s["reconstruction_r2"] > 0.95 and s["reconstruction_r2_after_warmup"] > 0.95
     assert s["event_share"] == pytest.approx(1.0, abs=0.05)
-    from tokenclock.rundir import load_manifest, read_parquet
+    from tokenclock.rundir import load_manifest
+    from tokenclock.artifacts import read_parquet
     curve = read_parquet(out / "curve.parquet")
     assert {"x", "u", "loss_mean", "dldu_measured", "dldu_reconstructed", "loss_reconstructed",
             "heldout", "after_warmup", "step"} <= set(curve)
@@ -197,7 +198,7 @@ def test_missing_fit_is_a_clear_error(tmp_path):
 
 
 def test_heldout_reconstruction_through_the_real_fit_stage(tmp_path):
-    from tokenclock.fit import FitConfig, fit
+    from tokenclock.stages.fit.stage import FitConfig, fit
 
     run = make_run(tmp_path / "held", n_tok=400, fit_by_hand=False, noise=0.03)
     fit(run, FitConfig(), progress=False)                       # writes fit/ and fit/cum_lr/
@@ -207,7 +208,7 @@ def test_heldout_reconstruction_through_the_real_fit_stage(tmp_path):
         assert c["reconstruction_r2_heldout"] > 0.9
         assert c["reconstruction_r2_heldout_after_warmup"] > 0.9
         assert c["n_events_heldout_fit"] > 0
-    from tokenclock.rundir import read_parquet
+    from tokenclock.artifacts import read_parquet
     curve = read_parquet(run.spectrum_dir / "curve.parquet")
     assert s["n_ckpt_after_warmup"] == int((curve["step"] >= 100).sum())
     assert curve["heldout"].sum() == len(curve["u"]) // 2 and np.isfinite(curve["dldu_heldout"]).all()
@@ -219,7 +220,7 @@ def test_heldout_reconstruction_through_the_real_fit_stage(tmp_path):
 
 def test_nonfinite_events_are_dropped_and_counted(tmp_path):
     run = make_run(tmp_path / "bad")
-    from tokenclock.rundir import read_parquet
+    from tokenclock.artifacts import read_parquet
     ev = read_parquet(run.fit_events)
     ev["mu"] = ev["mu"].copy()
     ev["mu"][:3] = np.nan

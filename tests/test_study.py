@@ -46,7 +46,7 @@ def test_study_end_to_end(tiny_study):
         assert fit_s["axis"] == a["column"] and "reconstruction_r2" in spec
         z = np.load(d / "losses.npz")
         assert str(z["axis_name"]) == name[0] and z["loss_matrix"].shape == (16 * 32, 4)
-    from tokenclock.rundir import read_parquet
+    from tokenclock.artifacts import read_parquet
 
     assert list(read_parquet(tiny_study / "axes" / "D_llama-1m" / "trace" / "axis.parquet")) == ["tokens_seen"]
     assert list(read_parquet(tiny_study / "axes" / "M_0000016" / "trace" / "axis.parquet")) == ["n_params"]
@@ -68,9 +68,7 @@ def test_study_end_to_end(tiny_study):
 
 
 def test_study_failed_run_then_resume(tiny_study, texts_dir, monkeypatch, capsys):
-    import importlib
-
-    train_mod = importlib.import_module("tokenclock.train")
+    from tokenclock import pipeline as train_mod
 
     real = train_mod.train
 
@@ -98,7 +96,7 @@ def test_study_failed_run_then_resume(tiny_study, texts_dir, monkeypatch, capsys
 
 
 def test_too_few_points_is_an_error(texts_dir, tmp_path):
-    from tokenclock.study import load_study
+    from tokenclock.study.stage import load_study
 
     with pytest.raises(DataError, match="add budgets"):
         load_study("study-tiny", ["study.budgets_steps=[16,32,64]"])
@@ -109,7 +107,7 @@ def test_too_few_points_is_an_error(texts_dir, tmp_path):
 
 
 def test_unknown_keys_are_config_errors():
-    from tokenclock.study import load_study
+    from tokenclock.study.stage import load_study
 
     with pytest.raises(ConfigError, match="study.modles"):
         load_study("study-tiny", ["study.modles=[a]"])
@@ -120,12 +118,12 @@ def test_unknown_keys_are_config_errors():
 
 
 def test_different_tokenizer_is_refused(tmp_path):
-    from tokenclock.study import check_same_inputs
+    from tokenclock.study.stage import check_same_inputs
 
     for name, text in (("shared", "{}"), ("runs/a", "{}"), ("runs/b", '{"x": 1}')):
         (tmp_path / name / "tokens").mkdir(parents=True)
         (tmp_path / name / "tokens" / "tokenizer.json").write_text(text)
-    from tokenclock.study import _digest
+    from tokenclock.study.stage import _digest
 
     sig = {"tokenizer": _digest(tmp_path / "shared" / "tokens" / "tokenizer.json"), "val": ""}
     check_same_inputs(tmp_path, ["a"], sig)
@@ -134,8 +132,8 @@ def test_different_tokenizer_is_refused(tmp_path):
 
 
 def test_branch_plan_matches_wsd_schedule():
-    from tokenclock.schedule import lr_at
-    from tokenclock.study import branch_start, load_study, plan
+    from tokenclock.stages.train.schedule import lr_at
+    from tokenclock.study.stage import branch_start, load_study, plan
 
     st = load_study("study-tiny", ["study.budgets_steps=[10,20,40,80]", "study.decay_fraction=0.2"])
     runs = plan(st)
@@ -148,7 +146,7 @@ def test_branch_plan_matches_wsd_schedule():
 
 
 def test_chinchilla_recovers_known_exponents():
-    from tokenclock.chinchilla import fit_chinchilla, predict
+    from tokenclock.study.chinchilla import fit_chinchilla, predict
 
     N = np.repeat(np.logspace(5, 8, 4), 4)
     D = np.tile(np.logspace(7, 10, 4), 4)
@@ -189,7 +187,7 @@ def test_moved_study_resumes_without_retraining(tiny_study, tmp_path, texts_dir)
     import os
     import shutil
 
-    from tokenclock.rundir import read_json
+    from tokenclock.artifacts import read_json
 
     # hard links make the copy instant; every writer replaces files atomically, so tiny_study is
     # left as it was
@@ -226,7 +224,7 @@ def test_init_from_recorded_relative_or_absolute_is_the_same_run(tmp_path):
     (relative to the study directory) matches; another checkpoint or another source does not."""
     from tokenclock.errors import RunDirError
     from tokenclock.rundir import RunDir, update_stage
-    from tokenclock.train import _check_same_run
+    from tokenclock.stages.train.stage import _check_same_run
 
     run = RunDir(tmp_path / "runs" / "b")
     conf = {"model": {}, "seed": 0, "train": {"steps": 16, "init_from": "runs/a/ckpt/step_0000012"}}

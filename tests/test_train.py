@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tokenclock.config import load_config
 from tokenclock.errors import ConfigError, CorpusError, RunDirError
-from tokenclock.rundir import RunDir, read_parquet
-from tokenclock.schedule import checkpoint_steps, lr_at
+from tokenclock.rundir import RunDir
+from tokenclock.artifacts import read_parquet
+from tokenclock.stages.train.schedule import checkpoint_steps, lr_at
 
 from conftest import tiny_overrides
 
@@ -44,7 +45,7 @@ def test_checkpoint_logits_equal_in_transformers(tiny_run):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tokenclock.model import ModelConfig, build_model
+    from tokenclock.stages.train.model import ModelConfig, build_model
 
     run = RunDir(tiny_run)
     step_dir = run.ckpt(run.ckpt_steps()[-1])
@@ -61,8 +62,8 @@ def test_checkpoint_logits_equal_in_transformers(tiny_run):
 
 
 def test_tokenizer_round_trip(tiny_run):
-    from tokenclock.rundir import read_npy
-    from tokenclock.tokens import load_tokenizer
+    from tokenclock.artifacts import read_npy
+    from tokenclock.stages.data.tokens import load_tokenizer
 
     run = RunDir(tiny_run)
     tok = load_tokenizer(run.tokenizer)
@@ -114,7 +115,7 @@ def test_golden_first_losses(tmp_path, texts_dir):
     """Same seed and config -> the same losses, bit for bit, and the first 12 training losses of
     the tiny preset match tests/golden_losses.json (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after
     a deliberate change to the model, data order or optimizer)."""
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 12}))
     train(tmp_path / "a", cfg, progress=False)
@@ -141,7 +142,7 @@ def test_unknown_key_and_preset():
 
 
 def test_out_dir_with_different_run(tiny_run, texts_dir):
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 300}))
     with pytest.raises(RunDirError, match="holds a different run"):
@@ -149,7 +150,7 @@ def test_out_dir_with_different_run(tiny_run, texts_dir):
 
 
 def test_vocab_too_large(tmp_path, texts_dir):
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     (tmp_path / "t").mkdir()
     for i in range(3):
@@ -163,7 +164,7 @@ def test_vocab_too_large(tmp_path, texts_dir):
 
 def test_corpus_shorter_than_a_sequence(tmp_path):
     from tokenclock.errors import TrainingError
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     (tmp_path / "t").mkdir()
     for i in range(4):
@@ -185,7 +186,7 @@ def _final_weights(run_dir, step):
 def test_cooldown_branch_equals_full_run(tmp_path, texts_dir):
     """A branch started from a stable-phase checkpoint (weights + AdamW state) ends bit-identical
     to the run it branched from, when both decay at the same step."""
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     sets = tiny_overrides(texts_dir, **{"train.steps": 40, "train.schedule": "wsd",
                                         "train.decay_fraction": 0.5, "train.extra_ckpt_steps": "[20]",
@@ -206,8 +207,9 @@ def test_cooldown_branch_equals_full_run(tmp_path, texts_dir):
 def test_data_schedule_reproduces_uniform_order(tmp_path, texts_dir):
     """An explicit offsets schedule equal to the seeded order gives the same weights; a schedule of
     the wrong shape is refused."""
-    from tokenclock.rundir import read_npy, write_npy
-    from tokenclock.train import batch_offsets, train
+    from tokenclock.artifacts import read_npy, write_npy
+    from tokenclock.windows import batch_offsets
+    from tokenclock.pipeline import train
 
     sets = tiny_overrides(texts_dir, **{"train.steps": 15})
     train(tmp_path / "uniform", load_config("tiny", sets), progress=False)
@@ -231,8 +233,8 @@ def test_flops_per_token_matches_flop_counter():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tokenclock.model import ModelConfig, build_model, non_embedding_params
-    from tokenclock.perf import flops_per_token, peak_flops
+    from tokenclock.stages.train.model import ModelConfig, build_model, non_embedding_params
+    from tokenclock.stages.train.perf import flops_per_token, peak_flops
 
     cfg = ModelConfig(preset="llama-1m", max_seq_len=128)
     model = build_model(cfg, 512, 0)
@@ -252,7 +254,7 @@ def test_micro_batches_accumulate_the_same_step(tmp_path, texts_dir):
     full batch's: same losses and weights within float tolerance, same checkpoints."""
     from safetensors.torch import load_file
 
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     base = tiny_overrides(texts_dir, **{"train.steps": 10, "train.dtype": "fp32"})  # bf16 rounds per pass
     s1 = train(tmp_path / "one", load_config("tiny", base), progress=False)
@@ -277,7 +279,7 @@ def test_compiled_training_matches_eager(tmp_path, texts_dir):
     checkpoints keep transformers' parameter names (they load without the compile wrapper)."""
     from transformers import AutoModelForCausalLM
 
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     base = tiny_overrides(texts_dir, **{"train.steps": 10, "train.dtype": "fp32"})
     train(tmp_path / "eager", load_config("tiny", base), progress=False)
@@ -296,7 +298,8 @@ def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
     """A run recorded before an option existed (the key is missing from its manifest) still counts
     as the same run when the option is left at its default; a changed option is refused."""
     from tokenclock.rundir import load_manifest, update_stage
-    from tokenclock.train import _check_same_run, train
+    from tokenclock.stages.train.stage import _check_same_run
+    from tokenclock.pipeline import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 10}))
     train(tmp_path / "run", cfg, progress=False)
@@ -315,7 +318,7 @@ def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
 
 def test_many_epochs_warns(tmp_path, texts_dir, capsys):
     """A run that passes over its training split more than 4 times says so (and by how much)."""
-    from tokenclock.train import train
+    from tokenclock.pipeline import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"corpus.max_chars": 20000, "train.steps": 80}))
     s = train(tmp_path / "run", cfg, progress=False)

@@ -1,6 +1,6 @@
 """`python -m tokenclock` (also what `torchrun -m tokenclock` runs)."""
 import sys
 
-from .cli import main
+from tokenclock.cli import main
 
 sys.exit(main())

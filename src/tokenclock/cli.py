@@ -8,12 +8,24 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, TokenclockError
+from tokenclock.config import PRESET_DIR, _merge, load_config, parse_overrides
+from tokenclock.errors import ConfigError, TokenclockError
+from tokenclock.pipeline import demo
+from tokenclock.stages.data.corpus import build_corpus, read_documents
+from tokenclock.stages.data.tokens import tokenize
+from tokenclock.stages.fit.stage import fit
+from tokenclock.stages.report.stage import report
+from tokenclock.stages.reshape.stage import ReshapeConfig, reshape
+from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.study.stage import load_study, study
+from tokenclock.stages.trace.npz import export_npz, import_npz
+from tokenclock.stages.trace.series import trace_models, trace_revisions
+from tokenclock.stages.trace.stage import trace
+from tokenclock.stages.train.model import PRESETS, preset_params
+from tokenclock.pipeline import train
 
 
 def _config(args, extra: dict | None = None):
-    from .config import load_config, parse_overrides, _merge
-
     over = parse_overrides(getattr(args, "set", None))
     if extra:
         over = _merge(extra, over)
@@ -25,8 +37,6 @@ def _print(obj) -> None:
 
 
 def cmd_corpus(args) -> int:
-    from .corpus import build_corpus, read_documents
-
     extra = {"corpus": {"sources": args.source}} if args.source else None
     cfg = _config(args, extra)
     if args.out is None:
@@ -43,9 +53,6 @@ def cmd_corpus(args) -> int:
 
 
 def cmd_tokenize(args) -> int:
-    from .corpus import build_corpus
-    from .tokens import tokenize
-
     cfg = _config(args)
     build_corpus(args.out, cfg.corpus, progress=not args.quiet)
     _print(tokenize(args.out, cfg.tokens, progress=not args.quiet))
@@ -53,8 +60,6 @@ def cmd_tokenize(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
-
     cfg = _config(args)
     _print(train(args.out, cfg, progress=not args.quiet))
     return 0
@@ -69,15 +74,12 @@ def cmd_trace(args) -> int:
     cfg.trace.__post_init__()
     series = args.model or args.models
     if not series:
-        from .trace import trace
-
         if args.run is None:
             raise ConfigError("trace needs a run directory, or --model NAME_OR_PATH / --models A,B,C with --out DIR",
                               "e.g. tokenclock trace runs/demo, or tokenclock trace --model EleutherAI/pythia-70m "
                               "--revisions pythia --text builtin --out runs/pythia-70m")
         _print(trace(args.run, cfg.trace, progress=not args.quiet))
         return 0
-    from .series import trace_models, trace_revisions
 
     out = args.out or args.run
     if out is None:
@@ -102,8 +104,6 @@ def cmd_trace(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from .fit import fit
-
     cfg = _config(args)
     if args.uncertainty:
         cfg.fit.uncertainty = True
@@ -111,8 +111,6 @@ def cmd_fit(args) -> int:
         cfg.fit.max_events = args.max_events
     run = args.run
     if args.npz:
-        from .lossfile import import_npz
-
         if not args.out:
             raise ConfigError("--npz needs --out DIR", "e.g. tokenclock fit --npz losses.npz --out fits/")
         axis = import_npz(args.npz, args.out)
@@ -125,24 +123,18 @@ def cmd_fit(args) -> int:
 
 
 def cmd_spectrum(args) -> int:
-    from .spectrum import spectrum
-
     cfg = _config(args)
     _print(spectrum(args.run, cfg.spectrum, progress=not args.quiet))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import report
-
     path = report(args.run)
     print(f"report: {path}")
     return 0
 
 
 def cmd_reshape(args) -> int:
-    from .reshape import ReshapeConfig, reshape
-
     fields = ("strategy", "pool_size", "window", "mix", "sharpness", "max_ckpts", "seed", "steps",
               "batch_size", "seq_len", "device")
     cfg = ReshapeConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
@@ -151,23 +143,17 @@ def cmd_reshape(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .lossfile import export_npz
-
     out = export_npz(args.run, args.npz, axis=args.axis)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .demo import demo
-
     demo(args.out, config=args.config, overrides=args.set, progress=not args.quiet)
     return 0
 
 
 def cmd_study(args) -> int:
-    from .study import load_study, study
-
     st = load_study(args.config, args.set)
     man = study(args.out, st, progress=not args.quiet, only=args.only)
     if args.only is not None:
@@ -186,9 +172,6 @@ def cmd_study(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from .config import PRESET_DIR
-    from .model import PRESETS, preset_params
-
     print("model presets (non-embedding parameters):")
     for name in PRESETS:
         h, L, nh, nkv, inter = PRESETS[name]

@@ -13,21 +13,20 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from tokenclock.errors import ConfigError
+from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.stages.data.tokens import TokensConfig
+from tokenclock.stages.fit.stage import FitConfig
+from tokenclock.stages.spectrum.stage import SpectrumConfig
+from tokenclock.stages.trace.stage import TraceConfig
+from tokenclock.stages.train.model import ModelConfig
+from tokenclock.stages.train.stage import TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def _sections() -> dict[str, type]:
     # Imported here, not at module top, so stage modules stay importable on their own.
-    from .corpus import CorpusConfig
-    from .fit import FitConfig
-    from .model import ModelConfig
-    from .spectrum import SpectrumConfig
-    from .tokens import TokensConfig
-    from .trace import TraceConfig
-    from .train import TrainConfig
-
     return {"corpus": CorpusConfig, "tokens": TokensConfig, "model": ModelConfig,
             "train": TrainConfig, "trace": TraceConfig, "fit": FitConfig,
             "spectrum": SpectrumConfig}

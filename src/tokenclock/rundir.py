@@ -1,7 +1,6 @@
-"""The run directory: the one module that knows file names, plus atomic writers and the manifest.
-
-Every artifact is written to a temporary name in the same folder, fsynced and renamed, so a
-crash never leaves a file that looks complete. `manifest.json` records per-stage status.
+"""The run directory: the one module (with StudyDir in study/layout.py) that knows file names, the
+manifest (RUN/manifest.json: per-stage status, config, inputs, seconds, versions, git commit), the
+one-writer lock (RUN/.lock) and the stage lifecycle every stage goes through (`RunDir.stage`).
 """
 from __future__ import annotations
 
@@ -16,114 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
-from .errors import RunDirError
+from tokenclock.artifacts import read_json, write_json
+from tokenclock.errors import RunDirError
 
 SCHEMA_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- atomic writers
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        if tmp.is_file():
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{path} does not exist", "run the stage that writes it first") from None
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})",
-                          "delete it and rerun the stage that writes it") from None
-
-
-def write_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def read_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path} does not exist", "run the stage that writes it first")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise RunDirError(f"{path} is not a readable .npy file ({e})",
-                          "delete it and rerun the stage that writes it") from None
-
-
-def write_parquet(path: str | Path, columns: dict[str, Any], metadata: dict | None = None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else np.asarray(v)
-                          if not isinstance(v, list) else v) for k, v in columns.items()})
-    if metadata:
-        table = table.replace_schema_metadata({"tokenclock": json.dumps(metadata, default=_json_default)})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_parquet(path: str | Path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a parquet table into a dict of numpy arrays (strings become object arrays)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path} does not exist", "run the stage that writes it first")
-    try:
-        table = pq.read_table(path, columns=columns)
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise RunDirError(f"{path} is not a readable parquet file ({type(e).__name__}: {e})".split("\n")[0],
-                          "delete it and rerun the stage that writes it") from None
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
 # ----------------------------------------------------------------------------- layout
@@ -167,7 +62,11 @@ class RunDir:
     @property
     def ckpt_index(self) -> Path: return self.ckpt_dir / "index.parquet"
     @property
-    def train_state(self) -> Path: return self.ckpt_dir / "train_state.pt"
+    def train_state(self) -> Path:
+        """AdamW state of the newest checkpoint (safetensors). Runs written before 0.2 named it
+        train_state.pt (also safetensors inside); such a run keeps using its old name."""
+        legacy = self.ckpt_dir / "train_state.pt"
+        return legacy if legacy.is_file() else self.ckpt_dir / "train_state.safetensors"
     @property
     def train_log(self) -> Path: return self.ckpt_dir / "train_log.parquet"
     # trace/
@@ -223,6 +122,63 @@ class RunDir:
             if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit():
                 steps.append(int(p.name[5:]))
         return sorted(steps)
+
+    def stage(self, name: str, config: dict | None = None, *, inputs: dict | None = None,
+              writer: bool = True, **extra: Any) -> "Stage":
+        """The lifecycle of one stage, as a context manager: take RUN/.lock, record `name` as
+        running (with its config and inputs), and on leaving record it done with its seconds and
+        whatever the body passed to `Stage.record`, or failed with the error's first line (the
+        error is raised again). `writer=False` (the other ranks under torchrun) records nothing
+        and takes no lock."""
+        return Stage(self, name, config, inputs, writer, extra)
+
+
+class Stage:
+    """One stage's entry in the manifest while it runs (see RunDir.stage)."""
+
+    def __init__(self, run: RunDir, name: str, config: dict | None, inputs: dict | None,
+                 writer: bool, extra: dict):
+        self.run, self.name, self.config, self.inputs, self.writer = run, name, config, inputs, writer
+        self.extra = dict(extra)  # recorded with 'running' and again with 'done'
+        self.fields: dict[str, Any] = {}  # recorded with 'done'
+        self._lock: contextlib.AbstractContextManager | None = None
+        self._t0 = 0.0
+
+    def record(self, **fields: Any) -> None:
+        """Fields to store in the stage's manifest entry when it ends (summary=..., etc.)."""
+        self.fields.update(fields)
+
+    @property
+    def seconds(self) -> float:
+        return time.time() - self._t0
+
+    def __enter__(self) -> "Stage":
+        self._t0 = time.time()
+        if self.writer:
+            self._lock = run_lock(self.run, self.name)
+            self._lock.__enter__()
+            try:
+                update_stage(self.run, self.name, "running", config=self.config, inputs=self.inputs,
+                             **self.extra)
+            except BaseException as e:
+                self._lock.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self
+
+    def __exit__(self, typ, err, tb) -> bool:
+        if not self.writer:
+            return False
+        try:
+            if err is None:
+                update_stage(self.run, self.name, "done", config=self.config, inputs=self.inputs,
+                             seconds=self.seconds, **self.extra, **self.fields)
+            else:
+                first = str(err).splitlines()[0] if str(err) else typ.__name__
+                with contextlib.suppress(Exception):  # the stage's own error is the one to raise
+                    update_stage(self.run, self.name, "failed", seconds=self.seconds, error=first)
+        finally:
+            self._lock.__exit__(typ, err, tb)
+        return False
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError, TokenizerError
-from .rundir import (RunDir, atomic_path, read_parquet, run_lock, stage_config, stage_status,
-                     update_stage, write_json, write_npy)
+from tokenclock.errors import ConfigError, CorpusError, RunDirError, TokenizerError
+from tokenclock.rundir import RunDir, run_lock, stage_config, stage_status, update_stage
+from tokenclock.artifacts import atomic_path, read_json, read_parquet, write_json, write_npy
 
 EOS = "<|endoftext|>"
 
@@ -120,12 +120,8 @@ def tokenize(run_dir: str | Path, cfg: TokensConfig | None = None, *, progress: 
     conf = dataclasses.asdict(cfg)
     if stage_status(run, "tokens") == "done" and stage_config(run, "tokens") == conf \
             and run.tokens_meta.is_file():
-        from .rundir import read_json
-
         return read_json(run.tokens_meta)
     if not run.corpus_split("train").is_file():
-        from .errors import RunDirError
-
         raise RunDirError(f"{run.corpus_split('train')} does not exist",
                           f"run `tokenclock corpus --out {run.root}` first")
     t0 = time.time()

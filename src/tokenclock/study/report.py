@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RunDirError
-from .rundir import RunDir, atomic_path, read_json, read_npy, read_parquet
+from tokenclock.errors import RunDirError
+from tokenclock.rundir import RunDir
+from tokenclock.artifacts import atomic_path, read_json, read_npy, read_parquet
+from tokenclock.study.chinchilla import predict
 
 CSS = ("body{font-family:sans-serif;max-width:1250px;margin:2em auto;color:#222}"
        "img{max-width:100%}table{border-collapse:collapse;font-size:13px}"
@@ -96,8 +98,6 @@ def study_report(study_dir: str | Path) -> Path:
         ch_fig = None
         runs = {n: s for n, s in man.get("runs", {}).items() if s.get("status") == "done" and s["kind"] != "compare"}
         if runs and ch.get("alpha") is not None:
-            from .chinchilla import predict
-
             fig, axs = figure(1, 1, (6, 4))
             ax = axs[0][0]
             models = sorted({s["model"] for s in runs.values()}, key=lambda m: min(

@@ -18,9 +18,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DataError, RunDirError
-from .rundir import (RunDir, read_json, read_npy, read_parquet, run_lock, update_stage, write_json,
-                     write_npy, write_parquet)
+from tokenclock import dist
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
+from tokenclock.scoring import resolve_device, token_losses, trace_dtype
+from tokenclock.stages.data.tokens import load_tokenizer
+from tokenclock.stages.train.model import quiet_transformers
+from tokenclock.windows import val_offsets
 
 MIN_CHECKPOINTS = 4
 
@@ -44,14 +49,6 @@ class TraceConfig:
             raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
-
-
-def trace_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "fp32" or (dtype == "auto" and not device.startswith("cuda")):
-        return None
-    return torch.bfloat16
 
 
 def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_tokens: int) -> dict:
@@ -91,9 +88,7 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     import torch
     from tqdm.auto import tqdm
 
-    from .train import token_losses
 
-    from . import dist
 
     d = dist.current()  # under torchrun: rank r scores sequences r, r + world, ...; rank 0 writes
     n_ckpt, n_tok = len(loaders), inputs.shape[0] * (inputs.shape[1] - 1)
@@ -185,10 +180,6 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .model import quiet_transformers
-    from .tokens import load_tokenizer
-    from .train import resolve_device, val_offsets
-
     quiet_transformers()
     cfg = cfg or TraceConfig()
     run = RunDir(run_dir)
@@ -205,7 +196,6 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     seed = cfg.seed if cfg.seed >= 0 else tconf.get("seed", 0)
     t0 = time.time()
     conf = dataclasses.asdict(cfg) | {"seq_len": seq_len, "seed": seed}
-    from . import dist
 
     d = dist.init(resolve_device(cfg.device))  # under torchrun: sequences sharded over ranks
     with run_lock(run, "trace") if d.main else contextlib.nullcontext():

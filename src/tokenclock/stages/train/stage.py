@@ -20,12 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dist
-from .errors import ConfigError, RunDirError, TrainingError
-from .perf import flops_per_token, peak_flops
-from .rundir import (RunDir, atomic_path, read_json, read_npy, read_parquet, run_lock, stage_status,
-                     load_manifest, update_stage, write_json, write_parquet)
-from .schedule import checkpoint_steps, lr_at
+from tokenclock import dist
+from tokenclock.errors import ConfigError, RunDirError, TrainingError
+from tokenclock.rundir import RunDir, load_manifest, run_lock, stage_status, update_stage
+from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_parquet)
+from tokenclock.scoring import autocast_dtype, resolve_device, token_losses
+from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
+from tokenclock.stages.train.model import (ModelConfig, build_model, non_embedding_params,
+                                           quiet_transformers)
+from tokenclock.stages.train.perf import flops_per_token, peak_flops
+from tokenclock.stages.train.schedule import checkpoint_steps, lr_at
+from tokenclock.windows import batch_offsets, make_batch, val_offsets
 
 
 @dataclass
@@ -91,66 +96,6 @@ class TrainConfig:
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
 MAX_EPOCHS = 4  # passes over the training split beyond which train warns (data-constrained scaling)
-
-# ----------------------------------------------------------------------------- devices and data
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available", "use --set train.device=cpu")
-    return name
-
-
-def autocast_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "fp32":
-        return None
-    if device.startswith("cuda") and dtype == "auto" and not torch.cuda.is_bf16_supported():
-        return None
-    return torch.bfloat16
-
-
-def batch_offsets(seed: int, step: int, n_tokens: int, batch_size: int, seq_len: int) -> np.ndarray:
-    """Start offsets of the sequences of update `step`: a pure function of (seed, step)."""
-    rng = np.random.default_rng([seed, step, 0x7C])
-    return rng.integers(0, n_tokens - seq_len - 1, size=batch_size, endpoint=True)
-
-
-def make_batch(stream: np.ndarray, offsets: np.ndarray, seq_len: int):
-    """(batch, seq_len + 1) int64 tensor of token windows."""
-    import torch
-
-    idx = offsets[:, None] + np.arange(seq_len + 1)[None, :]
-    return torch.from_numpy(np.asarray(stream[idx], dtype=np.int64))
-
-
-def val_offsets(seed: int, n_tokens: int, n_seqs: int, seq_len: int) -> np.ndarray:
-    """Non-overlapping, seeded validation windows (shared by train's val loss and the trace)."""
-    n_slots = (n_tokens - 1) // (seq_len + 1)
-    if n_slots < 1:
-        raise TrainingError(f"the validation split has {n_tokens} tokens, fewer than one sequence "
-                            f"of {seq_len + 1}", "use a larger corpus or a smaller seq_len")
-    rng = np.random.default_rng([seed, 0x5A1])
-    slots = np.sort(rng.permutation(n_slots)[:n_seqs])
-    return slots * (seq_len + 1)
-
-
-def token_losses(model, tokens, amp_dtype, device: str):
-    """Per-position next-token cross-entropy (nats), (batch, seq_len), float32, no autograd."""
-    import torch
-    import torch.nn.functional as F
-
-    tokens = tokens.to(device, non_blocking=True)
-    with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32,
-                                         enabled=amp_dtype is not None):
-        logits = model(input_ids=tokens[:, :-1]).logits
-    return F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
-
 
 # ----------------------------------------------------------------------------- checkpoints
 
@@ -299,7 +244,6 @@ def _check_same_run(run: RunDir, conf: dict, init_root: str | Path | None = None
     if old_init != new_init and _same_init(old_init, new_init, init_root):
         prev = {**prev, "train": {**prev["train"], "init_from": new_init}}
     if prev is not None:  # options added in a later version, left at their defaults, change nothing
-        from .model import ModelConfig
 
         for sec, cls in (("model", ModelConfig), ("train", TrainConfig)):
             defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -322,20 +266,16 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
           init_root: str | Path | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns a summary dict.
 
-    `config` is a tokenclock.config.Config; its corpus and tokens stages run first when missing.
+    `config` is a tokenclock Config (its model, train and seed); RUN/tokens/ must exist
+    (tokenclock.train, in pipeline.py, runs the corpus and tokens stages first).
     `init_root`: the folder a relative train.init_from is relative to (default: the working
     directory); a study passes its own directory, so the path it records survives a move.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from .config import Config
-    from .corpus import build_corpus
-    from .model import build_model, non_embedding_params, quiet_transformers
-    from .tokens import hf_tokenizer, load_tokenizer, tokenize
-
     quiet_transformers()
-    cfg: Config = config or Config()
+    cfg = config
     tc, run = cfg.train, RunDir(run_dir)
     conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed}
     _check_same_run(run, conf, init_root)
@@ -359,8 +299,10 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
                           "pick a micro batch that divides train.batch_size / processes")
     n_micro = per_rank // micro
     progress = progress and d.main
-    meta = dist.run_on_main(lambda: (build_corpus(run.root, cfg.corpus, progress=progress),
-                                     tokenize(run.root, cfg.tokens, progress=progress))[1])
+    if not run.tokens_meta.is_file():
+        raise RunDirError(f"{run.tokens_meta} does not exist",
+                          f"run `tokenclock tokenize --out {run.root}` first (tokenclock.train runs it for you)")
+    meta = read_json(run.tokens_meta)
     epochs = tc.steps * tc.batch_size * tc.seq_len / max(1, meta["train_tokens"])
     if epochs > MAX_EPOCHS and d.main:
         print(f"tokenclock: warning: {tc.steps:,} steps x {tc.batch_size} x {tc.seq_len} tokens is {epochs:.1f} "

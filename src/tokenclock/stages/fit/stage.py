@@ -33,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError, RunDirError
-from .rundir import (RunDir, read_npy, read_parquet, run_lock, update_stage, write_json,
-                     write_parquet)
+from tokenclock.curves import mu_bounds, width_bounds
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.artifacts import read_npy, read_parquet, write_json, write_parquet
+from tokenclock.stages.fit import levenberg_marquardt as lm
 
 CLASSES = ("learned", "forgotten", "rise-then-fall", "flat", "early", "late", "irregular")
 MODELS = ("flat", "linear", "sigmoid1", "sigmoid2")
@@ -183,7 +185,6 @@ def _fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[
     """Fit trajectories Y (C, K) (finite) along u (K,): every model, BIC choice, classes."""
     import torch
 
-    from . import lm
 
     dev, dt = torch.device(cfg.device), getattr(torch, cfg.dtype)
     C, K = Y.shape
@@ -337,7 +338,6 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ctx = {"u_min": float(u[0]), "u_max": float(u[-1])}
-    from .sigmoid import mu_bounds, width_bounds
     ctx["mu_bounds"] = mu_bounds(u, cfg.mu_margin)
     ctx["w_bounds"] = width_bounds(u, cfg.w_min_frac, cfg.w_max_frac)
     cols = ("b", "c", "n_events", "r2", "sse", "class", "model", "bic_gap", "sse_sigmoid1",
@@ -390,7 +390,6 @@ def _worker_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig) -> dict:
     """One chunk in a worker process (single-threaded torch; grid bases cached per process)."""
     import torch
 
-    from .sigmoid import mu_bounds, width_bounds
 
     torch.set_num_threads(1)
     key = (u.tobytes(), repr(cfg))

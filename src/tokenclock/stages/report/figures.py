@@ -1,4 +1,4 @@
-"""The report's figures: each section reads the loaded run (report._Run), writes its PNG into the
+"""The report's figures: each section reads the loaded run (report.RunView), writes its PNG into the
 report folder (matplotlib, Agg, no pyplot) and returns its HTML: the figure, its caption naming the
 artifacts, and the numbers it measured (added to the `numbers` dict that becomes summary.json)."""
 from __future__ import annotations
@@ -6,17 +6,15 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .report_math import _largest_positive_event, _power_law, _r2, fitted_curve, spearman
-from .report_text import (CLASS_ORDER, _fmt, _from, _not_computed, _ordered, _pct, _token_label,
-                          _visible)
-from .rundir import atomic_path
-
-if TYPE_CHECKING:
-    from .report import _Run
+from tokenclock.artifacts import atomic_path
+from tokenclock.stages.report.math import (_largest_positive_event, _power_law, _r2, fitted_curve,
+                                           spearman)
+from tokenclock.stages.report.load import RunView
+from tokenclock.stages.report.text import (CLASS_ORDER, _fmt, _from, _not_computed, _ordered, _pct,
+                                           _token_label, _visible)
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
 GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irregular": 2,
@@ -49,7 +47,7 @@ class _Figures:
                 f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _section_loss_curve(r: _Run, figs: _Figures) -> str:
+def _section_loss_curve(r: RunView, figs: _Figures) -> str:
     axis = (r.spec_summary or {}).get("axis", r.axis)
     if axis not in r.axis_table:
         axis = r.axis
@@ -102,7 +100,7 @@ def _events_by_token(events: dict | None, toks: np.ndarray) -> dict[int, tuple]:
     return {t: tuple(np.array(v) for v in zip(*rows)) for t, rows in out.items()}
 
 
-def _choose_examples(r: _Run, n: int) -> list[tuple[int, str]]:
+def _choose_examples(r: RunView, n: int) -> list[tuple[int, str]]:
     """Deterministic (seed 0) examples covering the classes; (tok_idx, class) pairs."""
     rng = np.random.default_rng(0)
     if r.fit_tokens is None or "class" not in r.fit_tokens:
@@ -124,7 +122,7 @@ def _choose_examples(r: _Run, n: int) -> list[tuple[int, str]]:
     return [(int(tok[i]), str(cls[i])) for i in rows[:n]]
 
 
-def _section_examples(r: _Run, figs: _Figures) -> str:
+def _section_examples(r: RunView, figs: _Figures) -> str:
     nr, nc = GRID_SHAPE
     examples = _choose_examples(r, nr * nc)
     x = r.x
@@ -170,17 +168,17 @@ def _section_examples(r: _Run, figs: _Figures) -> str:
             "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")
 
 
-def _text(r: _Run, column: str, i: int) -> str:
+def _text(r: RunView, column: str, i: int) -> str:
     return str(r.tokens[column][i]) if column in r.tokens else ""
 
 
-def _token_html(r: _Run, i: int) -> str:
+def _token_html(r: RunView, i: int) -> str:
     """Escaped '<code>context<b>token</b></code>' with newlines and control characters visible."""
     return (f"<code>{html.escape(_visible(_text(r, 'context', i), 60))}"
             f"<b>{html.escape(_visible(_text(r, 'token_text', i)))}</b></code>")
 
 
-def _section_spectrum(r: _Run, figs: _Figures) -> str:
+def _section_spectrum(r: RunView, figs: _Figures) -> str:
     if r.events is None and r.density is None:
         return "<h2>Learning-time spectrum</h2>" + _not_computed("fit", r.run, "events")
     fig, ax = figs.new()
@@ -216,7 +214,7 @@ def _section_spectrum(r: _Run, figs: _Figures) -> str:
     return "<h2>Learning-time spectrum</h2>" + body
 
 
-def _section_reconstruction(r: _Run, figs: _Figures, numbers: dict) -> str:
+def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
     if not r.curves:
         return "<h2>Reconstruction of −dL/d ln x</h2>" + _not_computed("spectrum", r.run)
     clocks = (r.spec_summary or {}).get("clocks") or {}
@@ -246,7 +244,7 @@ def _section_reconstruction(r: _Run, figs: _Figures, numbers: dict) -> str:
           "or computed here on the in-sample checkpoints where the summary has none")
 
 
-def _section_classes(r: _Run, figs: _Figures, numbers: dict) -> str:
+def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
     head = "<h2>Token classes, and how much of the drop is unigram learning</h2>"
     parts = []
     if r.fit_tokens is not None and "class" in r.fit_tokens:
@@ -310,7 +308,7 @@ def _section_classes(r: _Run, figs: _Figures, numbers: dict) -> str:
     return head + "".join(parts) + "<p>" + " ".join(html.escape(s) for s in sent) + "</p>"
 
 
-def _section_frequency(r: _Run, figs: _Figures, numbers: dict) -> str:
+def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
     head = "<h2>Learning time vs training-set frequency</h2>"
     if r.events is None:
         return head + _not_computed("fit", r.run, "learning times")
@@ -347,7 +345,7 @@ def _section_frequency(r: _Run, figs: _Figures, numbers: dict) -> str:
     return head + body + f"<p>{html.escape(text)}</p>" + _extremes_table(r, tok, mu, count)
 
 
-def _extremes_table(r: _Run, tok: np.ndarray, mu: np.ndarray, count: np.ndarray, n: int = 8) -> str:
+def _extremes_table(r: RunView, tok: np.ndarray, mu: np.ndarray, count: np.ndarray, n: int = 8) -> str:
     """The n earliest- and n latest-learned tokens, with their text (escaped) and frequency."""
     order = np.argsort(mu, kind="stable")
     rows = []

@@ -14,99 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RunDirError
-from .figures import (_Figures, _section_classes, _section_examples, _section_frequency,
-                      _section_loss_curve, _section_reconstruction, _section_spectrum)
-from .report_math import _mean_loss_per_ckpt
-from .report_text import _fmt, _not_computed, _ordered, _pct
-from .rundir import (RunDir, atomic_path, load_manifest, read_json, read_npy, read_parquet,
-                     run_lock, update_stage, write_json)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-@dataclass
-class _Run:
-    """Every artifact the report may use; None (or empty) where its stage has not run."""
-
-    run: RunDir
-    meta: dict
-    loss: np.ndarray                      # (K, N) memory-mapped
-    axis_table: dict[str, np.ndarray]     # trace/axis.parquet
-    tokens: dict[str, np.ndarray]         # trace/tokens.parquet
-    axis: str                             # the fitted axis
-    fit_summary: dict | None = None
-    fit_tokens: dict[str, np.ndarray] | None = None
-    events: dict[str, np.ndarray] | None = None
-    spec_summary: dict | None = None
-    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # axis -> curve table
-    density: dict[str, np.ndarray] | None = None
-    ckpt: dict[str, np.ndarray] | None = None
-    manifest: dict | None = None
-
-    _mean_loss: np.ndarray | None = None
-
-    @property
-    def mean_loss(self) -> np.ndarray:
-        """(K,) mean loss over tokens per checkpoint, computed once."""
-        if self._mean_loss is None:
-            self._mean_loss = _mean_loss_per_ckpt(self.loss)
-        return self._mean_loss
-
-    def columns(self, tok_idx: Any) -> np.ndarray:
-        """Column of loss.npy / row of trace/tokens.parquet for each tok_idx (vectorized)."""
-        tok_idx = np.asarray(tok_idx, dtype=np.int64)
-        ids = self.tokens.get("tok_idx")
-        if ids is None or np.array_equal(ids, np.arange(len(ids))):
-            return tok_idx
-        order = np.argsort(ids, kind="stable")
-        return order[np.searchsorted(ids, tok_idx, sorter=order)]
-
-    @property
-    def x(self) -> np.ndarray:
-        """Axis values of all K checkpoints along the fitted axis."""
-        return np.asarray(self.axis_table[self.axis], dtype=np.float64)
-
-
-def _optional(reader, path: Path, *args):
-    return reader(path, *args) if Path(path).is_file() else None
-
-
-def _load(run: RunDir) -> _Run:
-    if not run.trace_loss.is_file() or not run.trace_tokens.is_file():
-        raise RunDirError(f"{run.trace_dir} has no loss matrix (loss.npy + tokens.parquet)",
-                          f"run `tokenclock trace {run.root}` first")
-    meta = read_json(run.trace_dir / "meta.json") if (run.trace_dir / "meta.json").is_file() else {}
-    loss = read_npy(run.trace_loss, mmap=True)
-    axis_table = read_parquet(run.trace_axis)
-    fit_summary = _optional(read_json, run.fit_summary)
-    spec_summary = _optional(read_json, run.spectrum_summary)
-    axis = ((fit_summary or {}).get("axis") or (spec_summary or {}).get("axis")
-            or ("step" if "step" in axis_table else next(iter(axis_table))))
-    if axis not in axis_table:
-        raise RunDirError(f"{run.trace_axis} has no column '{axis}' (fit/summary.json axis)",
-                          f"rerun `tokenclock fit {run.root}` on one of: {', '.join(axis_table)}")
-    r = _Run(run=run, meta=meta, loss=loss, axis_table=axis_table,
-             tokens=read_parquet(run.trace_tokens), axis=axis, fit_summary=fit_summary,
-             spec_summary=spec_summary)
-    r.fit_tokens = _optional(read_parquet, run.fit_tokens)
-    r.events = _optional(read_parquet, run.fit_events)
-    spec = run.spectrum_dir
-    if r.run.spectrum_curve().is_file():
-        r.curves[(spec_summary or {}).get("axis", axis)] = read_parquet(r.run.spectrum_curve())
-    for p in sorted(spec.glob("*_curve.parquet")) if spec.is_dir() else []:
-        r.curves.setdefault(p.name[: -len("_curve.parquet")], read_parquet(p))
-    r.density = _optional(read_parquet, r.run.spectrum_density())
-    r.ckpt = _optional(read_parquet, run.ckpt_index)
-    r.manifest = load_manifest(run) if run.manifest.is_file() else None
-    return r
+from tokenclock.errors import RunDirError
+from tokenclock.rundir import RunDir, load_manifest, run_lock, update_stage
+from tokenclock.artifacts import atomic_path, read_json, read_npy, read_parquet, write_json
+from tokenclock.stages.report.figures import (_Figures, _section_classes, _section_examples,
+                                              _section_frequency, _section_loss_curve,
+                                              _section_reconstruction, _section_spectrum)
+from tokenclock.stages.report.load import RunView, load_run
+from tokenclock.stages.report.text import _fmt, _not_computed, _ordered, _pct
 
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
 
 
-def _section_headline(r: _Run, numbers: dict) -> str:
+def _section_headline(r: RunView, numbers: dict) -> str:
     rows = []
 
     def add(label: str, value: Any, source: str) -> None:
@@ -164,7 +85,7 @@ def _section_headline(r: _Run, numbers: dict) -> str:
             + "".join(notes) + extra + "</div>")
 
 
-def _all_numbers(r: _Run) -> str:
+def _all_numbers(r: RunView) -> str:
     """Every number in the stage summaries, so nothing a stage measured is hidden."""
     parts = []
     for name, d in (("fit/summary.json", r.fit_summary), ("spectrum/summary.json", r.spec_summary)):
@@ -174,7 +95,7 @@ def _all_numbers(r: _Run) -> str:
     return "".join(parts)
 
 
-def _section_provenance(r: _Run) -> str:
+def _section_provenance(r: RunView) -> str:
     m = r.manifest
     if not m:
         return "<h2>Runs and provenance</h2><p class=\"note\">no manifest.json in this run directory.</p>"
@@ -225,7 +146,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
         update_stage(run, "report", "running")
         t0 = time.perf_counter()
         try:
-            r = _load(run)
+            r = load_run(run)
             figs = _Figures(out_dir)
             numbers: dict[str, Any] = {}
             # Missing glyphs in token text only warn; silence them, not real errors.

@@ -20,9 +20,15 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError, DataError, InputError, RunDirError, TokenizerError
-from .rundir import RunDir, run_lock, update_stage, write_json, write_npy, write_parquet
-from .trace import MIN_CHECKPOINTS, TraceConfig, token_table, trace_dtype, trace_series
+from tokenclock.errors import ConfigError, DataError, InputError, RunDirError, TokenizerError
+from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.artifacts import write_json, write_npy, write_parquet
+from tokenclock.scoring import resolve_device, trace_dtype
+from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.stages.data.corpus import read_documents, split_documents
+from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, TraceConfig, token_table, trace_series
+from tokenclock.stages.train.model import non_embedding_params, quiet_transformers
+from tokenclock.windows import val_offsets
 
 # Pythia saved 154 checkpoints per model, all sizes at the same steps on the same data order:
 # log-spaced to 512, then every 1000 steps (the `extra-save-iters` of its training configs).
@@ -308,9 +314,6 @@ def text_inputs(text: str, tok, cfg: TraceConfig, seq_len: int, seed: int) -> tu
 
     `text`: a text/jsonl/parquet file, a folder of them, or `builtin` (the validation split of the
     built-in corpus, the same documents a tokenclock run validates on)."""
-    from .corpus import CorpusConfig, read_documents, split_documents
-    from .train import val_offsets
-
     if text == "builtin":
         ccfg = CorpusConfig()
         docs = split_documents(read_documents(ccfg), ccfg)[1]
@@ -402,7 +405,6 @@ def _n_params(config) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .model import non_embedding_params
 
     with torch.device("meta"):
         return non_embedding_params(AutoModelForCausalLM.from_config(config))
@@ -414,8 +416,6 @@ def _n_params_of(ck: Checkpoint, config) -> int:
     except Exception:  # an architecture that cannot be built on the meta device: load it once
         model = _loader(ck, None, None)()
         try:
-            from .model import non_embedding_params
-
             return non_embedding_params(model)
         finally:
             del model
@@ -423,8 +423,6 @@ def _n_params_of(ck: Checkpoint, config) -> int:
 
 def _trace(out, cks: list[Checkpoint], axis: str, conf: dict, cfg: TraceConfig | None, skip_bad: bool,
            same_model: bool, progress: bool) -> dict:
-    from .model import quiet_transformers
-
     quiet_transformers()
     cfg = cfg or TraceConfig()
     run = RunDir(out)
@@ -494,7 +492,6 @@ def _trace_locked(run: RunDir, cks, axis, conf, cfg: TraceConfig, skip_bad, same
                   skipped: list[dict]) -> dict:
     import torch
 
-    from .train import resolve_device
 
     seq_len, seed = conf["trace"]["seq_len"], conf["trace"]["seed"]
     good, info = _check_good(cks, skip_bad, skipped)

@@ -17,9 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError, RunDirError
-from .rundir import (RunDir, read_json, read_npy, read_parquet, write_json, write_npy,
-                     write_parquet)
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir
+from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_npy, write_parquet)
+from tokenclock.scoring import resolve_device
+from tokenclock.stages.fit.stage import FitConfig, fit_matrix
+from tokenclock.stages.trace.stage import TraceConfig, trace_series
+from tokenclock.stages.train.model import ModelConfig, quiet_transformers
+from tokenclock.windows import batch_offsets
 
 STRATEGIES = ("learnable-now", "easy-to-hard", "hard-to-easy", "loss-based", "uniform")
 OFFSETS, META, PROFILES = "offsets.npy", "meta.json", "profiles.parquet"  # inside SCHEDULE/
@@ -87,8 +92,6 @@ def sequence_profiles(loss_kn: np.ndarray, steps: np.ndarray, seq_len: int, fit_
     learning-time bin, `drop_nats`, `remaining_nats` (drop the fitted curves still predict after
     the last checkpoint), `loss_last`, and `loss_seq` (K', n_seq) / `ckpt_frac` (K',) for loss-based.
     """
-    from .fit import FitConfig, fit_matrix
-
     steps = np.asarray(steps, dtype=np.float64)
     keep = steps > 0
     u = np.log(steps[keep])
@@ -179,8 +182,6 @@ def build_schedule(profiles: dict, pool: np.ndarray, n_tokens: int, steps: int, 
     """(steps, batch_size) int64 start offsets. Each slot keeps the default uniform order's offset
     (train.batch_offsets) with probability `mix`, else draws a pool window by sampling_weights.
     `uniform` reproduces batch_offsets exactly."""
-    from .train import batch_offsets
-
     out = np.stack([batch_offsets(seed, s, n_tokens, batch_size, seq_len) for s in range(steps)]) \
         if steps else np.zeros((0, batch_size), dtype=np.int64)
     if strategy == "uniform" or mix >= 1:
@@ -240,10 +241,6 @@ def trace_pool(ref: RunDir, pool: np.ndarray, seq_len: int, ckpt_steps: list[int
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .model import quiet_transformers
-    from .trace import TraceConfig, trace_series
-    from .train import resolve_device
-
     quiet_transformers()
     out = RunDir(ref.root / POOL_DIR)
     sig = {"pool_sum": int(pool.sum()), "pool_size": int(len(pool)), "seq_len": seq_len,
@@ -270,8 +267,6 @@ def trace_pool(ref: RunDir, pool: np.ndarray, seq_len: int, ckpt_steps: list[int
 def compute_params(model_conf: dict, vocab_size: int) -> int:
     """Parameters a token's forward pass multiplies by (non-embedding + output head), from the
     model section of a manifest; the cost model is 6 x params per training token, 2 x per traced one."""
-    from .model import ModelConfig
-
     m = ModelConfig(**{k: v for k, v in model_conf.items() if k in {f.name for f in dataclasses.fields(ModelConfig)}})
     h, L, inter = m.hidden_size, m.num_layers, m.intermediate_size
     kv = h // m.num_heads * m.num_kv_heads
@@ -282,8 +277,6 @@ def compute_params(model_conf: dict, vocab_size: int) -> int:
 def reshape(ref_dir: str | Path, out_dir: str | Path, cfg: ReshapeConfig | None = None, *,
             progress: bool = True) -> dict:
     """Write SCHEDULE/offsets.npy (steps, batch_size), profiles.parquet and meta.json from REF."""
-    from .fit import FitConfig
-
     cfg = cfg or ReshapeConfig()
     t0 = time.time()
     ref, out = RunDir(ref_dir), Path(out_dir)
@@ -372,7 +365,6 @@ def reshape_report(bench_dir: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .rundir import atomic_path
 
     bench = Path(bench_dir)
     res = read_json(bench / "results.json")

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from tokenclock.errors import ConfigError
 
 
 def checkpoint_steps(total_steps: int, per_decade: int, linear_every: int = 0,

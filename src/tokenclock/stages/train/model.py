@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from tokenclock.errors import ConfigError
 
 # name: (hidden, layers, heads, kv_heads, intermediate). Non-embedding parameter counts are
 # computed by `non_embedding_params` and listed in the README (`tokenclock presets`).
@@ -32,7 +32,7 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
 class ModelConfig:
     """Model shape. `preset` picks a named size; explicit fields (>0) override it."""
 
-    preset: str = "llama-1m"  # a name from tokenclock.model.PRESETS
+    preset: str = "llama-1m"  # a name from tokenclock.stages.train.model.PRESETS
     hidden_size: int = 0  # 0 = from the preset
     num_layers: int = 0
     num_heads: int = 0

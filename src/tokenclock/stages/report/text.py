@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .rundir import RunDir
+from tokenclock.rundir import RunDir
 
 CLASS_ORDER = ("learned", "rise-then-fall", "forgotten", "flat", "early", "late", "irregular")
 

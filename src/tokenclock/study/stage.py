@@ -25,9 +25,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import ConfigError, DataError, TokenclockError, TokenizerError, TrainingError
-from .rundir import (RunDir, load_manifest, read_json, read_npy, stage_status,
-                     write_json, write_npy, write_parquet)
+from tokenclock import pipeline
+from tokenclock.config import (_merge, build_section, config_from_dict, parse_overrides,
+                               resolve_config_path)
+from tokenclock.errors import ConfigError, DataError, TokenclockError, TokenizerError, TrainingError
+from tokenclock.rundir import RunDir, load_manifest, stage_status
+from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, write_parquet
+from tokenclock.scoring import resolve_device, token_losses, trace_dtype
+from tokenclock.stages.data.corpus import build_corpus
+from tokenclock.stages.data.tokens import load_tokenizer, tokenize
+from tokenclock.stages.fit.stage import fit
+from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.study.chinchilla import fit_chinchilla
+from tokenclock.study.report import study_report
+from tokenclock.stages.trace.npz import export_npz
+from tokenclock.stages.trace.stage import token_table, trace
+from tokenclock.stages.train.model import PRESETS, preset_params
+from tokenclock.windows import val_offsets
 
 MIN_POINTS = 4
 MODES = ("branches", "full")
@@ -57,8 +71,6 @@ class StudyConfig:
     """Bootstrap resamples of runs for the Chinchilla intervals."""
 
     def __post_init__(self) -> None:
-        from .model import PRESETS
-
         if self.mode not in MODES:
             raise ConfigError(f"unknown study.mode '{self.mode}'", "use branches or full")
         for m in self.models:
@@ -90,15 +102,11 @@ class Study:
     base: dict  # the `base:` section, a normal tokenclock config as a dict
 
     def run_config(self, seed: int, model: str, train_over: dict):
-        from .config import config_from_dict, _merge
-
         return config_from_dict(_merge(self.base, {"seed": seed, "model": {"preset": model},
                                                    "train": train_over}))
 
     @property
     def base_config(self):
-        from .config import config_from_dict
-
         return config_from_dict(self.base)
 
     def budgets(self) -> list[int]:
@@ -115,8 +123,6 @@ class Study:
 
     def models(self) -> list[str]:
         """Models sorted by non-embedding parameters."""
-        from .model import preset_params
-
         ms = sorted(set(self.study.models), key=preset_params)
         sizes = [preset_params(m) for m in ms]
         if len(set(sizes)) < len(sizes):
@@ -127,8 +133,6 @@ class Study:
 def load_study(path: str | Path, overrides: list[str] | dict | None = None) -> Study:
     """A study config file (or preset name, e.g. study-tiny) plus `--set` overrides: keys under
     `study.` set the grid, `base.x.y` or plain `x.y` set the base run config."""
-    from .config import _merge, build_section, config_from_dict, parse_overrides, resolve_config_path
-
     p = resolve_config_path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
@@ -225,10 +229,6 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def prepare_shared(root: Path, st: Study, progress: bool) -> dict:
     """Build corpus + tokens once in STUDY_DIR/shared and the traced inputs (n_seqs, seq_len + 1)."""
-    from .corpus import build_corpus
-    from .tokens import tokenize
-    from .train import val_offsets
-
     cfg = st.base_config
     shared = RunDir(root / "shared")
     build_corpus(shared.root, cfg.corpus, progress=progress)
@@ -284,9 +284,6 @@ def final_losses(root: Path, name: str, inputs: np.ndarray, cfg, progress: bool 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .trace import trace_dtype
-    from .train import resolve_device, token_losses
-
     out = root / "finals" / f"{name}.npy"
     run = RunDir(root / "runs" / name)
     step = run.ckpt_steps()[-1]
@@ -328,10 +325,6 @@ def write_axis(root: Path, name: str, column: str, x: np.ndarray, loss_kn: np.nd
 
 def analyze_axis(ax: RunDir, column: str, axis_name: str, cfg, progress: bool) -> dict:
     """fit + spectrum along `column`, and losses.npz with axis_name D or M."""
-    from .fit import fit
-    from .lossfile import export_npz
-    from .spectrum import spectrum
-
     fcfg = dataclasses.replace(cfg.fit, axis=column, extra_axes=[])
     fsum = fit(ax, fcfg, progress=progress)
     ssum = spectrum(ax, cfg.spectrum, progress=progress)
@@ -352,13 +345,6 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     `only` splits a study over a job array: "prepare" builds the shared corpus, tokens and traced
     inputs and stops; an integer K trains the runs of the K-th model (its stable run and branches,
     every seed) and stops. A final call without `only` skips finished runs and builds the axes."""
-    import importlib
-
-    train_mod = importlib.import_module(".train", __package__)  # the module, not tokenclock.train()
-    from .model import preset_params
-    from .tokens import load_tokenizer
-    from .trace import token_table
-
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -395,7 +381,7 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
         t_run = time.time()
         try:
             cfg = st.run_config(r.seed, r.model, over)
-            summ = train_mod.train(run.root, cfg, progress=progress, init_root=root)
+            summ = pipeline.train(run.root, cfg, progress=progress, init_root=root)
             check_same_inputs(root, [r.name], sig)
             loss = final_losses(root, r.name, inputs, cfg)
         except TokenclockError as e:
@@ -458,7 +444,6 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     manifest["summary"] = _summary(axes, manifest["T"])
     manifest["branch_vs_full"] = _branch_vs_full(status)
     # the classical baseline
-    from .chinchilla import fit_chinchilla
 
     fin = [s for s in good.values()]
     try:
@@ -474,17 +459,12 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     manifest["seconds"] = round(time.time() - t0, 2)
     manifest["n_failed"] = sum(s.get("status") == "failed" for s in status.values())
     write_json(root / "study.json", manifest)
-    from .study_report import study_report
 
     study_report(root)
     return manifest
 
 
 def _t_axis(root: Path, st: Study, good: dict, cfg0, sig: dict, progress: bool) -> dict:
-    from .fit import fit
-    from .spectrum import spectrum
-    from .trace import trace
-
     cands = [(s["n_params"], s["steps"], n) for n, s in good.items() if s["kind"] in ("full", "stable")]
     if not cands:
         return {"status": "skipped", "error": "no finished full or stable run"}

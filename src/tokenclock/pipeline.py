@@ -6,19 +6,40 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .rundir import RunDir, read_json
+from tokenclock.config import Config, load_config
+from tokenclock.rundir import RunDir
+from tokenclock.artifacts import read_json
+from tokenclock.stages.fit.stage import fit
+from tokenclock.stages.report.stage import report
+from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.trace.stage import trace
+from tokenclock import dist
+from tokenclock.scoring import resolve_device
+from tokenclock.stages.data.corpus import build_corpus
+from tokenclock.stages.data.tokens import tokenize
+from tokenclock.stages.train import stage as train_stage
+
+
+def prepare(run_dir: str | Path, cfg: Config, *, progress: bool = True) -> dict:
+    """The corpus and tokens stages (each skipped when done); returns RUN/tokens/meta.json. Under
+    torchrun rank 0 builds them and every rank gets the result."""
+    dist.init(resolve_device(cfg.train.device))
+    return dist.run_on_main(lambda: (build_corpus(run_dir, cfg.corpus, progress=progress and dist.current().main),
+                                     tokenize(run_dir, cfg.tokens, progress=progress and dist.current().main))[1])
+
+
+def train(run_dir: str | Path, cfg: Config | None = None, *, progress: bool = True,
+          init_root: str | Path | None = None) -> dict:
+    """corpus -> tokens -> checkpoints for one run (each stage resumes or is skipped when done);
+    returns the train summary. `init_root`: what a relative train.init_from is relative to."""
+    cfg = cfg or Config()
+    prepare(run_dir, cfg, progress=progress)
+    return train_stage.train(run_dir, cfg, progress=progress, init_root=init_root)
 
 
 def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",
          overrides: list[str] | None = None, *, progress: bool = True) -> dict:
     """Run the whole T-axis study; returns the headline numbers (also printed)."""
-    from .config import load_config
-    from .fit import fit
-    from .report import report
-    from .spectrum import spectrum
-    from .trace import trace
-    from .train import train
-
     cfg = load_config(config, overrides)
     run = RunDir(out)
     t0 = time.time()

@@ -14,10 +14,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, DataError, RunDirError
-from .rundir import (RunDir, load_manifest, read_json, read_npy, read_parquet, run_lock,
-                     stage_config, update_stage, write_json, write_parquet)
-from .sigmoid import logistic
+from tokenclock.curves import logistic
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir, load_manifest, run_lock, stage_config, update_stage
+from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_parquet
+from tokenclock.stages.fit.stage import FitConfig, fit_matrix, load_axis
 
 _CHUNK_ELEMS = 1 << 22  # float64 elements per (events x grid) or (ckpt x columns) block: 32 MiB
 
@@ -312,8 +313,6 @@ def _odd_mask(n: int) -> np.ndarray:
 def _heldout_events(loss_kn: np.ndarray, rows: np.ndarray, u: np.ndarray, run: RunDir, axis: str,
                     cfg: SpectrumConfig, progress: bool) -> dict:
     """Fit events on the given rows only, column block by column block (tok_idx is global)."""
-    from .fit import FitConfig, fit_matrix
-
     names = {f.name for f in dataclasses.fields(FitConfig)}
     saved = {k: v for k, v in (stage_config(run, "fit") or {}).items() if k in names}
     saved.update({k: v for k, v in (("axis", axis), ("extra_axes", [])) if k in names})
@@ -451,7 +450,6 @@ def spectrum(run_dir: str | Path | RunDir, cfg: SpectrumConfig | None = None, *,
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = cfg or SpectrumConfig()
     primary, dirs = _clock_dirs(run)
-    from .fit import load_axis
     t0 = time.time()
     with run_lock(run, "spectrum"):
         update_stage(run, "spectrum", "running", config=dataclasses.asdict(cfg),

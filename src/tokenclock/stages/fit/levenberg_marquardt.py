@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .sigmoid import grid
+from tokenclock.curves import grid
 
 
 @dataclass

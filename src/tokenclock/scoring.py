@@ -1,0 +1,48 @@
+"""Scoring a model on token windows: the device and precision to run on, and the next-token
+cross-entropy of every position (train's validation loss, the trace, a study's final losses).
+
+torch is imported inside each function so that `import tokenclock` and `tokenclock --help` stay fast.
+"""
+from __future__ import annotations
+
+from tokenclock.errors import ConfigError
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available", "use --set train.device=cpu")
+    return name
+
+
+def autocast_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "fp32":
+        return None
+    if device.startswith("cuda") and dtype == "auto" and not torch.cuda.is_bf16_supported():
+        return None
+    return torch.bfloat16
+
+
+def trace_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "fp32" or (dtype == "auto" and not device.startswith("cuda")):
+        return None
+    return torch.bfloat16
+
+
+def token_losses(model, tokens, amp_dtype, device: str):
+    """Per-position next-token cross-entropy (nats), (batch, seq_len), float32, no autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens = tokens.to(device, non_blocking=True)
+    with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32,
+                                         enabled=amp_dtype is not None):
+        logits = model(input_ids=tokens[:, :-1]).logits
+    return F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")

@@ -1,0 +1,94 @@
+"""Loading one run for the report: reads every artifact a report section may use (trace, fit,
+spectrum, ckpt index, manifest) into a RunView; a stage that has not run leaves its fields empty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokenclock.errors import RunDirError
+from tokenclock.rundir import RunDir, load_manifest
+from tokenclock.artifacts import read_json, read_npy, read_parquet
+from tokenclock.stages.report.math import _mean_loss_per_ckpt
+
+
+@dataclass
+class RunView:
+    """Every artifact the report may use; None (or empty) where its stage has not run."""
+
+    run: RunDir
+    meta: dict
+    loss: np.ndarray                      # (K, N) memory-mapped
+    axis_table: dict[str, np.ndarray]     # trace/axis.parquet
+    tokens: dict[str, np.ndarray]         # trace/tokens.parquet
+    axis: str                             # the fitted axis
+    fit_summary: dict | None = None
+    fit_tokens: dict[str, np.ndarray] | None = None
+    events: dict[str, np.ndarray] | None = None
+    spec_summary: dict | None = None
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # axis -> curve table
+    density: dict[str, np.ndarray] | None = None
+    ckpt: dict[str, np.ndarray] | None = None
+    manifest: dict | None = None
+
+    _mean_loss: np.ndarray | None = None
+
+    @property
+    def mean_loss(self) -> np.ndarray:
+        """(K,) mean loss over tokens per checkpoint, computed once."""
+        if self._mean_loss is None:
+            self._mean_loss = _mean_loss_per_ckpt(self.loss)
+        return self._mean_loss
+
+    def columns(self, tok_idx: Any) -> np.ndarray:
+        """Column of loss.npy / row of trace/tokens.parquet for each tok_idx (vectorized)."""
+        tok_idx = np.asarray(tok_idx, dtype=np.int64)
+        ids = self.tokens.get("tok_idx")
+        if ids is None or np.array_equal(ids, np.arange(len(ids))):
+            return tok_idx
+        order = np.argsort(ids, kind="stable")
+        return order[np.searchsorted(ids, tok_idx, sorter=order)]
+
+    @property
+    def x(self) -> np.ndarray:
+        """Axis values of all K checkpoints along the fitted axis."""
+        return np.asarray(self.axis_table[self.axis], dtype=np.float64)
+
+
+
+def _optional(reader, path: Path, *args):
+    return reader(path, *args) if Path(path).is_file() else None
+
+
+
+def load_run(run: RunDir) -> RunView:
+    if not run.trace_loss.is_file() or not run.trace_tokens.is_file():
+        raise RunDirError(f"{run.trace_dir} has no loss matrix (loss.npy + tokens.parquet)",
+                          f"run `tokenclock trace {run.root}` first")
+    meta = read_json(run.trace_dir / "meta.json") if (run.trace_dir / "meta.json").is_file() else {}
+    loss = read_npy(run.trace_loss, mmap=True)
+    axis_table = read_parquet(run.trace_axis)
+    fit_summary = _optional(read_json, run.fit_summary)
+    spec_summary = _optional(read_json, run.spectrum_summary)
+    axis = ((fit_summary or {}).get("axis") or (spec_summary or {}).get("axis")
+            or ("step" if "step" in axis_table else next(iter(axis_table))))
+    if axis not in axis_table:
+        raise RunDirError(f"{run.trace_axis} has no column '{axis}' (fit/summary.json axis)",
+                          f"rerun `tokenclock fit {run.root}` on one of: {', '.join(axis_table)}")
+    r = RunView(run=run, meta=meta, loss=loss, axis_table=axis_table,
+             tokens=read_parquet(run.trace_tokens), axis=axis, fit_summary=fit_summary,
+             spec_summary=spec_summary)
+    r.fit_tokens = _optional(read_parquet, run.fit_tokens)
+    r.events = _optional(read_parquet, run.fit_events)
+    spec = run.spectrum_dir
+    if r.run.spectrum_curve().is_file():
+        r.curves[(spec_summary or {}).get("axis", axis)] = read_parquet(r.run.spectrum_curve())
+    for p in sorted(spec.glob("*_curve.parquet")) if spec.is_dir() else []:
+        r.curves.setdefault(p.name[: -len("_curve.parquet")], read_parquet(p))
+    r.density = _optional(read_parquet, r.run.spectrum_density())
+    r.ckpt = _optional(read_parquet, run.ckpt_index)
+    r.manifest = load_manifest(run) if run.manifest.is_file() else None
+    return r

@@ -1,0 +1,94 @@
+"""The shape of the package: imports point one way (no cycle among tokenclock's modules, counting
+imports inside functions too), and every module says in its opening lines what it is for."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "tokenclock"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the tokenclock modules it imports (top-level and function-level)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                # a package's __init__ is not an edge of its own submodules' cycle check
+                if t and t != mod and not (t == "tokenclock" and mod.startswith("tokenclock.")):
+                    graph[mod].add(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_sees_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert "tokenclock.stages.train.stage" in graph
+    assert "tokenclock.windows" in graph["tokenclock.stages.train.stage"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_stage_packages_do_not_import_the_frame_above_them():
+    """Stages never import the CLI, the pipeline, the config loader or a study."""
+    above = ("tokenclock.cli", "tokenclock.pipeline", "tokenclock.config", "tokenclock.study")
+    for mod, deps in import_graph().items():
+        if mod.startswith("tokenclock.stages."):
+            bad = sorted(d for d in deps if d.startswith(above))
+            assert not bad, f"{mod} imports {bad}"
+
+
+def test_every_module_opens_with_what_it_does():
+    for path in PKG.rglob("*.py"):
+        if path.name == "__main__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc.split()) >= 6, f"{path.relative_to(PKG)} has no opening docstring"
