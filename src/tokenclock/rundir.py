@@ -59,6 +59,9 @@ class RunDir:
     @property
     def ckpt_dir(self) -> Path: return self.root / "ckpt"
     def ckpt(self, step: int) -> Path: return self.ckpt_dir / f"step_{step:07d}"
+    def ckpt_sidecar(self, step: int) -> Path:
+        """step, tokens_seen, lr, cum_lr and losses of one checkpoint, beside its weights."""
+        return ckpt_sidecar(self.ckpt(step))
     @property
     def ckpt_index(self) -> Path: return self.ckpt_dir / "index.parquet"
     @property
@@ -111,6 +114,13 @@ class RunDir:
     def report_dir(self) -> Path: return self.root / "report"
     @property
     def report_html(self) -> Path: return self.report_dir / "index.html"
+    # reshape/: the reference's traced pool of training windows (itself run-like: trace/, fit/)
+    @property
+    def reshape_pool(self) -> "RunDir": return RunDir(self.root / "reshape" / "pool")
+    @property
+    def pool_info(self) -> Path: return self.root / "pool.json"
+    @property
+    def pool_offsets(self) -> Path: return self.trace_dir / "offsets.npy"
 
     def ckpt_steps(self) -> list[int]:
         """Steps of complete checkpoints on disk (a checkpoint is complete when its folder exists;
@@ -131,6 +141,30 @@ class RunDir:
         error is raised again). `writer=False` (the other ranks under torchrun) records nothing
         and takes no lock."""
         return Stage(self, name, config, inputs, writer, extra)
+
+
+def ckpt_sidecar(step_dir: str | Path) -> Path:
+    """tokenclock's metadata file inside any checkpoint folder (its own run's or train.init_from's)."""
+    return Path(step_dir) / "tokenclock.json"
+
+
+@dataclass(frozen=True)
+class ScheduleDir:
+    """Names inside a data schedule folder written by `tokenclock reshape` (train.data_schedule)."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def offsets(self) -> Path:
+        """int64 (steps, batch_size) start offsets into RUN/tokens/train.npy."""
+        return self.root / "offsets.npy"
+    @property
+    def profiles(self) -> Path: return self.root / "profiles.parquet"
+    @property
+    def meta(self) -> Path: return self.root / "meta.json"
 
 
 class Stage:
