@@ -17,7 +17,8 @@ import warnings
 
 import numpy as np
 
-from tokenclock.stages.fit.stage import FitConfig, fit_matrix
+from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.fit.fitter import fit_matrix
 from tokenclock.curves import initial_guess, mu_bounds, sigmoid1, width_bounds
 
 KINDS = ("sigmoid", "flat", "linear", "two-step", "forgetting", "rise-then-fall")

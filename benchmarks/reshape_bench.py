@@ -106,7 +106,8 @@ def main() -> None:
 
     from tokenclock.config import load_config
     from tokenclock.stages.data.corpus import build_corpus
-    from tokenclock.stages.reshape.stage import ReshapeConfig, compute_params, reshape
+    from tokenclock.stages.reshape.profiles import ReshapeConfig
+    from tokenclock.stages.reshape.stage import compute_params, reshape
     from tokenclock.artifacts import write_json, write_parquet
     from tokenclock.stages.data.tokens import tokenize
 

@@ -92,3 +92,78 @@ def test_every_module_opens_with_what_it_does():
             continue
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and len(doc.split()) >= 6, f"{path.relative_to(PKG)} has no opening docstring"
+
+
+# ----------------------------------------------------------------------------- dependencies
+
+OPTIONAL = {"datasets": "tokenclock[datasets] (hf: corpus sources)", "psutil": "bench extra",
+            "pytest": "tests", "hypothesis": "tests"}
+
+
+def _declared() -> set[str]:
+    """Distributions tokenclock depends on (no extras), as normalised names."""
+    import importlib.metadata as md
+    import re
+
+    reqs = md.requires("tokenclock") or []
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in reqs if "extra ==" not in r}
+
+
+def _dist_of(module: str) -> str | None:
+    import importlib.metadata as md
+
+    dists = md.packages_distributions().get(module)
+    return dists[0].lower().replace("_", "-") if dists else None
+
+
+def _third_party(imports: set[str]) -> set[str]:
+    import sys
+
+    return {m for m in imports if m not in sys.stdlib_module_names and m != "tokenclock"
+            and m not in OPTIONAL and not m.startswith("_")}
+
+
+def _imports_of(source: str) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_every_package_the_code_imports_is_a_dependency():
+    """pip install tokenclock is enough for every code path (optional ones name their extra)."""
+    declared = _declared()
+    used = set()
+    for path in PKG.rglob("*.py"):
+        used |= _third_party(_imports_of(path.read_text()))
+    missing = sorted(m for m in used if _dist_of(m) not in declared)
+    assert not missing, f"imported but not in pyproject dependencies: {missing}"
+
+
+def test_readme_python_examples_need_only_dependencies():
+    import re
+
+    readme = (PKG.parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    used = set()
+    for b in blocks:
+        used |= _third_party(_imports_of(b))
+    missing = sorted(m for m in used if _dist_of(m) not in _declared())
+    assert not missing, f"the README's Python examples import {missing}, not dependencies of tokenclock"
+
+
+def test_importing_tokenclock_loads_no_heavy_library():
+    """`tokenclock --help` and `import tokenclock` stay fast: torch, transformers and matplotlib
+    load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tokenclock, tokenclock.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

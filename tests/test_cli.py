@@ -24,7 +24,8 @@ def test_presets(capsys):
 def test_every_shipped_preset_loads():
     """Each preset in src/tokenclock/presets is a valid run or study config (GPU ones included)."""
     from tokenclock.config import load_config
-    from tokenclock.study.stage import load_study, plan
+    from tokenclock.study.config import load_study
+    from tokenclock.study.plan import plan
 
     folder = Path(__file__).parents[1] / "src" / "tokenclock" / "presets"
     names = sorted(p.stem for p in folder.glob("*.yaml"))

@@ -7,7 +7,10 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.stages.fit.stage import CLASSES, FitConfig, fit, fit_matrix, fit_trajectories, load_axis
+from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.fit.fitter import fit_matrix, fit_trajectories
+from tokenclock.stages.fit.models import CLASSES
+from tokenclock.stages.fit.stage import fit, load_axis
 from tokenclock.rundir import RunDir
 from tokenclock.artifacts import read_parquet, write_npy, write_parquet
 from tokenclock.curves import curve
@@ -175,7 +178,8 @@ def test_any_finite_trajectory_gives_finite_parameters_or_irregular(values):
 def test_linear_drift_is_irregular_with_its_slope():
     """A steady 2-nat drift in ln x: the linear model wins by BIC, its slope is stored, and the
     class is irregular (a significant change that no sigmoid explains), not flat."""
-    from tokenclock.stages.fit.stage import FitConfig, fit_trajectories
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.fitter import fit_trajectories
 
     u = np.linspace(0, 8, 40)
     rng = np.random.default_rng(0)
@@ -191,7 +195,8 @@ def test_linear_drift_is_irregular_with_its_slope():
 
 def test_worker_processes_give_identical_results():
     """Chunks fitted in 2 spawned processes equal the in-process fit, value for value."""
-    from tokenclock.stages.fit.stage import FitConfig, fit_trajectories
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.fitter import fit_trajectories
 
     rng = np.random.default_rng(3)
     u = np.log(np.arange(1, 33, dtype=np.float64))

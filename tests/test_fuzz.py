@@ -96,7 +96,8 @@ def test_parquet_reader_any_bytes(tmp_path, data):
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, (3, 12), elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)))
 def test_fitter_any_finite_trajectory(Y):
-    from tokenclock.stages.fit.stage import FitConfig, fit_trajectories
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.fitter import fit_trajectories
 
     u = np.log(np.arange(1, 13, dtype=np.float64) * 3)
     res = fit_trajectories(Y, u, FitConfig(extra_axes=[]))

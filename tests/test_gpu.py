@@ -77,7 +77,8 @@ def test_torchrun_on_one_gpu(tmp_path, texts_dir):
 
 def test_cuda_fit_matches_cpu():
     """fit.device=cuda runs the same batched fitter: the same events as on the CPU."""
-    from tokenclock.stages.fit.stage import FitConfig, fit_trajectories
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.fitter import fit_trajectories
     from tokenclock.curves import curve
 
     u = np.log(np.unique(np.geomspace(10, 20_000, 48).round()))

@@ -12,7 +12,8 @@ import pytest
 
 from tokenclock.errors import RunDirError
 from tokenclock.stages.report.stage import report
-from tokenclock.stages.report.math import fitted_curve, spearman
+from tokenclock.curves import curve as fitted_curve
+from tokenclock.scores import spearman
 from tokenclock.rundir import RunDir, update_stage
 from tokenclock.artifacts import read_json, write_json, write_npy, write_parquet
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_overrides
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError, RunDirError
-from tokenclock.stages.reshape.stage import (ReshapeConfig, build_schedule, log_fraction, reshape,
-                                sampling_weights)
+from tokenclock.stages.reshape.profiles import ReshapeConfig, build_schedule, log_fraction, sampling_weights
+from tokenclock.stages.reshape.stage import reshape
 from tokenclock.artifacts import read_npy
 from tokenclock.windows import batch_offsets
 

@@ -17,8 +17,10 @@ import pytest
 from tokenclock.errors import DataError, InputError, RunDirError, TokenizerError
 from tokenclock.rundir import RunDir
 from tokenclock.artifacts import read_json, read_npy, read_parquet
-from tokenclock.stages.trace.series import (PYTHIA_STEPS, check_safetensors, parse_revision, preset_revisions,
-                               read_step_map, resolve_revisions, trace_models, trace_revisions)
+from tokenclock.stages.trace.checkpoints import check_safetensors
+from tokenclock.stages.trace.revisions import (PYTHIA_STEPS, parse_revision, preset_revisions, read_step_map,
+                                               resolve_revisions)
+from tokenclock.stages.trace.series import trace_models, trace_revisions
 from tokenclock.stages.trace.stage import TraceConfig
 
 STEPS = [0, 1, 2, 4, 8, 16]
@@ -162,7 +164,8 @@ def test_trace_matches_forward_pass(series, traced):
 
 
 def test_fit_and_spectrum_run_on_output(traced):
-    from tokenclock.stages.fit.stage import FitConfig, fit
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.stage import fit
     from tokenclock.stages.spectrum.stage import spectrum
 
     run, _ = traced
@@ -177,7 +180,7 @@ def test_fit_and_spectrum_run_on_output(traced):
 def test_resume_per_revision(series, tmp_path, monkeypatch):
     import tokenclock.stages.trace.series as S
 
-    real, loads = S._loader, []
+    real, loads = S.model_loader, []
 
     def counting(ck, dtype, emb):
         inner = real(ck, dtype, emb)
@@ -189,7 +192,7 @@ def test_resume_per_revision(series, tmp_path, monkeypatch):
             return inner()
         return load
 
-    monkeypatch.setattr(S, "_loader", counting)
+    monkeypatch.setattr(S, "model_loader", counting)
     resumed = False
     with pytest.raises(KeyboardInterrupt):
         trace_revisions(tmp_path / "r", str(series["root"]), None, str(series["text"]), TraceConfig(**CFG),
@@ -286,7 +289,7 @@ def test_model_axis_sorted_by_n_params(series, tmp_path):
 
 
 def test_hub_revision_path_offline():
-    from tokenclock.stages.trace.series import inspect_checkpoint, locate
+    from tokenclock.stages.trace.checkpoints import inspect_checkpoint, locate
 
     ck = locate("EleutherAI/pythia-70m", "step1000")
     assert (ck.source, ck.revision) == ("EleutherAI/pythia-70m", "step1000")  # from_pretrained(revision=)

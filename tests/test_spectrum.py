@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 
+from tokenclock import scores
+from tokenclock.stages.spectrum import reconstruct as rc
 from tokenclock.stages.spectrum import stage as sp
 from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.rundir import RunDir, update_stage
@@ -53,43 +55,43 @@ def test_reconstruction_matches_measured_derivative():
     ev = draw_events(rng, n_tok, u)
     b = rng.uniform(1.0, 3.0, n_tok)
     loss = synth_matrix(ev, b, u).astype(np.float32)
-    L = sp.measured_curve(loss, None, chunk_columns=300)               # several column chunks
+    L = rc.measured_curve(loss, None, chunk_columns=300)               # several column chunks
     np.testing.assert_allclose(L, loss.astype(np.float64).mean(1), rtol=1e-9)
-    np.testing.assert_allclose(sp.reconstruct_curve(b, ev, n_tok, u), L, atol=1e-5)
-    rec = sp.reconstruct_derivative(ev, n_tok, u)
+    np.testing.assert_allclose(rc.reconstruct_curve(b, ev, n_tok, u), L, atol=1e-5)
+    rec = rc.reconstruct_derivative(ev, n_tok, u)
     for smooth in (0, 2):
-        meas = sp.measured_derivative(L, u, smooth=smooth)
-        assert sp.r2_score(rec, meas) > 0.99
-        assert sp.mean_rel_error(rec, meas) < 0.05
-    shares = sp.event_share(ev, n_tok, u, L)
+        meas = rc.measured_derivative(L, u, smooth=smooth)
+        assert scores.r2_score(rec, meas) > 0.99
+        assert scores.mean_rel_error(rec, meas) < 0.05
+    shares = rc.event_share(ev, n_tok, u, L)
     assert shares["event_share"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_measured_curve_respects_keep_mask_and_rejects_nan():
     loss = np.arange(12, dtype=np.float32).reshape(4, 3)
     keep = np.array([False, True, False, True])
-    np.testing.assert_allclose(sp.measured_curve(loss, keep, chunk_columns=2), [4.0, 10.0])
+    np.testing.assert_allclose(rc.measured_curve(loss, keep, chunk_columns=2), [4.0, 10.0])
     loss[2, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        sp.measured_curve(loss, None)
+        rc.measured_curve(loss, None)
 
 
 def test_measured_derivative_exact_for_quadratics_on_uneven_grid():
     u = np.cumsum(np.random.default_rng(1).uniform(0.1, 0.4, 20))
     L = 3.0 - 0.7 * u + 0.05 * u * u
-    np.testing.assert_allclose(sp.measured_derivative(L, u, smooth=3), 0.7 - 0.1 * u, atol=1e-9)
+    np.testing.assert_allclose(rc.measured_derivative(L, u, smooth=3), 0.7 - 0.1 * u, atol=1e-9)
     with pytest.raises(DataError):
-        sp.measured_derivative(L[::-1], u[::-1])
+        rc.measured_derivative(L[::-1], u[::-1])
 
 
 @pytest.mark.parametrize("E, A, alpha", [(2.0, 5.0, 0.3), (0.0, 3.0, 0.08), (1.2, 40.0, 0.55)])
 def test_power_law_recovers_exponent(E, A, alpha):
     x = np.geomspace(10, 1e5, 40)
     L = E + A * x ** -alpha
-    fit = sp.fit_power_law(x, L)
+    fit = scores.fit_power_law(x, L)
     assert fit["alpha"] == pytest.approx(alpha, rel=0.02)
     noisy = L * (1 + 0.002 * np.random.default_rng(2).standard_normal(len(x)))
-    assert sp.fit_power_law(x, noisy)["alpha"] == pytest.approx(alpha, rel=0.1)
+    assert scores.fit_power_law(x, noisy)["alpha"] == pytest.approx(alpha, rel=0.1)
 
 
 def test_density_integrates_to_mean_total_drop():
@@ -98,12 +100,12 @@ def test_density_integrates_to_mean_total_drop():
     ev = draw_events(rng, 500, u)
     grid = np.linspace(-3, 14, 4000)
     for h in (0.05, 0.3):
-        rho = sp.spectrum_density(ev, 500, grid, h)
+        rho = rc.spectrum_density(ev, 500, grid, h)
         assert np.sum(rho) * (grid[1] - grid[0]) == pytest.approx(ev["a"].sum() / 500, rel=1e-6)
     edges = np.linspace(-3, 14, 60)
-    hist = sp.spectrum_histogram(ev, 500, edges)
+    hist = rc.spectrum_histogram(ev, 500, edges)
     assert np.sum(hist * np.diff(edges)) == pytest.approx(ev["a"].sum() / 500, rel=1e-9)
-    assert sp.silverman_bandwidth(ev, fallback=1.0) > 0
+    assert rc.silverman_bandwidth(ev, fallback=1.0) > 0
 
 
 def test_config_invariants():
@@ -198,7 +200,8 @@ def test_missing_fit_is_a_clear_error(tmp_path):
 
 
 def test_heldout_reconstruction_through_the_real_fit_stage(tmp_path):
-    from tokenclock.stages.fit.stage import FitConfig, fit
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.stage import fit
 
     run = make_run(tmp_path / "held", n_tok=400, fit_by_hand=False, noise=0.03)
     fit(run, FitConfig(), progress=False)                       # writes fit/ and fit/cum_lr/

@@ -96,7 +96,7 @@ def test_study_failed_run_then_resume(tiny_study, texts_dir, monkeypatch, capsys
 
 
 def test_too_few_points_is_an_error(texts_dir, tmp_path):
-    from tokenclock.study.stage import load_study
+    from tokenclock.study.config import load_study
 
     with pytest.raises(DataError, match="add budgets"):
         load_study("study-tiny", ["study.budgets_steps=[16,32,64]"])
@@ -107,7 +107,7 @@ def test_too_few_points_is_an_error(texts_dir, tmp_path):
 
 
 def test_unknown_keys_are_config_errors():
-    from tokenclock.study.stage import load_study
+    from tokenclock.study.config import load_study
 
     with pytest.raises(ConfigError, match="study.modles"):
         load_study("study-tiny", ["study.modles=[a]"])
@@ -118,22 +118,24 @@ def test_unknown_keys_are_config_errors():
 
 
 def test_different_tokenizer_is_refused(tmp_path):
-    from tokenclock.study.stage import check_same_inputs
+    from tokenclock.rundir import StudyDir
+    from tokenclock.study.shared import check_same_inputs
 
     for name, text in (("shared", "{}"), ("runs/a", "{}"), ("runs/b", '{"x": 1}')):
         (tmp_path / name / "tokens").mkdir(parents=True)
         (tmp_path / name / "tokens" / "tokenizer.json").write_text(text)
-    from tokenclock.study.stage import _digest
+    from tokenclock.study.shared import _digest
 
     sig = {"tokenizer": _digest(tmp_path / "shared" / "tokens" / "tokenizer.json"), "val": ""}
-    check_same_inputs(tmp_path, ["a"], sig)
+    check_same_inputs(StudyDir(tmp_path), ["a"], sig)
     with pytest.raises(TokenizerError, match="runs b use a different tokenizer"):
-        check_same_inputs(tmp_path, ["a", "b"], sig)
+        check_same_inputs(StudyDir(tmp_path), ["a", "b"], sig)
 
 
 def test_branch_plan_matches_wsd_schedule():
     from tokenclock.stages.train.schedule import lr_at
-    from tokenclock.study.stage import branch_start, load_study, plan
+    from tokenclock.study.config import load_study
+    from tokenclock.study.plan import branch_start, plan
 
     st = load_study("study-tiny", ["study.budgets_steps=[10,20,40,80]", "study.decay_fraction=0.2"])
     runs = plan(st)

@@ -324,3 +324,51 @@ def test_many_epochs_warns(tmp_path, texts_dir, capsys):
     s = train(tmp_path / "run", cfg, progress=False)
     assert s["epochs"] > 4
     assert f"is {s['epochs']:.1f} epochs of the training split" in capsys.readouterr().out
+
+
+def _tiny_trainer(tmp_path, **train):
+    """A Trainer set up on a random token stream (no corpus, no run stages), for its pieces alone."""
+    import torch
+
+    from tokenclock.config import Config
+    from tokenclock.stages.train.config import TrainConfig
+    from tokenclock.stages.train.model import ModelConfig
+    from tokenclock.stages.train.trainer import TrainData, Trainer
+
+    tc = TrainConfig(**{"steps": 4, "batch_size": 4, "seq_len": 16, "warmup_steps": 2, "val_seqs": 2,
+                        "device": "cpu", "dtype": "fp32", **train})
+    cfg = Config(model=ModelConfig(preset="llama-100k", max_seq_len=64), train=tc)
+    stream = np.random.default_rng(0).integers(0, 128, size=2000).astype(np.uint16)
+    val = torch.from_numpy(np.random.default_rng(1).integers(0, 128, size=(2, 17)).astype(np.int64))
+    trainer = Trainer(RunDir(tmp_path / "run"), cfg)
+    trainer.setup(TrainData(stream=stream, val_batch=val, vocab_size=128, train_tokens=len(stream)))
+    return trainer
+
+
+def test_trainer_step_updates_the_weights(tmp_path):
+    """One `step` alone: the weights move, the loss is finite and near ln(vocab) for a fresh model,
+    cum_lr grows by the step's lr, and `flush` turns the queued loss into one train-log row."""
+    trainer = _tiny_trainer(tmp_path, micro_batch_size=2)
+    assert trainer.n_micro == 2
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loss = float(trainer.step(0))
+    assert np.isfinite(loss) and abs(loss - np.log(128)) < 0.5
+    after = trainer.model.state_dict()
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+    assert trainer.cum_lr == pytest.approx(trainer.tc.lr(0)) and trainer.tc.lr(0) == pytest.approx(1.5e-3)
+    trainer.flush()
+    assert trainer.pending == [] and [r["step"] for r in trainer.log] == [0]
+    assert trainer.log[0]["loss"] == pytest.approx(loss) and trainer.log[0]["grad_norm"] > 0
+    assert np.isfinite(trainer.val_loss())
+
+
+def test_trainer_flush_stops_a_diverged_run(tmp_path):
+    import torch
+
+    from tokenclock.errors import TrainingError
+
+    trainer = _tiny_trainer(tmp_path)
+    trainer.pending.append((7, 1e-3, torch.tensor(float("nan")), torch.tensor(1.0)))
+    with pytest.raises(TrainingError, match="training loss is nan at step 7"):
+        trainer.flush()
+    assert trainer.log == []

@@ -23,12 +23,16 @@ from tokenclock.pipeline import demo, train
 from tokenclock.rundir import RunDir
 from tokenclock.stages.data.corpus import build_corpus, read_documents
 from tokenclock.stages.data.tokens import tokenize
-from tokenclock.stages.fit.stage import fit, fit_matrix, fit_trajectories
+from tokenclock.stages.fit.fitter import fit_matrix, fit_trajectories
+from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
+from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
+from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.stage import trace
 
 __all__ = ["Config", "RunDir", "TokenclockError", "build_corpus", "demo", "export_npz", "fit",
            "fit_matrix", "fit_trajectories", "import_npz", "load_config", "read_documents",
-           "read_losses_npz", "report", "spectrum", "tokenize", "trace", "train"]
+           "read_losses_npz", "report", "reshape", "spectrum", "tokenize", "trace", "trace_checkpoints",
+           "train"]

@@ -1,44 +1,70 @@
 """The `tokenclock` command: a thin layer that parses arguments, calls one library function per
 stage, and turns TokenclockError into one line on stderr and a non-zero exit code.
+
+Each command has a `_add_<command>` function that registers its flags and a `cmd_<command>`
+that runs it. Flags that set config keys are `--set` overrides (merged before the config is
+loaded, so every check runs once, in the config dataclasses).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import json
 import sys
-from pathlib import Path
 
 from tokenclock.config import PRESET_DIR, _merge, load_config, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
-from tokenclock.pipeline import demo
+from tokenclock.pipeline import demo, train
 from tokenclock.stages.data.corpus import build_corpus, read_documents
 from tokenclock.stages.data.tokens import tokenize
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
-from tokenclock.stages.reshape.stage import ReshapeConfig, reshape
+from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.stage import spectrum
-from tokenclock.study.stage import load_study, study
+from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz, import_npz
-from tokenclock.stages.trace.series import trace_models, trace_revisions
-from tokenclock.stages.trace.stage import trace
 from tokenclock.stages.train.model import PRESETS, preset_params
-from tokenclock.pipeline import train
+from tokenclock.study.config import load_study
+from tokenclock.study.stage import study
 
 
-def _config(args, extra: dict | None = None):
-    over = parse_overrides(getattr(args, "set", None))
-    if extra:
-        over = _merge(extra, over)
-    return load_config(getattr(args, "config", None), over)
+def _config(args, flags: dict | None = None, defaults: dict | None = None):
+    """The config file plus overrides: `defaults` < `--set` < `flags` (a command's own flags)."""
+    over = _merge(defaults or {}, parse_overrides(getattr(args, "set", None)))
+    return load_config(getattr(args, "config", None), _merge(over, flags or {}))
+
+
+def _flags(args, section: str, names: tuple[str, ...]) -> dict:
+    """{section: {name: value}} for the flags the user gave (argparse dest = config key)."""
+    return {section: {n: getattr(args, n) for n in names if getattr(args, n) is not None}}
 
 
 def _print(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _common(sp, config: bool = True) -> None:
+    if config:
+        sp.add_argument("--config", help="YAML config file or preset name (tiny, demo, gpu)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.steps=500 (repeatable)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _add_corpus(sub) -> None:
+    sp = sub.add_parser("corpus", help="assemble the corpus (built-in by default) and split by document")
+    sp.add_argument("--source", action="append", help="text file, folder, .jsonl, .parquet or hf:NAME (repeatable)")
+    sp.add_argument("--out", help="run directory to write corpus/ into (omit to just build and count)")
+    _common(sp)
+    sp.set_defaults(func=cmd_corpus)
+
+
 def cmd_corpus(args) -> int:
-    extra = {"corpus": {"sources": args.source}} if args.source else None
-    cfg = _config(args, extra)
+    cfg = _config(args, defaults={"corpus": {"sources": args.source}} if args.source else None)
     if args.out is None:
         docs = read_documents(cfg.corpus)
         by_src: dict = {}
@@ -52,6 +78,13 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def _add_tokenize(sub) -> None:
+    sp = sub.add_parser("tokenize", help="train/load the tokenizer and write token streams")
+    sp.add_argument("--out", required=True, help="run directory")
+    _common(sp)
+    sp.set_defaults(func=cmd_tokenize)
+
+
 def cmd_tokenize(args) -> int:
     cfg = _config(args)
     build_corpus(args.out, cfg.corpus, progress=not args.quiet)
@@ -59,157 +92,25 @@ def cmd_tokenize(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    cfg = _config(args)
-    _print(train(args.out, cfg, progress=not args.quiet))
-    return 0
-
-
-def cmd_trace(args) -> int:
-    cfg = _config(args)
-    for flag, key in (("n_seqs", "n_seqs"), ("seq_len", "seq_len"), ("batch_size", "batch_size"),
-                      ("seed", "seed"), ("dtype", "dtype"), ("device", "device")):
-        if getattr(args, flag) is not None:
-            setattr(cfg.trace, key, getattr(args, flag))
-    cfg.trace.__post_init__()
-    series = args.model or args.models
-    if not series:
-        if args.run is None:
-            raise ConfigError("trace needs a run directory, or --model NAME_OR_PATH / --models A,B,C with --out DIR",
-                              "e.g. tokenclock trace runs/demo, or tokenclock trace --model EleutherAI/pythia-70m "
-                              "--revisions pythia --text builtin --out runs/pythia-70m")
-        _print(trace(args.run, cfg.trace, progress=not args.quiet))
-        return 0
-
-    out = args.out or args.run
-    if out is None:
-        raise ConfigError("--model/--models need --out DIR", "e.g. --out runs/pythia-70m")
-    if args.model and args.models:
-        raise ConfigError("pass --model (a series of revisions) or --models (several models), not both")
-    if args.model:
-        if args.revision is not None:
-            raise ConfigError("--revision goes with --models; with --model use --revisions")
-        meta = trace_revisions(out, args.model, args.revisions, args.text, cfg.trace,
-                               tokens_per_step=args.tokens_per_step, step_pattern=args.step_pattern,
-                               step_map=args.step_map, skip_bad=args.skip_bad, progress=not args.quiet)
-    else:
-        if args.revisions or args.tokens_per_step or args.step_pattern or args.step_map:
-            raise ConfigError("--revisions/--tokens-per-step/--step-pattern/--step-map go with --model",
-                              "with --models pass one --revision")
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-        meta = trace_models(out, models, args.revision, args.text, cfg.trace, skip_bad=args.skip_bad,
-                            progress=not args.quiet)
-    _print(meta)
-    return 0
-
-
-def cmd_fit(args) -> int:
-    cfg = _config(args)
-    if args.uncertainty:
-        cfg.fit.uncertainty = True
-    if args.max_events is not None:
-        cfg.fit.max_events = args.max_events
-    run = args.run
-    if args.npz:
-        if not args.out:
-            raise ConfigError("--npz needs --out DIR", "e.g. tokenclock fit --npz losses.npz --out fits/")
-        axis = import_npz(args.npz, args.out)
-        cfg.fit.axis, cfg.fit.extra_axes = axis, []
-        run = args.out
-    elif run is None:
-        raise ConfigError("fit needs a run directory or --npz FILE --out DIR")
-    _print(fit(run, cfg.fit, progress=not args.quiet))
-    return 0
-
-
-def cmd_spectrum(args) -> int:
-    cfg = _config(args)
-    _print(spectrum(args.run, cfg.spectrum, progress=not args.quiet))
-    return 0
-
-
-def cmd_report(args) -> int:
-    path = report(args.run)
-    print(f"report: {path}")
-    return 0
-
-
-def cmd_reshape(args) -> int:
-    fields = ("strategy", "pool_size", "window", "mix", "sharpness", "max_ckpts", "seed", "steps",
-              "batch_size", "seq_len", "device")
-    cfg = ReshapeConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
-    _print(reshape(args.run, args.out, cfg, progress=not args.quiet))
-    return 0
-
-
-def cmd_export(args) -> int:
-    out = export_npz(args.run, args.npz, axis=args.axis)
-    print(f"wrote {out}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    demo(args.out, config=args.config, overrides=args.set, progress=not args.quiet)
-    return 0
-
-
-def cmd_study(args) -> int:
-    st = load_study(args.config, args.set)
-    man = study(args.out, st, progress=not args.quiet, only=args.only)
-    if args.only is not None:
-        _print({"study": args.out, "only": args.only,
-                "runs": {k: v.get("status") for k, v in man.get("runs", {}).items()}})
-        return 0
-    _print({"study": args.out, "summary": man.get("summary"), "chinchilla": man.get("chinchilla"),
-            "branch_vs_full": man.get("branch_vs_full"), "n_failed": man.get("n_failed"),
-            "seconds": man.get("seconds"), "report": f"{args.out}/report/index.html"})
-    failed = [n for n, r in man["runs"].items() if r.get("status") == "failed"]
-    if failed:
-        print(f"tokenclock: error: {len(failed)} run(s) failed ({', '.join(failed[:4])}); the axes use the "
-              "rest (see study.json)", file=sys.stderr)
-        return 8
-    return 0
-
-
-def cmd_presets(args) -> int:
-    print("model presets (non-embedding parameters):")
-    for name in PRESETS:
-        h, L, nh, nkv, inter = PRESETS[name]
-        print(f"  {name:<12} {preset_params(name):>13,}  hidden={h} layers={L} heads={nh} kv_heads={nkv} mlp={inter}")
-    print("config presets: " + ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tokenclock", description=(
-        "When does each token get learned, and how do those moments add up to the scaling law? "
-        "Stages: corpus -> tokenize -> train -> trace -> fit -> spectrum -> report (or `demo` for all)."))
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def common(sp, config=True):
-        if config:
-            sp.add_argument("--config", help="YAML config file or preset name (tiny, demo, gpu)")
-            sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                            help="override a config key, e.g. --set train.steps=500 (repeatable)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    sp = sub.add_parser("corpus", help="assemble the corpus (built-in by default) and split by document")
-    sp.add_argument("--source", action="append", help="text file, folder, .jsonl, .parquet or hf:NAME (repeatable)")
-    sp.add_argument("--out", help="run directory to write corpus/ into (omit to just build and count)")
-    common(sp)
-    sp.set_defaults(func=cmd_corpus)
-
-    sp = sub.add_parser("tokenize", help="train/load the tokenizer and write token streams")
-    sp.add_argument("--out", required=True, help="run directory")
-    common(sp)
-    sp.set_defaults(func=cmd_tokenize)
-
+def _add_train(sub) -> None:
     sp = sub.add_parser("train", help="train a model with a dense log-spaced checkpoint series")
     sp.add_argument("--out", required=True, help="run directory")
-    common(sp)
+    _common(sp)
     sp.set_defaults(func=cmd_train)
 
+
+def cmd_train(args) -> int:
+    _print(train(args.out, _config(args), progress=not args.quiet))
+    return 0
+
+
+# ----------------------------------------------------------------------------- trace
+
+
+TRACE_FLAGS = ("n_seqs", "seq_len", "batch_size", "seed", "dtype", "device")  # -> trace.<flag>
+
+
+def _add_trace(sub) -> None:
     sp = sub.add_parser("trace", help="per-token loss of validation tokens at every checkpoint",
                         description="Trace a tokenclock run (RUN), or any checkpoint series: --model with "
                         "--revisions (hub revisions or local checkpoint folders; T axis) or --models with "
@@ -234,28 +135,80 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, help="which sequences (trace.seed)")
     sp.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="trace.dtype (auto: bf16 on CUDA)")
     sp.add_argument("--device", help="trace.device: auto, cpu, cuda, cuda:1")
-    common(sp)
+    _common(sp)
     sp.set_defaults(func=cmd_trace)
 
+
+def cmd_trace(args) -> int:
+    cfg = _config(args, flags=_flags(args, "trace", TRACE_FLAGS))
+    _print(trace_checkpoints(args.run, cfg.trace, model=args.model, revisions=args.revisions,
+                             models=args.models, revision=args.revision, text=args.text, out=args.out,
+                             tokens_per_step=args.tokens_per_step, step_pattern=args.step_pattern,
+                             step_map=args.step_map, skip_bad=args.skip_bad, progress=not args.quiet))
+    return 0
+
+
+# ----------------------------------------------------------------------------- fit, spectrum, report
+
+
+def _add_fit(sub) -> None:
     sp = sub.add_parser("fit", help="fit sigmoid learning events to every token trajectory")
     sp.add_argument("run", nargs="?", help="run directory")
     sp.add_argument("--npz", help="a losses.npz (axis_values, loss_matrix, axis_name) instead of a run")
     sp.add_argument("--out", help="output directory for --npz")
-    sp.add_argument("--uncertainty", action="store_true",
+    sp.add_argument("--uncertainty", action="store_true", default=None,  # None: as the config says
                     help="standard errors of each learning time mu (events column mu_se)")
     sp.add_argument("--max-events", type=int, choices=(0, 1, 2), help="most sigmoid events per token")
-    common(sp)
+    _common(sp)
     sp.set_defaults(func=cmd_fit)
 
+
+def cmd_fit(args) -> int:
+    cfg = _config(args, flags=_flags(args, "fit", ("uncertainty", "max_events")))
+    fit_cfg, run = cfg.fit, args.run
+    if args.npz:
+        if not args.out:
+            raise ConfigError("--npz needs --out DIR", "e.g. tokenclock fit --npz losses.npz --out fits/")
+        # the npz names its one axis: fit along it and nothing else
+        fit_cfg = dataclasses.replace(cfg.fit, axis=import_npz(args.npz, args.out), extra_axes=[])
+        run = args.out
+    elif run is None:
+        raise ConfigError("fit needs a run directory or --npz FILE --out DIR")
+    _print(fit(run, fit_cfg, progress=not args.quiet))
+    return 0
+
+
+def _add_spectrum(sub) -> None:
     sp = sub.add_parser("spectrum", help="learning-time spectrum and reconstruction of -dL/dln x")
     sp.add_argument("run", help="run directory")
-    common(sp)
+    _common(sp)
     sp.set_defaults(func=cmd_spectrum)
 
+
+def cmd_spectrum(args) -> int:
+    _print(spectrum(args.run, _config(args).spectrum, progress=not args.quiet))
+    return 0
+
+
+def _add_report(sub) -> None:
     sp = sub.add_parser("report", help="write RUN/report/index.html")
     sp.add_argument("run", help="run directory")
     sp.set_defaults(func=cmd_report)
 
+
+def cmd_report(args) -> int:
+    print(f"report: {report(args.run)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- reshape, export
+
+
+RESHAPE_FLAGS = ("strategy", "pool_size", "window", "mix", "sharpness", "max_ckpts", "seed", "steps",
+                 "batch_size", "seq_len", "device")  # -> reshape.<flag>
+
+
+def _add_reshape(sub) -> None:
     sp = sub.add_parser("reshape", help="a learnability-aware data schedule for a new run, from a reference run",
                         description="Trace a seeded pool of training windows through REF's checkpoints, fit "
                         "their learning events, and write SCHEDULE/offsets.npy for "
@@ -274,15 +227,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, help="new run's train.batch_size (default: the reference's)")
     sp.add_argument("--seq-len", type=int, help="new run's train.seq_len (default: the reference's)")
     sp.add_argument("--device", help="auto, cpu, cuda")
-    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(sp)  # the flags above are reshape.<key>; --set reshape.n_bins=... reaches the others
     sp.set_defaults(func=cmd_reshape)
 
+
+def cmd_reshape(args) -> int:
+    cfg = _config(args, flags=_flags(args, "reshape", RESHAPE_FLAGS))
+    _print(reshape(args.run, args.out, cfg.reshape, progress=not args.quiet))
+    return 0
+
+
+def _add_export(sub) -> None:
     sp = sub.add_parser("export", help="export a run's trace as the paper's losses.npz")
     sp.add_argument("run", help="run directory")
     sp.add_argument("--npz", required=True, help="output .npz path")
     sp.add_argument("--axis", default="step", help="axis column: step, tokens_seen or cum_lr")
     sp.set_defaults(func=cmd_export)
 
+
+def cmd_export(args) -> int:
+    print(f"wrote {export_npz(args.run, args.npz, axis=args.axis)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo, study, presets
+
+
+def _add_demo(sub) -> None:
     sp = sub.add_parser("demo", help="the whole T-axis study on the built-in corpus")
     sp.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     sp.add_argument("--config", default="demo", help="config preset or file (default demo)")
@@ -290,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
 
+
+def cmd_demo(args) -> int:
+    demo(args.out, config=args.config, overrides=args.set, progress=not args.quiet)
+    return 0
+
+
+def _add_study(sub) -> None:
     sp = sub.add_parser("study", help="a grid of runs (models x budgets x seeds): D and M axes, "
                         "Chinchilla baseline, study report",
                         description="Train (or resume) every run of a study config, build the D and M "
@@ -303,8 +281,53 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=cmd_study)
 
+
+def cmd_study(args) -> int:
+    man = study(args.out, load_study(args.config, args.set), progress=not args.quiet, only=args.only)
+    if args.only is not None:
+        _print({"study": args.out, "only": args.only,
+                "runs": {k: v.get("status") for k, v in man.get("runs", {}).items()}})
+        return 0
+    _print({"study": args.out, "summary": man.get("summary"), "chinchilla": man.get("chinchilla"),
+            "branch_vs_full": man.get("branch_vs_full"), "n_failed": man.get("n_failed"),
+            "seconds": man.get("seconds"), "report": f"{args.out}/report/index.html"})
+    failed = [n for n, r in man["runs"].items() if r.get("status") == "failed"]
+    if failed:
+        print(f"tokenclock: error: {len(failed)} run(s) failed ({', '.join(failed[:4])}); the axes use the "
+              "rest (see study.json)", file=sys.stderr)
+        return 8
+    return 0
+
+
+def _add_presets(sub) -> None:
     sp = sub.add_parser("presets", help="list model and config presets")
     sp.set_defaults(func=cmd_presets)
+
+
+def cmd_presets(args) -> int:
+    print("model presets (non-embedding parameters):")
+    for name in PRESETS:
+        h, L, nh, nkv, inter = PRESETS[name]
+        print(f"  {name:<12} {preset_params(name):>13,}  hidden={h} layers={L} heads={nh} kv_heads={nkv} mlp={inter}")
+    print("config presets: " + ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+    return 0
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+COMMANDS = (_add_corpus, _add_tokenize, _add_train, _add_trace, _add_fit, _add_spectrum, _add_report,
+            _add_reshape, _add_export, _add_demo, _add_study, _add_presets)  # the order of --help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokenclock", description=(
+        "When does each token get learned, and how do those moments add up to the scaling law? "
+        "Stages: corpus -> tokenize -> train -> trace -> fit -> spectrum -> report (or `demo` for all)."))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return p
 
 
@@ -325,8 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if args.debug:
             raise
-        import errno
-
         if e.errno == errno.ENOSPC:
             print(f"tokenclock: error: disk full while writing {e.filename or ''} (free space and "
                   "rerun the same command; finished artifacts are intact)", file=sys.stderr)

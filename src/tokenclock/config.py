@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +17,47 @@ import yaml
 from tokenclock.errors import ConfigError
 from tokenclock.stages.data.documents import CorpusConfig
 from tokenclock.stages.data.tokens import TokensConfig
-from tokenclock.stages.fit.stage import FitConfig
+from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.reshape.profiles import ReshapeConfig
 from tokenclock.stages.spectrum.stage import SpectrumConfig
 from tokenclock.stages.trace.stage import TraceConfig
+from tokenclock.stages.train.config import TrainConfig
 from tokenclock.stages.train.model import ModelConfig
-from tokenclock.stages.train.stage import TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-def _sections() -> dict[str, type]:
-    # Imported here, not at module top, so stage modules stay importable on their own.
-    return {"corpus": CorpusConfig, "tokens": TokensConfig, "model": ModelConfig,
-            "train": TrainConfig, "trace": TraceConfig, "fit": FitConfig,
-            "spectrum": SpectrumConfig}
+# Section name -> its dataclass, in pipeline order (a stage's section is named for the stage).
+SECTIONS: dict[str, type] = {"corpus": CorpusConfig, "tokens": TokensConfig, "model": ModelConfig,
+                             "train": TrainConfig, "trace": TraceConfig, "fit": FitConfig,
+                             "spectrum": SpectrumConfig, "reshape": ReshapeConfig}
 
 
 @dataclasses.dataclass
 class Config:
-    """A whole pipeline: one section per stage."""
+    """A whole pipeline: one section per stage (a section left None gets its defaults)."""
 
-    corpus: Any = None
-    tokens: Any = None
-    model: Any = None
-    train: Any = None
-    trace: Any = None
-    fit: Any = None
-    spectrum: Any = None
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """`tokenclock corpus`: the sources and the split by document."""
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    """`tokenclock tokenize`: the tokenizer and the token streams."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model trained (a preset or its shape)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """`tokenclock train`: steps, optimizer, schedule and the log-spaced checkpoints."""
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    """`tokenclock trace`: which validation tokens are traced, and how."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """`tokenclock fit`: the sigmoid learning events of each token."""
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
+    """`tokenclock spectrum`: the learning-time spectrum and the reconstruction."""
+    reshape: ReshapeConfig = field(default_factory=ReshapeConfig)
+    """`tokenclock reshape`: a data schedule for a new run from a reference run."""
     seed: int = 0
+    """Seeds the model's initialisation, the batch order and the validation windows."""
 
     def __post_init__(self) -> None:
-        for name, cls in _sections().items():
+        for name, cls in SECTIONS.items():
             if getattr(self, name) is None:
                 setattr(self, name, cls())
 
@@ -199,14 +210,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def config_from_dict(data: dict) -> Config:
-    sections = _sections()
-    known = set(sections) | {"seed"}
+    known = set(SECTIONS) | {"seed"}
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             raise ConfigError(f"unknown config section '{key}'",
                               f"did you mean '{close[0]}'?" if close else
                               f"known sections: {', '.join(sorted(known))}")
-    kwargs = {name: build_section(cls, data.get(name) or {}, name) for name, cls in sections.items()}
+    kwargs = {name: build_section(cls, data.get(name) or {}, name) for name, cls in SECTIONS.items()}
     seed = _coerce(data.get("seed", 0), int, "seed")
     return Config(seed=seed, **kwargs)

@@ -1,5 +1,6 @@
-"""The curve functions of a learning event: pure math, no I/O (numpy in, numpy out; torch tensors
-also work where noted). The batched fitter in fit.py uses these shapes.
+"""The curve functions of a learning event, the one home of the logistic in tokenclock: pure math,
+no I/O (numpy in, numpy out; torch tensors also work where noted). The fitter (stages/fit), the
+spectrum's reconstruction and the report's fitted curves all use these.
 
 An event is `a * s((mu - u) / w)`: s the logistic function, u = ln x, a the drop in nats (a > 0:
 loss falls by a around u = mu; a < 0: a rise), w > 0 the width. A token's curve is
@@ -20,6 +21,12 @@ def logistic(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def logistic_prime(z):
+    """s'(z) = s(z) (1 - s(z)), written with exp(-|z|) so it neither overflows nor cancels."""
+    e = np.exp(-np.abs(z))
+    return e / (1.0 + e) ** 2
+
+
 def event(u, a, mu, w):
     """One event `a * s((mu - u) / w)`: a drop of a nats centred at u = mu (broadcasts)."""
     return a * logistic((np.asarray(mu) - np.asarray(u)) / np.asarray(w))
@@ -30,14 +37,18 @@ def event_du(u, a, mu, w):
 
     Negative for a learning event (a > 0): the loss falls as u grows. The spectrum's prediction of
     -dL/du is the sum of -event_du over events."""
-    s = logistic((np.asarray(mu) - np.asarray(u)) / np.asarray(w))
-    return -(np.asarray(a) / np.asarray(w)) * s * (1.0 - s)
+    z = (np.asarray(mu) - np.asarray(u)) / np.asarray(w)
+    return -(np.asarray(a) / np.asarray(w)) * logistic_prime(z)
 
 
-def curve(u, b, a=(), mu=(), w=()):
-    """Per-token model l(u) = b + sum_j a_j s((mu_j - u) / w_j) for scalars or 1-D parameter lists."""
+def curve(u, b, a=(), mu=(), w=(), c: float = 0.0, u_end: float | None = None):
+    """A token's curve l(u) = b + c (u - u_end) + sum_j a_j s((mu_j - u) / w_j) (parameters scalars
+    or 1-D lists). c, in nats per unit of u, is non-zero only for a token whose best model is linear
+    in ln x (fit/tokens.parquet column c); u_end, the last observed u, defaults to u[-1]."""
     u = np.asarray(u, dtype=float)
     out = np.full_like(u, float(b))
+    if c:
+        out = out + c * (u - (u.reshape(-1)[-1] if u_end is None else u_end))
     for aj, mj, wj in zip(np.atleast_1d(a), np.atleast_1d(mu), np.atleast_1d(w)):
         out = out + event(u, aj, mj, wj)
     return out

@@ -1,5 +1,6 @@
-"""`tokenclock demo`: corpus -> tokenizer -> train -> trace -> fit -> spectrum -> report on the
-built-in corpus, in one run directory. Every stage resumes, so rerunning continues where it stopped.
+"""The stages of one run in order: `train` (corpus -> tokens -> checkpoints, what tc.train and
+`tokenclock train` run) and `demo` (all of them on the built-in corpus, then the headline numbers).
+Every stage resumes or is skipped when done, so rerunning continues where it stopped.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tokenclock.scoring import resolve_device
 from tokenclock.stages.data.corpus import build_corpus
 from tokenclock.stages.data.tokens import tokenize
 from tokenclock.stages.train import stage as train_stage
+from tokenclock.text import fmt, pct
 
 
 def prepare(run_dir: str | Path, cfg: Config, *, progress: bool = True) -> dict:
@@ -72,7 +74,7 @@ def headline(run: RunDir) -> dict:
         "checkpoints": tmeta["n_ckpt"],
         "sigmoid_share": fsum.get("sigmoid_share"),
         "median_r2": fsum.get("median_r2"),
-        "class_shares": fsum.get("class_shares"),
+        "class_shares": fsum.get("class_share"),
         "axis": ssum.get("axis"),
         "reconstruction_r2": ssum.get("reconstruction_r2"),
         "reconstruction_r2_heldout": ssum.get("reconstruction_r2_heldout"),
@@ -84,18 +86,18 @@ def headline(run: RunDir) -> dict:
     }
 
 
-def _fmt(v, spec=".3f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
 def format_headline(h: dict) -> str:
+    """The demo's closing lines: shares as percentages, scores with 3 decimals, missing as n/a."""
+    def f3(key: str) -> str:
+        return fmt(h[key], ".3f")
+
     return "\n".join([
         f"tokenclock demo: {h['run']}",
         f"  tokens traced            {h['tokens_traced']:,} x {h['checkpoints']} checkpoints",
-        f"  tokens following a sigmoid {_fmt(h['sigmoid_share'], '.1%')} (median r2 {_fmt(h['median_r2'])})",
-        f"  reconstruction R^2 of -dL/dln({h['axis']}): in-sample {_fmt(h['reconstruction_r2'])}, "
-        f"held-out {_fmt(h['reconstruction_r2_heldout'])}, held-out after warmup "
-        f"{_fmt(h['reconstruction_r2_heldout_after_warmup'])}; best clock {h['best_clock']}",
-        f"  power-law exponent: measured {_fmt(h['alpha_measured'])}, from spectrum {_fmt(h['alpha_spectrum'])}",
+        f"  tokens following a sigmoid {pct(h['sigmoid_share'])} (median r2 {f3('median_r2')})",
+        f"  reconstruction R^2 of -dL/dln({h['axis']}): in-sample {f3('reconstruction_r2')}, "
+        f"held-out {f3('reconstruction_r2_heldout')}, held-out after warmup "
+        f"{f3('reconstruction_r2_heldout_after_warmup')}; best clock {h['best_clock']}",
+        f"  power-law exponent: measured {f3('alpha_measured')}, from spectrum {f3('alpha_spectrum')}",
         f"  report: {h['report']}",
     ])

@@ -1,22 +1,20 @@
-"""The run directory: the one module (with StudyDir in study/layout.py) that knows file names, the
-manifest (RUN/manifest.json: per-stage status, config, inputs, seconds, versions, git commit), the
-one-writer lock (RUN/.lock) and the stage lifecycle every stage goes through (`RunDir.stage`).
+"""Directory layouts: the one module that knows file names (RunDir, the reshape pool PoolDir,
+ScheduleDir, StudyDir), the manifest (RUN/manifest.json: per-stage status, config, inputs, seconds,
+versions, git commit) and the stage lifecycle (`RunDir.stage`, which takes the lock of lock.py).
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tokenclock.artifacts import read_json, write_json
 from tokenclock.errors import RunDirError
+from tokenclock.lock import run_lock
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +60,9 @@ class RunDir:
     def ckpt_sidecar(self, step: int) -> Path:
         """step, tokens_seen, lr, cum_lr and losses of one checkpoint, beside its weights."""
         return ckpt_sidecar(self.ckpt(step))
+    def ckpt_optimizer(self, step: int) -> Path:
+        """AdamW state kept with checkpoint `step` (train.keep_state_steps), for branches."""
+        return ckpt_optimizer(self.ckpt(step))
     @property
     def ckpt_index(self) -> Path: return self.ckpt_dir / "index.parquet"
     @property
@@ -82,6 +83,10 @@ class RunDir:
     @property
     def trace_tokens(self) -> Path: return self.trace_dir / "tokens.parquet"
     @property
+    def trace_partial(self) -> Path:
+        """loss.npy while it is being filled (a memmap; rows before progress.json's rows_done are final)."""
+        return self.trace_dir / "loss.partial.npy"
+    @property
     def trace_progress(self) -> Path: return self.trace_dir / "progress.json"
     @property
     def trace_inputs(self) -> Path: return self.trace_dir / "inputs.npy"
@@ -91,14 +96,28 @@ class RunDir:
     @property
     def fit_dir(self) -> Path: return self.root / "fit"
     @property
-    def fit_events(self) -> Path: return self.fit_dir / "events.parquet"
+    def fit_events(self) -> Path: return self.fit_clock_events()
     @property
-    def fit_tokens(self) -> Path: return self.fit_dir / "tokens.parquet"
+    def fit_tokens(self) -> Path: return self.fit_clock_tokens()
     @property
-    def fit_summary(self) -> Path: return self.fit_dir / "summary.json"
+    def fit_summary(self) -> Path: return self.fit_clock_summary()
     def fit_clock_dir(self, axis: str | None = None) -> Path:
         """RUN/fit/ for the primary clock (axis None), RUN/fit/<axis>/ for another clock."""
         return self.fit_dir if axis is None else self.fit_dir / axis
+    def fit_clock_events(self, axis: str | None = None) -> Path:
+        """One row per event (tok_idx, a, mu, width) of a clock's fit (axis None: the primary)."""
+        return self.fit_clock_dir(axis) / "events.parquet"
+    def fit_clock_tokens(self, axis: str | None = None) -> Path:
+        """One row per token (b, c, n_events, r2, class, model, ...) of a clock's fit."""
+        return self.fit_clock_dir(axis) / "tokens.parquet"
+    def fit_clock_summary(self, axis: str | None = None) -> Path:
+        return self.fit_clock_dir(axis) / "summary.json"
+    def fit_clocks(self) -> list[str]:
+        """The other clocks fitted into RUN/fit/<axis>/ (folders with an events.parquet), sorted."""
+        if not self.fit_dir.is_dir():
+            return []
+        return [p.name for p in sorted(self.fit_dir.iterdir())
+                if p.is_dir() and self.fit_clock_events(p.name).is_file()]
     # spectrum/
     @property
     def spectrum_dir(self) -> Path: return self.root / "spectrum"
@@ -109,18 +128,23 @@ class RunDir:
         return self.spectrum_dir / ("curve.parquet" if axis is None else f"{axis}_curve.parquet")
     def spectrum_density(self, axis: str | None = None) -> Path:
         return self.spectrum_dir / ("density.parquet" if axis is None else f"{axis}_density.parquet")
+    def spectrum_clocks(self) -> list[str]:
+        """The other clocks with an <axis>_curve.parquet in RUN/spectrum/, in file-name order."""
+        if not self.spectrum_dir.is_dir():
+            return []
+        return [p.name[: -len("_curve.parquet")] for p in sorted(self.spectrum_dir.glob("*_curve.parquet"))]
     # report/
     @property
     def report_dir(self) -> Path: return self.root / "report"
     @property
     def report_html(self) -> Path: return self.report_dir / "index.html"
-    # reshape/: the reference's traced pool of training windows (itself run-like: trace/, fit/)
     @property
-    def reshape_pool(self) -> "RunDir": return RunDir(self.root / "reshape" / "pool")
+    def report_summary(self) -> Path:
+        """The report's headline numbers (report --out writes index.html and this name elsewhere)."""
+        return self.report_dir / "summary.json"
+    # reshape/: the reference's traced pool of training windows
     @property
-    def pool_info(self) -> Path: return self.root / "pool.json"
-    @property
-    def pool_offsets(self) -> Path: return self.trace_dir / "offsets.npy"
+    def reshape_pool(self) -> "PoolDir": return PoolDir(self.root / "reshape" / "pool")
 
     def ckpt_steps(self) -> list[int]:
         """Steps of complete checkpoints on disk (a checkpoint is complete when its folder exists;
@@ -148,6 +172,11 @@ def ckpt_sidecar(step_dir: str | Path) -> Path:
     return Path(step_dir) / "tokenclock.json"
 
 
+def ckpt_optimizer(step_dir: str | Path) -> Path:
+    """The AdamW state (safetensors) a checkpoint folder keeps when train.keep_state_steps names it."""
+    return Path(step_dir) / "optimizer.safetensors"
+
+
 @dataclass(frozen=True)
 class ScheduleDir:
     """Names inside a data schedule folder written by `tokenclock reshape` (train.data_schedule)."""
@@ -167,6 +196,63 @@ class ScheduleDir:
     def meta(self) -> Path: return self.root / "meta.json"
 
 
+@dataclass(frozen=True)
+class PoolDir(RunDir):
+    """REF/reshape/pool/: the training windows `tokenclock reshape` traces through a reference run's
+    checkpoints. Run-like (manifest.json, trace/) plus the names below."""
+
+    @property
+    def info(self) -> Path:
+        """pool.json: the signature (pool, seq_len, checkpoint steps) the trace was made for."""
+        return self.root / "pool.json"
+    @property
+    def offsets(self) -> Path:
+        """int64 (pool_size,) start offsets of the pool's windows in REF/tokens/train.npy."""
+        return self.trace_dir / "offsets.npy"
+
+
+@dataclass(frozen=True)
+class StudyDir:
+    """Names of everything inside one study directory (`tokenclock study CONFIG --out STUDY_DIR`).
+    Runs name each other relative to it (train.init_from), so a study directory can be moved."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def manifest(self) -> Path:
+        """study.json: the grid's config, the shared inputs' signature, every run's status, the
+        axes, the T axis, the summary and the Chinchilla parameters."""
+        return self.root / "study.json"
+    @property
+    def chinchilla(self) -> Path: return self.root / "chinchilla.json"
+    @property
+    def shared(self) -> RunDir:
+        """corpus/, tokens/ and trace/inputs.npy shared by every run (a run directory's layout)."""
+        return RunDir(self.root / "shared")
+    @property
+    def runs_dir(self) -> Path: return self.root / "runs"
+    def run(self, name: str) -> RunDir: return RunDir(self.runs_dir / name)
+    def final_losses(self, name: str) -> Path:
+        """float32 (n_tok,) per-token loss of run `name`'s final checkpoint on the shared inputs."""
+        return self.root / "finals" / f"{name}.npy"
+    @property
+    def axes_dir(self) -> Path: return self.root / "axes"
+    def axis(self, name: str) -> RunDir:
+        """axes/<name>/ (D_<model> or M_<budget>): run-like, trace/ fit/ spectrum/ over the runs."""
+        return RunDir(self.axes_dir / name)
+    def axis_npz(self, name: str) -> Path:
+        """The axis in the paper's losses.npz format, beside its run-like folders."""
+        return self.axis(name).root / "losses.npz"
+    @property
+    def report_dir(self) -> Path: return self.root / "report"
+    @property
+    def report_html(self) -> Path: return self.report_dir / "index.html"
+    def report_figure(self, name: str) -> Path: return self.report_dir / name
+
+
 class Stage:
     """One stage's entry in the manifest while it runs (see RunDir.stage)."""
 
@@ -181,6 +267,12 @@ class Stage:
     def record(self, **fields: Any) -> None:
         """Fields to store in the stage's manifest entry when it ends (summary=..., etc.)."""
         self.fields.update(fields)
+
+    def note(self, **fields: Any) -> None:
+        """Store fields in the manifest entry now (a failure keeps them; 'done' repeats them)."""
+        self.extra.update(fields)
+        if self.writer:
+            update_stage(self.run, self.name, "running", **fields)
 
     @property
     def seconds(self) -> float:
@@ -283,53 +375,4 @@ def stage_config(run: RunDir, stage: str) -> dict | None:
     return load_manifest(run)["stages"].get(stage, {}).get("config")
 
 
-# ----------------------------------------------------------------------------- one writer per run
 
-
-@contextlib.contextmanager
-def run_lock(run: RunDir, stage: str) -> Iterator[None]:
-    """Hold `RUN/.lock` while a stage writes. A second process is refused with the holder's pid;
-    a lock left by a dead process on this host is taken over."""
-    run.root.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-          "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(run.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(run.lock.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("pid") == os.getpid():
-                yield  # re-entrant within one process (demo runs stages in sequence)
-                return
-            if holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
-                with contextlib.suppress(FileNotFoundError):
-                    run.lock.unlink()  # stale: its process is gone
-                continue
-            raise RunDirError(f"{run.root} is in use by pid {holder.get('pid')} on "
-                              f"{holder.get('host')} (stage {holder.get('stage')}, since "
-                              f"{holder.get('since')})",
-                              f"wait for it to finish, or delete {run.lock} if that process is gone")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(me))
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                run.lock.unlink()
-        return
-    raise RunDirError(f"could not take the lock {run.lock}", "delete it and retry")
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -2,6 +2,7 @@
 final losses, the Chinchilla baseline and the study report. `study(DIR, load_study(CONFIG))`."""
 from __future__ import annotations
 
-from tokenclock.study.stage import load_study, study
+from tokenclock.study.config import load_study
+from tokenclock.study.stage import study
 
 __all__ = ["load_study", "study"]

@@ -3,8 +3,9 @@ final losses of a study's runs (Chinchilla approach 3), with bootstrap intervals
 
 Pure math on arrays; `study` writes the result to STUDY_DIR/chinchilla.json.
 Fit: minimize sum_i Huber_delta(LSE(a - alpha ln N_i, b - beta ln D_i, e) - ln L_i) over
-(a, b, e, alpha, beta) with A = e^a, B = e^b, E = e^e, by L-BFGS-B (scipy, imported lazily) from
-the best points of a grid of initial values evaluated at once in numpy.
+(a, b, e, alpha, beta) with A = e^a, B = e^b, E = e^e, by L-BFGS-B from the best points of a grid
+of initial values evaluated at once in numpy. scipy (a dependency) is imported inside _minimize, for
+start-up time.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _minimize(p0: np.ndarray, lnN, lnD, lnL, delta: float):
     try:
         from scipy.optimize import minimize
     except ImportError:
-        raise InputError("the Chinchilla fit needs scipy", "pip install scipy (or tokenclock[test])") from None
+        raise InputError("the Chinchilla fit needs scipy", "pip install scipy") from None
     res = minimize(_objective, p0, args=(lnN, lnD, lnL, delta), jac=True, method="L-BFGS-B",
                    bounds=_BOUNDS, options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12})
     return res.x, float(res.fun)

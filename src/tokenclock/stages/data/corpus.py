@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 from tokenclock.errors import CorpusError
-from tokenclock.rundir import RunDir, load_manifest, run_lock, stage_config, stage_status, update_stage
+from tokenclock.lock import run_lock
+from tokenclock.rundir import RunDir, load_manifest, stage_config, stage_status
 from tokenclock.artifacts import read_json, read_parquet, write_json, write_parquet
 from tokenclock.stages.data.documents import CorpusConfig, Document, doc_unit, document_columns
 from tokenclock.stages.data.sources import fingerprint, load_documents, missing_sources
@@ -60,43 +60,29 @@ def build_corpus(run_dir, cfg: CorpusConfig | None = None, *, progress: bool = T
     cfg = cfg or CorpusConfig()
     cfg_dict = dataclasses.asdict(cfg)
     outputs = [run.corpus_split("train"), run.corpus_split("val"), run.corpus_stats]
+    # one lock over the up-to-date check and the build (run.stage takes it again, re-entrantly)
     with run_lock(run, "corpus"):
         inputs = fingerprint(cfg)
-        built = (stage_status(run, "corpus") == "done" and stage_config(run, "corpus") == cfg_dict
-                 and all(p.is_file() for p in outputs)
-                 and not read_json(run.corpus_stats).get("fallback"))  # retry npm after a fallback
-        gone = missing_sources(cfg)
-        if built and _stage_inputs(run) != inputs and gone:
-            # a run (or study) moved to another machine: the sources cannot be read again, and the
-            # corpus built from them is complete, so it stays
-            print(f"tokenclock: warning: corpus source {gone[0]} is not there any more; keeping the "
-                  f"corpus already built in {run.corpus_dir}", file=sys.stderr)
-            return read_json(run.corpus_stats)
-        if built and _stage_inputs(run) == inputs:
-            if progress:
-                print(f"corpus: up to date in {run.corpus_dir}", file=sys.stderr)
-            return read_json(run.corpus_stats)
+        kept = _kept_corpus(run, cfg, cfg_dict, inputs, outputs, progress)
+        if kept is not None:
+            return kept
         for p in outputs:  # stats.json last-written = the completion marker; never mix old and new
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        t0 = time.perf_counter()
-        update_stage(run, "corpus", "running", config=cfg_dict, inputs=inputs)
-        try:
-            docs, info = load_documents(cfg, progress)
-            train, val = split_documents(docs, cfg)
-            for split, part in (("train", train), ("val", val)):
-                write_parquet(run.corpus_split(split), document_columns(part), metadata={"split": split})
-            stats = _stats(train, val, cfg, info)
-            stats["seconds"] = round(time.perf_counter() - t0, 3)
-            write_json(run.corpus_stats, stats)
-        except BaseException as e:
-            for p in outputs:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-            update_stage(run, "corpus", "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise
-        update_stage(run, "corpus", "done", config=cfg_dict, inputs=inputs,
-                     seconds=time.perf_counter() - t0)
+        with run.stage("corpus", cfg_dict, inputs=inputs) as st:
+            try:
+                docs, info = load_documents(cfg, progress)
+                train, val = split_documents(docs, cfg)
+                for split, part in (("train", train), ("val", val)):
+                    write_parquet(run.corpus_split(split), document_columns(part), metadata={"split": split})
+                stats = _stats(train, val, cfg, info)
+                stats["seconds"] = round(st.seconds, 3)
+                write_json(run.corpus_stats, stats)
+            except BaseException:
+                for p in outputs:
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+                raise
     if progress:
         s = stats["splits"]
         print(f"corpus: {stats['n_docs']} documents, {stats['n_chars'] / 1e6:.1f}M chars "
@@ -105,17 +91,36 @@ def build_corpus(run_dir, cfg: CorpusConfig | None = None, *, progress: bool = T
     return stats
 
 
+def _kept_corpus(run: RunDir, cfg: CorpusConfig, cfg_dict: dict, inputs: dict, outputs: list[Path],
+                 progress: bool) -> dict | None:
+    """The stats of a corpus already built that stays: done with this config from the same inputs,
+    or from sources that are gone (a run or study moved to another machine). None = build it."""
+    built = (stage_status(run, "corpus") == "done" and stage_config(run, "corpus") == cfg_dict
+             and all(p.is_file() for p in outputs)
+             and not read_json(run.corpus_stats).get("fallback"))  # retry npm after a fallback
+    if not built:
+        return None
+    recorded = load_manifest(run)["stages"].get("corpus", {}).get("inputs")
+    gone = missing_sources(cfg)
+    if recorded != inputs and gone:
+        # the sources cannot be read again, and the corpus built from them is complete, so it stays
+        print(f"tokenclock: warning: corpus source {gone[0]} is not there any more; keeping the "
+              f"corpus already built in {run.corpus_dir}", file=sys.stderr)
+        return read_json(run.corpus_stats)
+    if recorded == inputs:
+        if progress:
+            print(f"corpus: up to date in {run.corpus_dir}", file=sys.stderr)
+        return read_json(run.corpus_stats)
+    return None
+
+
 def read_split(run_dir, split: str) -> list[Document]:
     """The documents of RUN/corpus/<split>.parquet (for the tokens stage and notebooks)."""
     cols = read_parquet(RunDir(run_dir).corpus_split(split))
     return [Document(str(i), str(s), str(t)) for i, s, t in zip(cols["doc_id"], cols["source"], cols["text"])]
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def _stage_inputs(run) -> dict | None:
-    return load_manifest(run)["stages"].get("corpus", {}).get("inputs")
+# ----------------------------------------------------------------------------- stats
 
 
 def _stats(train: list[Document], val: list[Document], cfg: CorpusConfig, info: dict) -> dict:

@@ -1,17 +1,18 @@
 """The tokens stage: reads RUN/corpus/{train,val}.parquet, trains (or loads) a byte-level BPE, and
 writes RUN/tokens/{train,val}.npy token streams (uint16 when the vocab fits), document offsets,
-per-id training counts, the tokenizer and meta.json.
+per-id training counts, the tokenizer and meta.json. tokenizers, transformers and tqdm are imported
+inside the functions that use them, for start-up time.
 """
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tokenclock.errors import ConfigError, CorpusError, RunDirError, TokenizerError
-from tokenclock.rundir import RunDir, run_lock, stage_config, stage_status, update_stage
+from tokenclock.rundir import RunDir, stage_config, stage_status
 from tokenclock.artifacts import atomic_path, read_json, read_parquet, write_json, write_npy
 
 EOS = "<|endoftext|>"
@@ -21,10 +22,14 @@ EOS = "<|endoftext|>"
 class TokensConfig:
     """How text becomes token ids."""
 
-    vocab_size: int = 4096  # BPE vocabulary size (including the end-of-text token)
-    tokenizer: str | None = None  # existing tokenizer.json or model directory; None = train a BPE
-    min_frequency: int = 2  # BPE merges need a pair seen at least this often
-    batch_docs: int = 64  # documents per encode_batch call
+    vocab_size: int = 4096
+    """BPE vocabulary size (including the end-of-text token)."""
+    tokenizer: str | None = None
+    """An existing tokenizer.json or model directory; None = train a byte-level BPE on the corpus."""
+    min_frequency: int = 2
+    """BPE merges need a pair seen at least this often."""
+    batch_docs: int = 64
+    """Documents per encode_batch call."""
 
     def __post_init__(self) -> None:
         if self.tokenizer is None and not 256 < self.vocab_size <= 1 << 20:
@@ -113,8 +118,6 @@ def stream_dtype(vocab_size: int):
 
 def tokenize(run_dir: str | Path, cfg: TokensConfig | None = None, *, progress: bool = True) -> dict:
     """The stage: corpus/ -> tokens/. Skipped when already done with the same config."""
-    import dataclasses
-
     cfg = cfg or TokensConfig()
     run = RunDir(run_dir)
     conf = dataclasses.asdict(cfg)
@@ -124,9 +127,7 @@ def tokenize(run_dir: str | Path, cfg: TokensConfig | None = None, *, progress: 
     if not run.corpus_split("train").is_file():
         raise RunDirError(f"{run.corpus_split('train')} does not exist",
                           f"run `tokenclock corpus --out {run.root}` first")
-    t0 = time.time()
-    with run_lock(run, "tokens"):
-        update_stage(run, "tokens", "running", config=conf)
+    with run.stage("tokens", conf) as st:
         train = read_parquet(run.corpus_split("train"), columns=["text"])["text"].tolist()
         val = read_parquet(run.corpus_split("val"), columns=["text"])["text"].tolist()
         if not train or not val:
@@ -153,6 +154,5 @@ def tokenize(run_dir: str | Path, cfg: TokensConfig | None = None, *, progress: 
         with atomic_path(run.tokenizer) as tmp:
             tok.save(str(tmp))
         write_json(run.tokens_meta, meta)
-        update_stage(run, "tokens", "done", config=conf, seconds=time.time() - t0,
-                     vocab_size=vocab, train_tokens=meta["train_tokens"], val_tokens=meta["val_tokens"])
+        st.record(vocab_size=vocab, train_tokens=meta["train_tokens"], val_tokens=meta["val_tokens"])
     return meta

@@ -1,8 +1,9 @@
-"""The batched fitting engine behind fit.py: grid search and Levenberg-Marquardt for a block of
-trajectories at once (torch tensors in, torch tensors out; no per-token Python loop, no I/O).
+"""The batched fitting engine behind the fit's models (models.py): grid search and
+Levenberg-Marquardt for a block of trajectories at once (torch tensors in, torch tensors out; no
+per-token Python loop, no I/O).
 
 All work happens on standardized trajectories (per-token mean 0, variance 1), so one set of
-tolerances and one dtype (float32) serve any loss scale; fit.py maps results back to nats.
+tolerances and one dtype (float32) serve any loss scale; models.py maps results back to nats.
 Parameter layout per token: [b, a1, mu1, w1] or [b, a1, mu1, w1, a2, mu2, w2].
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tokenclock.curves import grid
+from tokenclock.curves import grid, logistic
 
 
 @dataclass
@@ -42,10 +43,10 @@ def evaluate(p: torch.Tensor, u: torch.Tensor, jac: bool = True):
     for j in range(n_ev):
         a, mu, w = (p[:, 1 + 3 * j + i, None] for i in range(3))
         z = (mu - u) / w                      # (C, K)
-        s = torch.sigmoid(z)
+        s = logistic(z)
         f = f + a * s
         if jac:
-            dmu = a * s * (1 - s) / w         # d f / d mu
+            dmu = a * s * (1 - s) / w         # d f / d mu (s' = s (1 - s), s in hand)
             cols += [s, dmu, -dmu * z]        # d f / d a, d mu, d w
     return f, (torch.stack(cols, dim=1) if jac else None)
 
@@ -107,7 +108,7 @@ class GridBasis:
         mu, w = grid(u_np, n_mu, n_w, margin, w_min_frac, w_max_frac)
         self.mu = torch.as_tensor(mu, dtype=u.dtype, device=u.device)   # (G,)
         self.w = torch.as_tensor(w, dtype=u.dtype, device=u.device)
-        S = torch.sigmoid((self.mu[None, :] - u[:, None]) / self.w[None, :])  # (K, G)
+        S = logistic((self.mu[None, :] - u[:, None]) / self.w[None, :])  # (K, G)
         self.mean = S.mean(0)                                        # (G,)
         self.Sc = S - self.mean                                      # centred
         self.norm2 = (self.Sc * self.Sc).sum(0)                      # (G,)
@@ -129,7 +130,7 @@ def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis)
     (b, a1, a2) with the first event's (mu1, w1) held fixed (via the part of the new basis curve
     orthogonal to the first), best cell per token. Returns p (C, 7)."""
     b1, a1, mu1, w1 = p1.unbind(1)
-    s1 = torch.sigmoid((mu1[:, None] - u) / w1[:, None])     # (C, K)
+    s1 = logistic((mu1[:, None] - u) / w1[:, None])     # (C, K)
     s1c = s1 - s1.mean(1, keepdim=True)
     n1 = (s1c * s1c).sum(1).sqrt().clamp_min(1e-12)          # (C,)
     e1 = s1c / n1[:, None]
@@ -145,7 +146,7 @@ def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis)
     a2 = torch.where(valid.gather(1, g[:, None])[:, 0], a2, torch.zeros_like(a2))
     a1n = a1_0 - a2 * ES.gather(1, g[:, None])[:, 0] / n1
     mu2, w2 = gb.mu[g], gb.w[g]
-    s2 = torch.sigmoid((mu2[:, None] - u) / w2[:, None])
+    s2 = logistic((mu2[:, None] - u) / w2[:, None])
     b = (ys - a1n[:, None] * s1 - a2[:, None] * s2).mean(1)
     return torch.stack([b, a1n, mu1, w1, a2, mu2, w2], dim=1)
 

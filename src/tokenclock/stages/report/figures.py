@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from tokenclock.artifacts import atomic_path
-from tokenclock.stages.report.math import (_largest_positive_event, _power_law, _r2, fitted_curve,
-                                           spearman)
+from tokenclock.curves import curve
+from tokenclock.scores import r2_score, spearman
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import (CLASS_ORDER, _fmt, _from, _not_computed, _ordered, _pct,
-                                           _token_label, _visible)
+from tokenclock.stages.report.text import (CLASS_ORDER, _from, _not_computed, _ordered, _token_label,
+                                           _visible)
+from tokenclock.text import fmt, pct
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
 GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irregular": 2,
@@ -69,7 +70,7 @@ def _section_loss_curve(r: RunView, figs: _Figures) -> str:
     if r.spec_summary:
         xs = np.geomspace(x_all[ok].min(), x_all[ok].max(), 200) if ok.sum() > 1 else None
         for key, color in (("alpha_measured", "tab:red"), ("alpha_spectrum", "tab:purple")):
-            pl = _power_law(r.spec_summary, key, x_all, mean_loss) if xs is not None else None
+            pl = r.power_law(key, x_all, mean_loss) if xs is not None else None
             if pl:
                 e, a, alpha, how = pl
                 ax.plot(xs, e + a * xs ** -alpha, "--", color=color,
@@ -144,7 +145,7 @@ def _section_examples(r: RunView, figs: _Figures) -> str:
         ax.plot(x[keep], traj[:, j], ".", ms=3, color="0.3")
         if t in b_of:
             a, mu, w = ev.get(t, (np.zeros(0), np.zeros(0), np.ones(0)))
-            ax.plot(np.exp(uu), fitted_curve(uu, b_of[t], a, mu, w, c_of.get(t, 0.0), u.max()),
+            ax.plot(np.exp(uu), curve(uu, b_of[t], a, mu, w, c_of.get(t, 0.0), u.max()),
                     color="tab:red", lw=1.2)
         i = cols[j]
         label = _token_label(_text(r, "context", i), _text(r, "token_text", i))
@@ -226,18 +227,21 @@ def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
         if r2 is None and axis == (r.spec_summary or {}).get("axis"):
             r2 = (r.spec_summary or {}).get("reconstruction_r2")
         if r2 is None:
-            r2 = _r2(meas[~held], rec[~held])
+            r2 = r2_score(rec[~held], meas[~held])
         numbers.setdefault("clock_r2", {})[axis] = r2
         ax.plot(x[~held], meas[~held], "o", ms=3, color="k", label="measured")
         if held.any():
             ax.plot(x[held], meas[held], "o", ms=4, mfc="none", color="tab:green", label="measured, held out")
-        ax.plot(x, rec, "-", color="tab:red", label=f"reconstructed, R² = {_fmt(r2)}")
+        ax.plot(x, rec, "-", color="tab:red", label=f"reconstructed, R² = {fmt(r2)}")
         ax.set_xscale("log")
         ax.set_xlabel(axis)
         ax.set_ylabel("−dL/d ln x (nats)")
         ax.set_title(f"clock: {axis}", fontsize=9)
         ax.legend(fontsize=7)
-    names = [p.relative_to(r.run.root).as_posix() for p in sorted(r.run.spectrum_dir.glob("*curve.parquet"))]
+    paths = [r.run.spectrum_curve(a) for a in r.run.spectrum_clocks()]
+    if r.run.spectrum_curve().is_file():
+        paths.append(r.run.spectrum_curve())
+    names = [p.relative_to(r.run.root).as_posix() for p in sorted(paths)]
     return "<h2>Reconstruction of −dL/d ln x</h2>" + figs.save(
         fig, "reconstruction.png", _from(*names, "spectrum/summary.json")
         + "; open circles: held-out checkpoints; R² from spectrum/summary.json (in-sample), "
@@ -277,17 +281,17 @@ def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
     keep = x > 0
     mean_loss = r.mean_loss[keep]
     near = np.flatnonzero(np.abs(mean_loss - float(np.nanmean(uni))) <= UNIGRAM_TOL_NATS)
-    sent = [f"Averaged over tokens, the loss falls {_fmt(unigram_drop + contextual_drop)} nats from "
-            f"uniform predictions (ln V = {ln_v:.3g}) to {final_src}: {_fmt(unigram_drop)} nats "
+    sent = [f"Averaged over tokens, the loss falls {fmt(unigram_drop + contextual_drop)} nats from "
+            f"uniform predictions (ln V = {ln_v:.3g}) to {final_src}: {fmt(unigram_drop)} nats "
             f"of that is the shared collapse to unigram predictions (ln V minus the token's unigram "
-            f"loss, trace/tokens.parquet) and {_fmt(contextual_drop)} nats is contextual (unigram "
+            f"loss, trace/tokens.parquet) and {fmt(contextual_drop)} nats is contextual (unigram "
             f"loss minus the final loss)."]
     if r.fit_tokens is not None and "model" in r.fit_tokens and len(r.fit_tokens["model"]):
         names, counts = np.unique(r.fit_tokens["model"].astype(str), return_counts=True)
         share = dict(zip(names.tolist(), (counts / counts.sum()).tolist()))
         sig = sum(v for k, v in share.items() if k.startswith("sigmoid"))
-        sent.insert(0, f"{_pct(sig)} of {counts.sum():,} tokens are best described (BIC) by a sigmoid "
-                       f"model (" + ", ".join(f"{k} {_pct(v)}" for k, v in share.items()) + ").")
+        sent.insert(0, f"{pct(sig)} of {counts.sum():,} tokens are best described (BIC) by a sigmoid "
+                       f"model (" + ", ".join(f"{k} {pct(v)}" for k, v in share.items()) + ").")
     if len(near) and r.events is not None and len(r.events["mu"]):
         k = near[0]
         u_k = math.log(x[keep][k])
@@ -298,8 +302,8 @@ def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
         numbers.update(unigram_checkpoint_x=float(x[keep][k]), early_event_share=share,
                        early_event_amplitude_share=share_a)
         sent.append(f"The mean loss first comes within {UNIGRAM_TOL_NATS} nats of the mean unigram "
-                    f"loss at {r.axis} = {_fmt(x[keep][k])}; {_pct(share)} of all events (and "
-                    f"{_pct(share_a)} of the learning amplitude) have their midpoint before then: "
+                    f"loss at {r.axis} = {fmt(x[keep][k])}; {pct(share)} of all events (and "
+                    f"{pct(share_a)} of the learning amplitude) have their midpoint before then: "
                     f"by timing alone those events cannot be told apart from the shared unigram "
                     f"phase.")
     elif not len(near):
@@ -314,7 +318,7 @@ def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
         return head + _not_computed("fit", r.run, "learning times")
     if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
         return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
-    tok, mu = _largest_positive_event(r.events)
+    tok, mu = r.largest_learning_events()
     if len(tok) < 3:
         return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'
     count = np.asarray(r.tokens["train_count"], float)[r.columns(tok)]
@@ -338,9 +342,9 @@ def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
             f"ρ = {rho:+.2f} over {len(tok):,} tokens with a learning event"
             + (" (frequent tokens are learned earlier). " if rho < 0 else ". "))
     if math.isfinite(rho):
-        text += (f"Frequency accounts for ρ² = {_pct(rho * rho)} of the rank variance of learning "
+        text += (f"Frequency accounts for ρ² = {pct(rho * rho)} of the rank variance of learning "
                  f"times; a heavy-tailed difficulty (frequency) explanation covers that much, and the "
-                 f"remaining {_pct(1 - rho * rho)} depends on something else (context, position, "
+                 f"remaining {pct(1 - rho * rho)} depends on something else (context, position, "
                  f"what the token's context needs to have been learned first).")
     return head + body + f"<p>{html.escape(text)}</p>" + _extremes_table(r, tok, mu, count)
 
@@ -352,8 +356,8 @@ def _extremes_table(r: RunView, tok: np.ndarray, mu: np.ndarray, count: np.ndarr
     for label, idx in (("earliest", order[:n]), ("latest", order[::-1][:n])):
         for j in idx:
             i = int(r.columns([tok[j]])[0])
-            rows.append(f"<tr><td>{label}</td><td>{_fmt(float(np.exp(mu[j])))}</td>"
-                        f"<td>{_fmt(int(count[j]))}</td><td>{_token_html(r, i)}</td></tr>")
+            rows.append(f"<tr><td>{label}</td><td>{fmt(float(np.exp(mu[j])))}</td>"
+                        f"<td>{fmt(int(count[j]))}</td><td>{_token_html(r, i)}</td></tr>")
     return (f"<details><summary>the {n} earliest and latest learned tokens</summary><table>"
             f"<tr><th></th><th>mu ({html.escape(r.axis)})</th><th>train_count</th>"
             "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")

@@ -1,5 +1,6 @@
 """Loading one run for the report: reads every artifact a report section may use (trace, fit,
 spectrum, ckpt index, manifest) into a RunView; a stage that has not run leaves its fields empty.
+The RunView also derives the few numbers several sections need (mean loss, power law, events).
 """
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import math
+
 import numpy as np
 
+from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError
 from tokenclock.rundir import RunDir, load_manifest
-from tokenclock.artifacts import read_json, read_npy, read_parquet
-from tokenclock.stages.report.math import _mean_loss_per_ckpt
+from tokenclock.scores import power_law_coefficients
 
 
 @dataclass
@@ -57,18 +60,47 @@ class RunView:
         """Axis values of all K checkpoints along the fitted axis."""
         return np.asarray(self.axis_table[self.axis], dtype=np.float64)
 
+    def largest_learning_events(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tok_idx, mu) of each token's largest learning (a > 0) event in fit/events.parquet."""
+        pos = self.events["a"] > 0
+        tok, a, mu = self.events["tok_idx"][pos], self.events["a"][pos], self.events["mu"][pos]
+        order = np.lexsort((a, tok))
+        tok, mu = tok[order], mu[order]
+        last = np.r_[tok[1:] != tok[:-1], True] if len(tok) else np.zeros(0, bool)
+        return tok[last], mu[last]
+
+    def power_law(self, alpha_key: str, x: np.ndarray, y: np.ndarray):
+        """(E, A, alpha, source) of L = E + A x^-alpha for spectrum/summary.json's alpha_key
+        (alpha_measured or alpha_spectrum): E and A from the summary when it has them, else least
+        squares of the traced mean loss y(x) for that alpha. None without an alpha."""
+        summary = self.spec_summary or {}
+        alpha = summary.get(alpha_key)
+        if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            return None
+        pl = summary.get("power_law" if alpha_key == "alpha_measured" else "power_law_spectrum")
+        if isinstance(pl, dict) and all(isinstance(pl.get(k), (int, float)) and math.isfinite(pl[k])
+                                        for k in ("E", "A")):
+            return float(pl["E"]), float(pl["A"]), float(alpha), "spectrum/summary.json"
+        ea = power_law_coefficients(x, y, alpha)
+        return None if ea is None else (*ea, float(alpha), "least squares here")
+
+
+def _mean_loss_per_ckpt(loss: np.ndarray) -> np.ndarray:
+    """(K,) mean over tokens, one contiguous row at a time (never the whole matrix in memory);
+    NaN losses are skipped (the report draws what it can; the spectrum stage refuses them)."""
+    return np.array([float(np.nanmean(np.asarray(loss[k], dtype=np.float64)))
+                     for k in range(loss.shape[0])])
 
 
 def _optional(reader, path: Path, *args):
     return reader(path, *args) if Path(path).is_file() else None
 
 
-
 def load_run(run: RunDir) -> RunView:
     if not run.trace_loss.is_file() or not run.trace_tokens.is_file():
         raise RunDirError(f"{run.trace_dir} has no loss matrix (loss.npy + tokens.parquet)",
                           f"run `tokenclock trace {run.root}` first")
-    meta = read_json(run.trace_dir / "meta.json") if (run.trace_dir / "meta.json").is_file() else {}
+    meta = read_json(run.trace_meta) if run.trace_meta.is_file() else {}
     loss = read_npy(run.trace_loss, mmap=True)
     axis_table = read_parquet(run.trace_axis)
     fit_summary = _optional(read_json, run.fit_summary)

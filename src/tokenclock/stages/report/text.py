@@ -1,13 +1,10 @@
-"""How the report writes text (no files, no figures): token text with whitespace made visible,
-numbers and shares, the order of the token classes, "not computed" notes and the captions that name
-the artifact (and the command that writes it) behind each figure."""
+"""How the report writes its own text (no files, no figures; numbers: tokenclock.text): token text
+with whitespace made visible, the order of the token classes, "not computed" notes and the captions
+that name the artifact (and the command that writes it) behind each figure."""
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
-
-import numpy as np
 
 from tokenclock.rundir import RunDir
 
@@ -35,22 +32,6 @@ def _visible(text: Any, limit: int | None = None, keep: str = "end") -> str:
 
 def _token_label(context: Any, token: Any) -> str:
     return f"{_visible(context, 22)}[{_visible(token, 12, keep='start')}]"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
-            return "n/a"
-        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return str(v)
-
-
-def _pct(v: float) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
 def _not_computed(stage: str, run: RunDir, what: str = "") -> str:

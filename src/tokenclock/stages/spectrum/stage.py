@@ -1,4 +1,5 @@
-"""The learning-time spectrum: events -> rho(u), reconstruction of -dL/du, power-law exponents.
+"""The spectrum stage: events -> rho(u), reconstruction of -dL/du, power-law exponents, for every
+fitted clock (the math: stages/spectrum/reconstruct.py and tokenclock.scores).
 
 Reads RUN/trace/{loss.npy, axis.parquet} and RUN/fit[/<axis>]/{events,tokens}.parquet; writes
 RUN/spectrum/{curve,density,<axis>_curve,<axis>_density}.parquet and RUN/spectrum/summary.json.
@@ -7,20 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from tokenclock.curves import logistic
-from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir, load_manifest, run_lock, stage_config, update_stage
 from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_parquet
-from tokenclock.stages.fit.stage import FitConfig, fit_matrix, load_axis
-
-_CHUNK_ELEMS = 1 << 22  # float64 elements per (events x grid) or (ckpt x columns) block: 32 MiB
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir, load_manifest, stage_config
+from tokenclock.scores import fit_power_law, mean_rel_error, r2_score
+from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.fit.fitter import fit_matrix
+from tokenclock.stages.fit.stage import load_axis
+from tokenclock.stages.spectrum.reconstruct import (CHUNK_ELEMS, density_table, event_share,
+                                                    measured_curve, measured_derivative,
+                                                    reconstruct_curve, reconstruct_derivative)
 
 
 @dataclass
@@ -62,245 +65,6 @@ class SpectrumConfig:
             raise ConfigError(f"spectrum.chunk_columns must be >= 1, got {self.chunk_columns}")
 
 
-# ----------------------------------------------------------------------------- measured curve
-
-
-def measured_curve(loss_kn: np.ndarray, keep_mask: np.ndarray | None = None,
-                   chunk_columns: int | None = None) -> np.ndarray:
-    """L(u_k) = mean over tokens of the loss at each kept checkpoint, (K',) float64.
-
-    Streams the (K, N) matrix (a memmap is fine) in column blocks, accumulating in float64."""
-    K, N = loss_kn.shape
-    rows = np.arange(K) if keep_mask is None else np.flatnonzero(np.asarray(keep_mask, bool))
-    if keep_mask is not None and len(keep_mask) != K:
-        raise DataError(f"keep_mask has {len(keep_mask)} entries, the loss matrix {K} rows")
-    if N == 0:
-        raise DataError("the loss matrix has no token columns", "re-run `tokenclock trace`")
-    step = chunk_columns or max(1, _CHUNK_ELEMS // max(len(rows), 1))
-    total = np.zeros(len(rows))
-    contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
-    for c0 in range(0, N, step):
-        block = (loss_kn[rows[0]:rows[-1] + 1, c0:c0 + step] if contiguous
-                 else loss_kn[rows, c0:c0 + step])
-        block = np.asarray(block, dtype=np.float64)  # (K', chunk)
-        sums = block.sum(axis=1)
-        if not np.all(np.isfinite(sums)):
-            bad = int((~np.isfinite(block)).sum())
-            raise DataError(f"loss matrix has {bad} NaN/inf values in columns {c0}..{c0 + step - 1}",
-                            "re-run `tokenclock trace` (a checkpoint may have diverged)")
-        total += sums
-    return total / N
-
-
-def measured_derivative(L: np.ndarray, u: np.ndarray, smooth: int = 2) -> np.ndarray:
-    """-dL/du at each u_k from the measured curve, (K,).
-
-    smooth = h > 0: slope at u_k of a least-squares quadratic through the 2h+1 nearest checkpoints
-    (window shifted, not shrunk, at the ends) -- a Savitzky-Golay derivative that works on a
-    non-uniform grid and is exact for quadratics. smooth = 0: second-order central differences."""
-    L = np.asarray(L, np.float64)
-    u = np.asarray(u, np.float64)
-    K = len(u)
-    if L.shape != u.shape or L.ndim != 1:
-        raise DataError(f"curve and axis lengths differ ({L.shape} vs {u.shape})")
-    if K < 3:
-        raise DataError(f"need at least 3 checkpoints for a derivative, got {K}",
-                        "trace more checkpoints")
-    if not np.all(np.diff(u) > 0):
-        raise DataError("the axis is not strictly increasing", "check trace/axis.parquet")
-    if smooth == 0:
-        return -np.gradient(L, u, edge_order=2)
-    W = min(2 * smooth + 1, K)
-    start = np.clip(np.arange(K) - W // 2, 0, K - W)
-    idx = start[:, None] + np.arange(W)[None, :]                   # (K, W)
-    scale = (u[-1] - u[0]) / (K - 1)                               # conditions the normal equations
-    du = (u[idx] - u[:, None]) / scale                             # (K, W)
-    X = np.stack([np.ones_like(du), du, du * du], axis=-1)          # (K, W, 3)
-    XtX = np.einsum("kwi,kwj->kij", X, X)
-    Xty = np.einsum("kwi,kw->ki", X, L[idx])
-    coef = np.linalg.solve(XtX, Xty[..., None])[..., 0]             # (K, 3)
-    return -coef[:, 1] / scale
-
-
-# ----------------------------------------------------------------------------- reconstruction
-
-
-def _sigmoid_prime(z: np.ndarray) -> np.ndarray:
-    """s'(z) = s(z) (1 - s(z)), written with exp(-|z|) so it neither overflows nor cancels."""
-    e = np.exp(-np.abs(z))
-    return e / (1.0 + e) ** 2
-
-
-def _event_arrays(events: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    a = np.asarray(events["a"], np.float64)
-    mu = np.asarray(events["mu"], np.float64)
-    w = np.asarray(events["width"], np.float64)
-    if not (a.shape == mu.shape == w.shape):
-        raise DataError("event columns a, mu, width have different lengths")
-    if np.any(~np.isfinite(a) | ~np.isfinite(mu) | ~(w > 0)):
-        raise DataError("events have non-finite a/mu or non-positive width",
-                        "re-run `tokenclock fit`")
-    return a, mu, w
-
-
-def _sum_over_events(events: Mapping[str, Any], u: np.ndarray, kind: str) -> np.ndarray:
-    """sum_e a_e/w_e s'((mu_e-u)/w_e)  (kind='rate')  or  sum_e a_e s((mu_e-u)/w_e)  (kind='level')."""
-    a, mu, w = _event_arrays(events)
-    u = np.asarray(u, np.float64)
-    out = np.zeros(len(u))
-    step = max(1, _CHUNK_ELEMS // max(len(u), 1))
-    for e0 in range(0, len(a), step):
-        sl = slice(e0, e0 + step)
-        z = (mu[sl, None] - u[None, :]) / w[sl, None]              # (events, K)
-        if kind == "rate":
-            out += (a[sl] / w[sl]) @ _sigmoid_prime(z)
-        else:
-            out += a[sl] @ logistic(z)
-    return out
-
-
-def reconstruct_derivative(events: Mapping[str, Any], n_tok: int, u: np.ndarray) -> np.ndarray:
-    """-dL/du = (1/N) sum_e (a_e / w_e) s'((mu_e - u) / w_e), at each u, (K,)."""
-    return _sum_over_events(events, u, "rate") / n_tok
-
-
-def reconstruct_curve(tokens_b: np.ndarray, events: Mapping[str, Any], n_tok: int,
-                      u: np.ndarray, tokens_c: np.ndarray | None = None) -> np.ndarray:
-    """Mean of the fitted token curves b_i + c_i (u - u_K) + sum_j a_j s((mu_j - u) / w_j), at each
-    u, (K,); c_i is the slope of tokens whose best model is linear in ln x (0 otherwise)."""
-    u = np.asarray(u, np.float64)
-    lin = 0.0 if tokens_c is None else float(np.nansum(tokens_c)) * (u - u[-1])
-    return (float(np.sum(np.asarray(tokens_b, np.float64))) + lin + _sum_over_events(events, u, "level")) / n_tok
-
-
-def spectrum_density(events: Mapping[str, Any], n_tok: int, u_grid: np.ndarray,
-                     bandwidth: float) -> np.ndarray:
-    """rho(u) = (1/N) sum_e a_e N(u; mu_e, bandwidth^2): the Gaussian-smoothed spectrum, (G,).
-    Its integral over a grid that covers the events is the mean net drop per token, sum_e a_e / N."""
-    a, mu, _ = _event_arrays(events)
-    u_grid = np.asarray(u_grid, np.float64)
-    out = np.zeros(len(u_grid))
-    norm = 1.0 / (bandwidth * math.sqrt(2 * math.pi))
-    step = max(1, _CHUNK_ELEMS // max(len(u_grid), 1))
-    for e0 in range(0, len(a), step):
-        z = (u_grid[None, :] - mu[e0:e0 + step, None]) / bandwidth  # (events, G)
-        out += a[e0:e0 + step] @ np.exp(-0.5 * z * z)
-    return out * norm / n_tok
-
-
-def spectrum_histogram(events: Mapping[str, Any], n_tok: int, edges: np.ndarray) -> np.ndarray:
-    """Histogram version of rho: (1/N) sum of a_e over events with mu_e in each bin, divided by the
-    bin width (so it integrates like the density), (len(edges) - 1,)."""
-    a, mu, _ = _event_arrays(events)
-    edges = np.asarray(edges, np.float64)
-    sums, _ = np.histogram(mu, bins=edges, weights=a)
-    return sums / np.diff(edges) / n_tok
-
-
-def window_drops(events: Mapping[str, Any], u_lo: float, u_hi: float) -> np.ndarray:
-    """Per event, the part of its drop that happens inside [u_lo, u_hi]:
-    a_e [s((mu_e - u_lo)/w_e) - s((mu_e - u_hi)/w_e)], (E,). A censored event (mu outside the
-    window) counts only for its visible tail, however large its fitted a."""
-    a, mu, w = _event_arrays(events)
-    return a * (logistic((mu - u_lo) / w) - logistic((mu - u_hi) / w))
-
-
-def _weighted_quantile(v: np.ndarray, wt: np.ndarray, q: np.ndarray) -> np.ndarray:
-    order = np.argsort(v)
-    cw = np.cumsum(wt[order])
-    return np.interp(np.asarray(q) * cw[-1], cw, v[order])
-
-
-def silverman_bandwidth(events: Mapping[str, Any], fallback: float,
-                        weights: np.ndarray | None = None) -> float:
-    """Silverman's rule 0.9 min(sd, IQR/1.34) n_eff^-1/5 for the event midpoints, weighted by
-    `weights` (default |a|; n_eff is Kish's effective sample size)."""
-    _, mu, _ = _event_arrays(events)
-    wt = np.abs(np.asarray(events["a"], np.float64) if weights is None else weights)
-    if len(mu) < 2 or not wt.sum() > 0:
-        return fallback
-    m = np.average(mu, weights=wt)
-    sd = math.sqrt(np.average((mu - m) ** 2, weights=wt))
-    q1, q3 = _weighted_quantile(mu, wt, np.array([0.25, 0.75]))
-    spread = min(sd, (q3 - q1) / 1.34) if q3 > q1 else sd
-    n_eff = wt.sum() ** 2 / np.sum(wt * wt)
-    h = 0.9 * spread * n_eff ** -0.2
-    return float(h) if h > 0 else fallback
-
-
-# ----------------------------------------------------------------------------- scores
-
-
-def r2_score(pred: np.ndarray, meas: np.ndarray) -> float:
-    """1 - SSE / SST of pred against meas (NaN with fewer than 2 points or a constant meas)."""
-    pred, meas = np.asarray(pred, np.float64), np.asarray(meas, np.float64)
-    if len(meas) < 2:
-        return float("nan")
-    sst = float(np.sum((meas - meas.mean()) ** 2))
-    return 1.0 - float(np.sum((pred - meas) ** 2)) / sst if sst > 0 else float("nan")
-
-
-def mean_rel_error(pred: np.ndarray, meas: np.ndarray) -> float:
-    """sum |pred - meas| / sum |meas|: mean absolute error relative to the mean measured size
-    (pointwise ratios blow up where -dL/du crosses zero, e.g. in the unigram dip)."""
-    pred, meas = np.asarray(pred, np.float64), np.asarray(meas, np.float64)
-    den = float(np.sum(np.abs(meas)))
-    return float(np.sum(np.abs(pred - meas))) / den if den > 0 else float("nan")
-
-
-def fit_power_law(x: np.ndarray, L: np.ndarray, n_grid: int = 200, rounds: int = 4) -> dict:
-    """Fit L = E + A x^-alpha. For each E on a grid over [0, min L), ln(L - E) is regressed on ln x
-    (closed form, all E at once); the E with the least squared error in L wins, and the grid is
-    refined around it `rounds` times. Returns {E, A, alpha, r2}."""
-    x, L = np.asarray(x, np.float64), np.asarray(L, np.float64)
-    nan = {"E": float("nan"), "A": float("nan"), "alpha": float("nan"), "r2": float("nan")}
-    ok = np.isfinite(L) & (x > 0)
-    x, L = x[ok], L[ok]
-    if len(x) < 3 or np.ptp(np.log(x)) == 0:
-        return nan
-    lx = np.log(x)
-    lmin = float(L.min())
-    lo = 0.0 if lmin > 0 else lmin - max(np.ptp(L), 1.0)
-    hi = lmin - 1e-9 * max(abs(lmin), 1.0)
-    best = None
-    for _ in range(rounds):
-        E = np.linspace(lo, hi, n_grid)                              # (G,)
-        y = np.log(np.maximum(L[None, :] - E[:, None], 1e-300))       # (G, K)
-        xm = lx - lx.mean()
-        slope = (y - y.mean(1, keepdims=True)) @ xm / (xm @ xm)       # (G,)
-        icpt = y.mean(1) - slope * lx.mean()
-        pred = E[:, None] + np.exp(icpt[:, None] + slope[:, None] * lx[None, :])
-        sse = np.sum((pred - L[None, :]) ** 2, axis=1)
-        sse[~np.isfinite(sse)] = np.inf
-        j = int(np.argmin(sse))
-        if best is None or sse[j] <= best[0]:
-            best = (float(sse[j]), float(E[j]), float(np.exp(icpt[j])), float(-slope[j]))
-        step = (hi - lo) / (n_grid - 1)
-        lo, hi = max(lo, E[j] - step), min(hi, E[j] + step)
-    _, E_, A_, alpha = best
-    return {"E": E_, "A": A_, "alpha": alpha,
-            "r2": r2_score(E_ + A_ * x ** -alpha, L)}
-
-
-def event_share(events: Mapping[str, Any], n_tok: int, u: np.ndarray, L: np.ndarray) -> dict:
-    """How much of the measured drop L(u_1) - L(u_K) the events account for.
-
-    event_share: the net drop events make inside the observed window,
-      (1/N) sum_e a_e [s((mu_e - u_1)/w_e) - s((mu_e - u_K)/w_e)], divided by L(u_1) - L(u_K)
-      (= the integral of the reconstructed -dL/du over the window, over the measured drop);
-    event_share_total: (1/N) sum_e a_e (whole sigmoids, including parts outside the window),
-      divided by the same measured drop. Signed: rises (a < 0) subtract."""
-    a, _, _ = _event_arrays(events)
-    ends = np.array([u[0], u[-1]], np.float64)
-    levels = _sum_over_events(events, ends, "level") / n_tok
-    drop = float(L[0] - L[-1])
-    window = float(levels[0] - levels[1])
-    total = float(a.sum() / n_tok)
-    div = (lambda v: v / drop) if drop != 0 else (lambda v: float("nan"))
-    return {"event_share": div(window), "event_share_total": div(total),
-            "measured_drop_nats": drop, "event_drop_nats": window}
-
-
 # ----------------------------------------------------------------------------- one clock
 
 
@@ -321,7 +85,7 @@ def _heldout_events(loss_kn: np.ndarray, rows: np.ndarray, u: np.ndarray, run: R
     except (ConfigError, TypeError, ValueError):
         fcfg = FitConfig(**{k: v for k, v in (("axis", axis), ("extra_axes", [])) if k in names})
     N = loss_kn.shape[1]
-    step = max(cfg.chunk_columns, _CHUNK_ELEMS // max(len(rows), 1))
+    step = max(cfg.chunk_columns, CHUNK_ELEMS // max(len(rows), 1))
     parts: dict[str, list] = {"tok_idx": [], "a": [], "mu": [], "width": []}
     for c0 in range(0, N, step):
         block = np.asarray(loss_kn[rows, c0:c0 + step], dtype=np.float32)  # (K_even, chunk)
@@ -391,30 +155,8 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
     s.update({"alpha_measured": pm["alpha"], "E": pm["E"], "A": pm["A"], "powerlaw_r2": pm["r2"],
               "alpha_spectrum": ps["alpha"], "E_spectrum": ps["E"], "A_spectrum": ps["A"],
               "powerlaw_spectrum_r2": ps["r2"]})
-    # Density: rho as defined (full amplitudes a_e) and rho_window (each event's drop inside the
-    # observed window: censored events with huge fitted a but a small visible tail stay small).
-    span = float(u[-1] - u[0])
-    a = np.asarray(events["a"], np.float64)
-    mu = np.asarray(events["mu"], np.float64)
-    d = window_drops(events, u[0], u[-1])
-    h = cfg.bandwidth or silverman_bandwidth(events, fallback=span / 50 or 0.1, weights=np.abs(d))
-    lo = max(min(u[0], mu.min() if len(mu) else u[0]) - 3 * h, u[0] - span / 2)
-    hi = min(max(u[-1], mu.max() if len(mu) else u[-1]) + 3 * h, u[-1] + span / 2)
-    grid = np.linspace(lo, hi, cfg.n_grid)
-    cols = ("a", "mu", "width")
-    pos = {k: np.asarray(events[k])[a > 0] for k in cols}
-    neg = {k: np.asarray(events[k])[a < 0] for k in cols}
-    rho_learn = spectrum_density(pos, N, grid, h)
-    rho_rise = spectrum_density(neg, N, grid, h)
-    rho_window = spectrum_density({"a": d, "mu": mu, "width": events["width"]}, N, grid, h)
-    dg = grid[1] - grid[0]
-    edges = np.concatenate([grid - dg / 2, [grid[-1] + dg / 2]])
-    density = {"u": grid, "x": np.exp(grid), "rho": rho_learn + rho_rise,
-               "rho_learn": rho_learn, "rho_rise": rho_rise, "rho_window": rho_window,
-               "rho_hist": spectrum_histogram(events, N, edges)}
-    s.update({"bandwidth": h, "density_mass": float(np.sum(density["rho"]) * dg),
-              "mean_event_drop_nats": float(a.sum() / N),
-              "n_events_censored": int(np.sum((mu < u[0]) | (mu > u[-1])))})
+    density, stats = density_table(events, N, u, cfg.bandwidth, cfg.n_grid)
+    s.update(stats)
     curve = {"x": x, "u": u, "loss_mean": L, "dldu_measured": meas, "dldu_reconstructed": rec,
              "loss_reconstructed": rec_L, "dldu_heldout": rec_held,
              "heldout": odd if heldout_events is not None else np.zeros(len(u), bool),
@@ -425,16 +167,16 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
 # ----------------------------------------------------------------------------- the stage
 
 
-def _clock_dirs(run: RunDir) -> tuple[str, dict[str, Path]]:
-    """{axis: folder with events.parquet}: the primary fit first, then RUN/fit/<axis>/ folders."""
+def _clocks(run: RunDir) -> tuple[str, dict[str, str | None]]:
+    """{axis: its fit's clock} for every fitted clock, the primary first: None for the primary fit
+    in RUN/fit/, the axis itself for RUN/fit/<axis>/."""
     if not run.fit_events.is_file() or not run.fit_summary.is_file():
         raise RunDirError(f"{run.fit_dir} has no fit results", f"run `tokenclock fit {run.root}` first")
     primary = str(read_json(run.fit_summary).get("axis") or "step")
-    dirs = {primary: run.fit_dir}
-    for p in sorted(run.fit_dir.iterdir()):
-        if p.is_dir() and (p / run.fit_events.name).is_file() and p.name not in dirs:
-            dirs[p.name] = p
-    return primary, dirs
+    clocks: dict[str, str | None] = {primary: None}
+    for name in run.fit_clocks():
+        clocks.setdefault(name, name)
+    return primary, clocks
 
 
 def _after_step(run: RunDir, cfg: SpectrumConfig) -> int:
@@ -449,28 +191,21 @@ def spectrum(run_dir: str | Path | RunDir, cfg: SpectrumConfig | None = None, *,
     """Run the spectrum stage on every fitted clock of a run; returns summary.json's contents."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = cfg or SpectrumConfig()
-    primary, dirs = _clock_dirs(run)
-    t0 = time.time()
-    with run_lock(run, "spectrum"):
-        update_stage(run, "spectrum", "running", config=dataclasses.asdict(cfg),
-                     inputs={"fit": [str(d.relative_to(run.root)) for d in dirs.values()]})
-        try:
-            summary = _run_clocks(run, cfg, primary, dirs, load_axis, progress)
-        except BaseException:
-            update_stage(run, "spectrum", "failed")
-            raise
-        update_stage(run, "spectrum", "done", seconds=time.time() - t0,
-                     best_clock=summary["best_clock"])
+    primary, clocks = _clocks(run)
+    inputs = {"fit": [str(run.fit_clock_dir(c).relative_to(run.root)) for c in clocks.values()]}
+    with run.stage("spectrum", dataclasses.asdict(cfg), inputs=inputs) as st:
+        summary = _run_clocks(run, cfg, primary, clocks, progress)
+        st.record(best_clock=summary["best_clock"])
     return summary
 
 
-def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, Path],
-                load_axis: Any, progress: bool) -> dict:
+def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str, str | None],
+                progress: bool) -> dict:
     loss = read_npy(run.trace_loss, mmap=True)                      # (K, N) float32
     axis_table = read_parquet(run.trace_axis)
     after_step = _after_step(run, cfg) if "step" in axis_table else None
-    clocks: dict[str, dict] = {}
-    for axis, folder in dirs.items():
+    scores: dict[str, dict] = {}
+    for axis, fit_clock in clocks.items():
         u, keep = load_axis(run, axis)
         u, keep = np.asarray(u, np.float64), np.asarray(keep, bool)
         if len(keep) != loss.shape[0] or keep.sum() != len(u):
@@ -480,9 +215,9 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, 
             after = np.asarray(axis_table["step"])[keep] >= after_step
         else:
             after = np.ones(len(u), bool)
-        events, n_bad = _finite_events(
-            read_parquet(folder / run.fit_events.name, columns=["tok_idx", "a", "mu", "width"]))
-        tok_cols = read_parquet(folder / run.fit_tokens.name)
+        events, n_bad = _finite_events(read_parquet(run.fit_clock_events(fit_clock),
+                                                    columns=["tok_idx", "a", "mu", "width"]))
+        tok_cols = read_parquet(run.fit_clock_tokens(fit_clock))
         tokens_b, tokens_c = tok_cols["b"], tok_cols.get("c")
         held, note = None, None
         if cfg.heldout:
@@ -506,9 +241,13 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, dirs: dict[str, 
         s["power_law"] = {"E": s["E"], "A": s["A"], "alpha": s["alpha_measured"], "r2": s["powerlaw_r2"]}
         s["power_law_spectrum"] = {"E": s["E_spectrum"], "A": s["A_spectrum"],
                                    "alpha": s["alpha_spectrum"], "r2": s["powerlaw_spectrum_r2"]}
-        clocks[axis] = _clean(s)
+        scores[axis] = _clean(s)
+    return _summary(run, cfg, primary, scores)
 
-    # Best clock: highest post-warmup held-out R^2; the first score every clock has decides.
+
+def _summary(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str, dict]) -> dict:
+    """summary.json: the primary clock's scores at the top, every clock's under `clocks`, and the
+    best clock by the highest post-warmup held-out R^2 (the first score every clock has decides)."""
     for key in ("reconstruction_r2_heldout_after_warmup", "reconstruction_r2_heldout",
                 "reconstruction_r2_after_warmup", "reconstruction_r2"):
         if all(c.get(key) is not None for c in clocks.values()):

@@ -5,14 +5,13 @@ fit, spectrum and report work unchanged) and exports a run's trace into one.
 from __future__ import annotations
 
 import json
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tokenclock.errors import DataError, InputError
-from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.rundir import RunDir
 from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_parquet)
 
 MIN_POINTS = 4
@@ -91,9 +90,7 @@ def import_npz(path: str | Path, out_dir: str | Path) -> str:
     """Write a losses.npz into out_dir/trace/ as a trace; returns the axis name."""
     d = read_losses_npz(path)
     run = RunDir(out_dir)
-    t0 = time.time()
-    with run_lock(run, "trace"):
-        update_stage(run, "trace", "running", inputs={"npz": str(path)})
+    with run.stage("trace", inputs={"npz": str(path)}) as st:
         loss = d["loss_matrix"]
         n, k = loss.shape
         with atomic_path(run.trace_loss) as tmp:
@@ -111,7 +108,7 @@ def import_npz(path: str | Path, out_dir: str | Path) -> str:
         meta = {"n_tok": n, "n_ckpt": k, "vocab_size": None, "axes": [name], "source": "npz",
                 "npz": str(path), "metadata": d.get("metadata")}
         write_json(run.trace_meta, meta)
-        update_stage(run, "trace", "done", seconds=time.time() - t0, summary=meta)
+        st.record(summary=meta)
     return name
 
 

@@ -1,309 +1,33 @@
 """Tracing checkpoint series that tokenclock did not train: Hugging Face revisions (Pythia, OLMo)
 and local checkpoint folders. Reads each checkpoint with AutoModelForCausalLM and its own
-tokenizer, and writes the same RUN/trace/ artifacts as `trace.trace` (source "hf"), through
-`trace.trace_series`: along steps (T axis, `trace_revisions`) or along model size (M axis,
-`trace_models`, column `n_params`).
+tokenizer, and writes the same RUN/trace/ artifacts as the own-run trace (source "hf"), through
+`trace_series`: along steps (T axis, `trace_revisions`) or along model size (M axis,
+`trace_models`, column `n_params`). Names -> steps: revisions.py; one checkpoint: checkpoints.py.
+
+torch is imported inside `_trace_locked` (start-up time).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
-import re
-import struct
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from tokenclock.errors import ConfigError, DataError, InputError, RunDirError, TokenizerError
-from tokenclock.rundir import RunDir, run_lock, update_stage
 from tokenclock.artifacts import write_json, write_npy, write_parquet
+from tokenclock.errors import ConfigError, DataError, InputError, RunDirError, TokenizerError
+from tokenclock.rundir import RunDir, Stage
 from tokenclock.scoring import resolve_device, trace_dtype
-from tokenclock.stages.data.documents import CorpusConfig
 from tokenclock.stages.data.corpus import read_documents, split_documents
+from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
+from tokenclock.stages.trace.revisions import parse_revision, read_step_map, resolve_revisions
 from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, TraceConfig, token_table, trace_series
-from tokenclock.stages.train.model import non_embedding_params, quiet_transformers
+from tokenclock.stages.train.model import quiet_transformers
 from tokenclock.windows import val_offsets
 
-# Pythia saved 154 checkpoints per model, all sizes at the same steps on the same data order:
-# log-spaced to 512, then every 1000 steps (the `extra-save-iters` of its training configs).
-PYTHIA_STEPS = [0] + [2 ** i for i in range(10)] + list(range(1000, 143001, 1000))
-PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens
-PRESETS: dict[str, Callable[[], list[str]]] = {"pythia": lambda: [f"step{s}" for s in PYTHIA_STEPS]}
-DEFAULT_SEQ_LEN = 256  # TraceConfig.seq_len = 0 means this here (there is no run to take it from)
-
-# OLMo: `step1000-tokens4B` (also with a prefix, e.g. `stage1-step1000-tokens5B`).
-OLMO_NAME = re.compile(r"step(\d+)-tokens(\d+)([KMBT]?)", re.IGNORECASE)
-# Local folders: step0, step_0000128 (tokenclock), checkpoint-500 (HF Trainer), global_step100.
-DEFAULT_STEP_PATTERN = r"(?:step|checkpoint)[-_]?(\d+)"
-_SCALE = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9, "T": 10 ** 12}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-
-
-# ----------------------------------------------------------------------------- revision names -> axis
-
-
-def preset_revisions(name: str) -> list[str]:
-    """The revision names of a preset (`pythia`: step0, step1, step2, step4, ..., step143000)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown revision preset '{name}'", f"use one of: {', '.join(PRESETS)}")
-    return PRESETS[name]()
-
-
-def parse_revision(name: str, pattern: str | None = None) -> dict:
-    """Axis row of a revision name: {"step": int, "tokens_seen": int or None}.
-
-    OLMo names give tokens_seen (`step1000-tokens4B` -> 4e9); `pattern` is a regex whose first
-    group (or group `step`) is the step; the default finds stepN, step_N, checkpoint-N, global_stepN.
-    """
-    base = Path(name).name or name
-    if pattern is None:
-        m = OLMO_NAME.search(base)
-        if m:
-            return {"step": int(m.group(1)), "tokens_seen": int(m.group(2)) * _SCALE[m.group(3).upper()]}
-    try:
-        rx = re.compile(pattern or DEFAULT_STEP_PATTERN, 0 if pattern else re.IGNORECASE)
-    except re.error as e:
-        raise ConfigError(f"--step-pattern {pattern!r} is not a valid regex ({e})") from None
-    m = rx.search(base)
-    if not m or not m.groups():
-        raise InputError(f"cannot read a step from revision name '{name}'",
-                         "pass --step-pattern REGEX (first group = step) or --step-map FILE (revision -> step)")
-    step = m.group("step") if "step" in rx.groupindex else m.group(1)
-    try:
-        return {"step": int(step), "tokens_seen": None}
-    except (TypeError, ValueError):
-        raise InputError(f"--step-pattern matched '{step}' in '{name}', not an integer step",
-                         "make the first group match digits only, e.g. step(\\d+)") from None
-
-
-def read_step_map(path: str | Path) -> dict[str, dict]:
-    """A user's mapping revision -> step (and optional tokens_seen), from CSV (columns revision,
-    step[, tokens_seen]) or JSON ({"rev": step} or {"rev": {"step": .., "tokens_seen": ..}})."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"step map {path} does not exist", "pass a CSV or JSON file: revision -> step")
-    out: dict[str, dict] = {}
-    try:
-        if path.suffix.lower() == ".json":
-            for rev, v in json.loads(path.read_text()).items():
-                v = v if isinstance(v, dict) else {"step": v}
-                out[str(rev)] = {"step": int(v["step"]), "tokens_seen": _opt_int(v.get("tokens_seen"))}
-        else:
-            with open(path, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    out[row["revision"].strip()] = {"step": int(row["step"]),
-                                                    "tokens_seen": _opt_int(row.get("tokens_seen"))}
-    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
-        raise InputError(f"step map {path} is malformed ({type(e).__name__}: {e})",
-                         "write CSV with a header `revision,step[,tokens_seen]` or JSON {\"rev\": step}") from None
-    if not out:
-        raise InputError(f"step map {path} is empty", "list one revision per row")
-    return out
-
-
-def _opt_int(v) -> int | None:
-    return None if v in (None, "") else int(v)
-
-
-def resolve_revisions(model: str, revisions: str | list[str] | None, pattern: str | None = None,
-                      step_map: dict | None = None) -> list[str]:
-    """Revision names from a preset name, `all`, a comma list, a text file (one per line) or the
-    step map's keys. `all`: subfolders of a local --model folder whose names carry a step, or the
-    branches of a hub repository."""
-    if isinstance(revisions, (list, tuple)):
-        return [str(r) for r in revisions]
-    if revisions is None:
-        if step_map:
-            return list(step_map)
-        revisions = "all" if Path(model).is_dir() else None
-    if revisions is None:
-        raise ConfigError(f"which revisions of {model}?", "pass --revisions pythia, a comma list or all")
-    if revisions in PRESETS:
-        return preset_revisions(revisions)
-    if revisions == "all":
-        if Path(model).is_dir():
-            names = [p.name for p in Path(model).iterdir() if p.is_dir() and not p.name.startswith(".")]
-        else:
-            from huggingface_hub import HfApi
-
-            try:
-                names = [b.name for b in HfApi().list_repo_refs(model).branches]
-            except Exception as e:
-                raise InputError(f"cannot list the revisions of {model} ({type(e).__name__})",
-                                 "pass --revisions as a comma list or a preset (pythia)") from None
-        keep = []
-        for n in sorted(names):
-            if step_map is not None:
-                if n in step_map:
-                    keep.append(n)
-                continue
-            try:
-                parse_revision(n, pattern)
-                keep.append(n)
-            except InputError:
-                continue
-        if not keep:
-            raise InputError(f"{model} has no revisions whose names carry a step",
-                             "pass --revisions explicitly, --step-pattern REGEX or --step-map FILE")
-        return keep
-    if Path(revisions).is_file():
-        return [ln.strip() for ln in Path(revisions).read_text().splitlines() if ln.strip()]
-    return [r.strip() for r in revisions.split(",") if r.strip()]
-
-
-# ----------------------------------------------------------------------------- one checkpoint
-
-
-@dataclass
-class Checkpoint:
-    """One model to load: a local folder (revision None) or a hub name at a revision."""
-
-    label: str  # the revision (T axis) or the model name (M axis), as given by the user
-    source: str
-    revision: str | None
-    row: dict = dataclasses.field(default_factory=dict)  # its axis row
-
-    def where(self) -> str:
-        return self.source if self.revision is None else f"{self.source}@{self.revision}"
-
-
-def locate(model: str, revision: str | None) -> Checkpoint:
-    """A local folder model/revision (or revision itself, if it is a folder), else a hub name."""
-    label = revision or model
-    if revision is not None and Path(model).is_dir():
-        return Checkpoint(label, str(Path(model) / revision), None)
-    if revision is not None and Path(revision).is_dir():
-        return Checkpoint(label, str(revision), None)
-    if Path(model).is_dir() or revision is None:
-        return Checkpoint(label, model, None)
-    return Checkpoint(label, model, revision)
-
-
-def check_safetensors(path: Path) -> str | None:
-    """Why a .safetensors file is unusable (truncated, bad header), or None. Reads the header only."""
-    size = path.stat().st_size
-    if size < 8:
-        return f"{path.name} is {size} bytes (truncated)"
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n > min(size - 8, 100 << 20):
-            return f"{path.name} has a header length of {n} bytes, the file has {size} (truncated or not safetensors)"
-        try:
-            header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return f"{path.name} has an unreadable header (corrupt)"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        return f"{path.name} holds {size} bytes, its header says {8 + n + end} (truncated or partial download)"
-    return None
-
-
-def check_folder(path: Path) -> str | None:
-    """Why a local checkpoint folder cannot be loaded (missing config/weights, truncated), or None."""
-    if not path.is_dir():
-        return f"folder {path} does not exist"
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        return f"{path} has no config.json"
-    try:
-        json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return f"{cfg} is not valid JSON"
-    present = [f for f in WEIGHT_FILES if (path / f).is_file()]
-    if not present:
-        return f"{path} has no weights ({' or '.join(WEIGHT_FILES[::2])})"
-    files = [path / present[0]]
-    if present[0].endswith(".index.json"):
-        try:
-            shards = sorted(set(json.loads(files[0].read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-            return f"{files[0]} is not a valid shard index"
-        missing = [s for s in shards if not (path / s).is_file()]
-        if missing:
-            return f"{path} lacks weight shard(s) {', '.join(missing[:3])}"
-        files = [path / s for s in shards]
-    for f in files:
-        if f.suffix == ".safetensors" and (why := check_safetensors(f)):
-            return why
-    return None
-
-
-def tokenizer_fingerprint(tok) -> dict:
-    """Vocabulary size and a hash of the (token, id) pairs: two tokenizers with equal fingerprints
-    map text to the same ids."""
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
-    return {"vocab_size": len(tok), "vocab_sha256": digest}
-
-
-def _fix(ck: Checkpoint) -> str:
-    if ck.revision is None:
-        return f"re-save or re-download {ck.source}, leave it out of --revisions, or pass --skip-bad"
-    return (f"check that revision {ck.revision} exists for {ck.source}; delete its files from the "
-            "huggingface_hub cache to re-download, or pass --skip-bad")
-
-
-def inspect_checkpoint(ck: Checkpoint) -> dict:
-    """Config, tokenizer and (local) weights of one checkpoint, without loading its weights:
-    {"config", "tokenizer", "fingerprint"}. Raises RunDirError naming the checkpoint."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    local = ck.revision is None and (Path(ck.source).exists() or ck.source.startswith((".", "/", "~")))
-    why = check_folder(Path(ck.source).expanduser()) if local else _hub_weights_missing(ck)
-    if why:
-        raise RunDirError(f"checkpoint {ck.label}: {why}", _fix(ck))
-    try:
-        config = AutoConfig.from_pretrained(ck.source, revision=ck.revision)
-    except Exception as e:
-        raise RunDirError(f"checkpoint {ck.label} ({ck.where()}): no usable config ({_first(e)})", _fix(ck)) from None
-    try:
-        tok = AutoTokenizer.from_pretrained(ck.source, revision=ck.revision)
-    except Exception as e:
-        raise RunDirError(f"checkpoint {ck.label} ({ck.where()}): no usable tokenizer ({_first(e)})", _fix(ck)) from None
-    return {"config": config, "tokenizer": tok, "fingerprint": tokenizer_fingerprint(tok)}
-
-
-def _hub_weights_missing(ck: Checkpoint) -> str | None:
-    """On the hub (when reachable): does the revision hold config.json and weights?"""
-    try:
-        from huggingface_hub import HfApi
-
-        files = set(HfApi().list_repo_files(ck.source, revision=ck.revision))
-    except Exception:  # offline, or a private/gated repo: loading will tell
-        return None
-    if "config.json" not in files:
-        return f"{ck.where()} has no config.json on the hub"
-    if not any(f.endswith((".safetensors", ".bin")) for f in files):
-        return f"{ck.where()} has no weights on the hub"
-    return None
-
-
-def _first(e: Exception) -> str:
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-
-
-def _loader(ck: Checkpoint, torch_dtype, emb_rows: int | None) -> Callable:
-    def load():
-        from transformers import AutoModelForCausalLM
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(ck.source, revision=ck.revision, dtype=torch_dtype)
-        except Exception as e:
-            raise RunDirError(f"checkpoint {ck.label} ({ck.where()}) cannot be loaded ({_first(e)})",
-                              _fix(ck) + "; rerun the same command to resume") from None
-        rows = int(model.get_input_embeddings().weight.shape[0])
-        if emb_rows is not None and rows != emb_rows:
-            raise TokenizerError(f"checkpoint {ck.label} has an embedding of {rows} rows, the others {emb_rows}",
-                                 "trace only checkpoints of one model and tokenizer")
-        return model
-    return load
+DEFAULT_SEQ_LEN = 256  # an unset TraceConfig.seq_len means this here (there is no run to take it from)
 
 
 # ----------------------------------------------------------------------------- validation text
@@ -400,25 +124,11 @@ def trace_models(out: str | Path, models: list[str], revision: str | None = None
     return _trace(out, cks, "n_params", conf, cfg, skip_bad, same_model=False, progress=progress)
 
 
-def _n_params(config) -> int:
-    """Non-embedding parameters from the config alone (the model is built on the meta device)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-
-    with torch.device("meta"):
-        return non_embedding_params(AutoModelForCausalLM.from_config(config))
-
-
-def _n_params_of(ck: Checkpoint, config) -> int:
-    try:
-        return _n_params(config)
-    except Exception:  # an architecture that cannot be built on the meta device: load it once
-        model = _loader(ck, None, None)()
-        try:
-            return non_embedding_params(model)
-        finally:
-            del model
+def _resolved(cfg: TraceConfig) -> dict:
+    """cfg with seq_len and seed resolved: there is no run to inherit them from (None, or the old
+    spellings 0 and -1, mean DEFAULT_SEQ_LEN and seed 0 here)."""
+    seed = 0 if cfg.seed is None or cfg.seed < 0 else cfg.seed
+    return dataclasses.asdict(cfg) | {"seq_len": cfg.seq_len or DEFAULT_SEQ_LEN, "seed": seed}
 
 
 def _trace(out, cks: list[Checkpoint], axis: str, conf: dict, cfg: TraceConfig | None, skip_bad: bool,
@@ -426,21 +136,12 @@ def _trace(out, cks: list[Checkpoint], axis: str, conf: dict, cfg: TraceConfig |
     quiet_transformers()
     cfg = cfg or TraceConfig()
     run = RunDir(out)
-    conf = {**conf, "checkpoints": [c.label for c in cks], "skip_bad": skip_bad,
-            "trace": dataclasses.asdict(cfg) | {"seq_len": cfg.seq_len or DEFAULT_SEQ_LEN,
-                                                "seed": cfg.seed if cfg.seed >= 0 else 0}}
-    t0 = time.time()
-    with run_lock(run, "trace"):
-        update_stage(run, "trace", "running", config=conf)
-        skipped: list[dict] = []
-        try:
-            meta = _trace_locked(run, cks, axis, conf, cfg, skip_bad, same_model, progress, skipped)
-        except BaseException:
-            update_stage(run, "trace", "failed", skipped=skipped)
-            raise
-        seconds = time.time() - t0
-        meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(seconds, 1e-9)
-        update_stage(run, "trace", "done", config=conf, seconds=seconds, summary=meta, skipped=skipped)
+    conf = {**conf, "checkpoints": [c.label for c in cks], "skip_bad": skip_bad, "trace": _resolved(cfg)}
+    skipped: list[dict] = []  # filled while checking; recorded with running and done
+    with run.stage("trace", conf, skipped=skipped) as st:
+        meta = _trace_locked(st, cks, axis, conf, cfg, skip_bad, same_model, progress, skipped)
+        meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(st.seconds, 1e-9)
+        st.record(summary=meta)
     return meta
 
 
@@ -488,18 +189,22 @@ def _check_vocab(good: list[Checkpoint], info: list[dict], same_model: bool, seq
                               f"pass --seq-len {max_pos} or less")
 
 
-def _trace_locked(run: RunDir, cks, axis, conf, cfg: TraceConfig, skip_bad, same_model, progress,
+def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_model, progress,
                   skipped: list[dict]) -> dict:
     import torch
 
+    run = st.run
 
     seq_len, seed = conf["trace"]["seq_len"], conf["trace"]["seed"]
-    good, info = _check_good(cks, skip_bad, skipped)
+    try:
+        good, info = _check_good(cks, skip_bad, skipped)
+    finally:  # into the manifest now, so a failure below keeps the list
+        st.note(skipped=skipped)
     _check_vocab(good, info, same_model, seq_len)
     ref = info[0]
     if axis == "n_params":
         for ck, inf in zip(good, info):
-            ck.row = {"n_params": _n_params_of(ck, inf["config"])}
+            ck.row = {"n_params": n_params_of(ck, inf["config"])}
         order = sorted(range(len(good)), key=lambda i: good[i].row["n_params"])
         good, info = [good[i] for i in order], [info[i] for i in order]
         ns = [c.row["n_params"] for c in good]
@@ -510,7 +215,7 @@ def _trace_locked(run: RunDir, cks, axis, conf, cfg: TraceConfig, skip_bad, same
     inputs, text_info = text_inputs(conf["text"], tok, cfg, seq_len, seed)
     torch_dtype = torch.bfloat16 if trace_dtype(cfg.dtype, device) is not None else torch.float32
     emb = int(ref["config"].vocab_size) if same_model else None
-    loaders = [(c.row, _loader(c, torch_dtype, emb)) for c in good]
+    loaders = [(c.row, model_loader(c, torch_dtype, emb)) for c in good]
     sig = {"conf": conf, "kept": [c.label for c in good],
            "inputs_sha": hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()}
     loss = trace_series(run, loaders, inputs, cfg, device, progress=progress, signature=sig)

@@ -3,14 +3,13 @@ per-token loss matrix RUN/trace/loss.npy float32 (n_ckpt, n_tok) in nats, the ax
 RUN/trace/axis.parquet, the token table RUN/trace/tokens.parquet and RUN/trace/meta.json.
 
 Resumable per checkpoint: rows are filled in a memmap under a temporary name, progress.json
-says how many are final, and loss.npy appears only when every row is done.
+says how many are final, and loss.npy appears only when every row is done. torch, transformers and
+tqdm are imported inside functions, for start-up time.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from tokenclock import dist
 from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir, run_lock, update_stage
+from tokenclock.rundir import RunDir
 from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
 from tokenclock.scoring import resolve_device, token_losses, trace_dtype
 from tokenclock.stages.data.tokens import load_tokenizer
@@ -32,23 +31,41 @@ MIN_CHECKPOINTS = 4
 
 @dataclass
 class TraceConfig:
-    """Which validation tokens are traced, and how."""
+    """Which validation tokens are traced, and how. Saved in the run's manifest with seq_len and
+    seed resolved (`resolved`)."""
 
-    n_seqs: int = 400  # validation sequences; every position of each is traced
-    seq_len: int = 0  # tokens per sequence (0 = train.seq_len of the run)
-    batch_size: int = 32  # sequences per forward pass
-    seed: int = -1  # which sequences (-1 = the run's seed)
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    n_seqs: int = 400
+    """Validation sequences; every position of each is traced."""
+    seq_len: int | None = None
+    """Tokens per sequence; None = train.seq_len of the run (0, the old spelling, means None)."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    seed: int | None = None
+    """Which sequences (val_offsets' seed); None = the run's seed (-1, the old spelling, means None)."""
+    dtype: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
     device: str = "auto"
-    context_tokens: int = 8  # left context shown beside each token in tables and the report
-    prefetch: bool = True  # load the next checkpoint while scoring this one (two models in host
-    # memory at once: set false for models near the memory size)
+    """auto (CUDA, then MPS, then CPU) or a torch device name."""
+    context_tokens: int = 8
+    """Left context shown beside each token in tables and the report."""
+    prefetch: bool = True
+    """Load the next checkpoint while scoring this one (two models in host memory at once: set
+    false for models near the memory size)."""
 
     def __post_init__(self) -> None:
-        if self.n_seqs < 1 or self.batch_size < 1 or self.seq_len < 0:
+        if self.seq_len == 0:
+            self.seq_len = None
+        if self.seed is not None and self.seed < 0:
+            self.seed = None
+        if self.n_seqs < 1 or self.batch_size < 1 or (self.seq_len is not None and self.seq_len < 0):
             raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
+
+    def resolved(self, seq_len: int, seed: int) -> "TraceConfig":
+        """This config with seq_len and seed taken from the run (the given values) where None."""
+        return dataclasses.replace(self, seq_len=seq_len if self.seq_len is None else self.seq_len,
+                                   seed=seed if self.seed is None else self.seed)
 
 
 def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_tokens: int) -> dict:
@@ -88,11 +105,9 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     import torch
     from tqdm.auto import tqdm
 
-
-
     d = dist.current()  # under torchrun: rank r scores sequences r, r + world, ...; rank 0 writes
     n_ckpt, n_tok = len(loaders), inputs.shape[0] * (inputs.shape[1] - 1)
-    partial = out.trace_dir / "loss.partial.npy"
+    partial = out.trace_partial
     sig = {"n_ckpt": n_ckpt, "n_tok": n_tok, "axis": [row for row, _ in loaders],
            "inputs_sum": int(inputs.astype(np.int64).sum()), **(signature or {})}
 
@@ -168,7 +183,7 @@ def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:
             rows.append({"step": s, "tokens_seen": int(idx["tokens_seen"][i]), "cum_lr": float(idx["cum_lr"][i]),
                          "val_loss": float(idx["val_loss"][i])})
         else:
-            side = run.ckpt(s) / "tokenclock.json"
+            side = run.ckpt_sidecar(s)
             m = read_json(side) if side.is_file() else {}
             rows.append({"step": s, "tokens_seen": int(m.get("tokens_seen", 0)),
                          "cum_lr": float(m.get("cum_lr", float("nan"))), "val_loss": float(m.get("val_loss", float("nan")))})
@@ -177,11 +192,7 @@ def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:
 
 def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool = True) -> dict:
     """The stage for a tokenclock run: every checkpoint in RUN/ckpt/ x the seeded validation tokens."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     quiet_transformers()
-    cfg = cfg or TraceConfig()
     run = RunDir(run_dir)
     steps = run.ckpt_steps()
     if not steps:
@@ -192,52 +203,57 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
                         "train longer or with more checkpoints per decade (train.ckpt_per_decade)")
     manifest = read_json(run.manifest) if run.manifest.is_file() else {"stages": {}}
     tconf = manifest["stages"].get("train", {}).get("config", {})
-    seq_len = cfg.seq_len or tconf.get("train", {}).get("seq_len", 256)
-    seed = cfg.seed if cfg.seed >= 0 else tconf.get("seed", 0)
-    t0 = time.time()
-    conf = dataclasses.asdict(cfg) | {"seq_len": seq_len, "seed": seed}
+    cfg = (cfg or TraceConfig()).resolved(tconf.get("train", {}).get("seq_len", 256), tconf.get("seed", 0))
+    conf = dataclasses.asdict(cfg)
 
     d = dist.init(resolve_device(cfg.device))  # under torchrun: sequences sharded over ranks
-    with run_lock(run, "trace") if d.main else contextlib.nullcontext():
-        if d.main:
-            update_stage(run, "trace", "running", config=conf, world_size=d.world)
+    meta = None
+    with run.stage("trace", conf, writer=d.main, world_size=d.world) as st:
         vstream = read_npy(run.token_stream("val"), mmap=True)
-        offs = val_offsets(seed, len(vstream), cfg.n_seqs, seq_len)
+        offs = val_offsets(cfg.seed, len(vstream), cfg.n_seqs, cfg.seq_len)
         if len(offs) < cfg.n_seqs:
             print(f"tokenclock: warning: the validation split holds {len(offs)} sequences of "
-                  f"{seq_len + 1} tokens, fewer than trace.n_seqs={cfg.n_seqs}; tracing {len(offs)}")
-        inputs = np.asarray(vstream[offs[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
+                  f"{cfg.seq_len + 1} tokens, fewer than trace.n_seqs={cfg.n_seqs}; tracing {len(offs)}")
+        inputs = np.asarray(vstream[offs[:, None] + np.arange(cfg.seq_len + 1)[None, :]], dtype=np.int64)
         device = dist.device_for(resolve_device(cfg.device), d)
-        tok = load_tokenizer(run.tokenizer)
+        tok = load_tokenizer(run.tokenizer)  # before the trace: a missing tokenizer stops it early
         counts = read_npy(run.token_counts) if run.token_counts.is_file() else None
         rows = _axis_rows(run, steps)
-
-        def loader(step):
-            def load():
-                path = run.ckpt(step)
-                try:
-                    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-                except Exception as e:
-                    raise RunDirError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:200]})",
-                                      f"delete {path} and resume training to rewrite it") from None
-            return load
-
-        loss = trace_series(run, [(r, loader(r["step"])) for r in rows], inputs, cfg, device,
+        loss = trace_series(run, [(r, _loader(run.ckpt(r["step"]))) for r in rows], inputs, cfg, device,
                             progress=progress, signature=conf)
-        if not d.main:
-            dist.barrier()
-            return read_json(run.trace_meta)
-        write_npy(run.trace_inputs, inputs.astype(np.int32))
-        write_parquet(run.trace_axis, {k: [r[k] for r in rows] for k in rows[0]})
-        write_parquet(run.trace_tokens, token_table(tok, inputs, counts, cfg.context_tokens))
-        meta = {"n_tok": int(loss.shape[1]), "n_ckpt": int(loss.shape[0]), "vocab_size": tok.get_vocab_size(),
-                "seq_len": seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
-                "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
-                "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
-        write_json(run.trace_meta, meta)
-        seconds = time.time() - t0
-        meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(seconds, 1e-9)
-        update_stage(run, "trace", "done", config=conf, seconds=seconds, summary=meta)
-        dist.barrier()
+        if d.main:
+            meta = _write_trace(run, rows, inputs, loss, tok, counts, cfg, device)
+            meta["tokens_per_second"] = meta["n_tok"] * meta["n_ckpt"] / max(st.seconds, 1e-9)
+            st.record(summary=meta)
+    dist.barrier()  # the other ranks read what rank 0 wrote
+    return meta if d.main else read_json(run.trace_meta)
+
+
+def _loader(path: Path) -> Callable:
+    """() -> the checkpoint's model on the CPU in float32; a checkpoint that does not load is an error
+    naming it."""
+    def load():
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        try:
+            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except Exception as e:
+            raise RunDirError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})",
+                              f"delete {path} and resume training to rewrite it") from None
+    return load
+
+
+def _write_trace(run: RunDir, rows: list[dict], inputs: np.ndarray, loss: np.ndarray, tok,
+                 counts: np.ndarray | None, cfg: TraceConfig, device) -> dict:
+    """RUN/trace/{inputs.npy, axis.parquet, tokens.parquet, meta.json} beside loss.npy; returns meta."""
+    write_npy(run.trace_inputs, inputs.astype(np.int32))
+    write_parquet(run.trace_axis, {k: [r[k] for r in rows] for k in rows[0]})
+    write_parquet(run.trace_tokens, token_table(tok, inputs, counts, cfg.context_tokens))
+    meta = {"n_tok": int(loss.shape[1]), "n_ckpt": int(loss.shape[0]), "vocab_size": tok.get_vocab_size(),
+            "seq_len": cfg.seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
+            "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
+            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+    write_json(run.trace_meta, meta)
     return meta

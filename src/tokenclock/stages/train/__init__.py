@@ -1,2 +1,3 @@
-"""The train stage: the Llama-style model, its lr and checkpoint schedules, the training loop and
-checkpoint I/O; writes RUN/ckpt/."""
+"""The train stage: TrainConfig (config.py), the Llama-style model (model.py), lr and checkpoint
+schedules (schedule.py), the Trainer (trainer.py), checkpoint I/O (checkpoint.py), FLOPs and MFU
+(perf.py), and the stage function (stage.py); writes RUN/ckpt/."""

@@ -30,18 +30,31 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
 
 @dataclass
 class ModelConfig:
-    """Model shape. `preset` picks a named size; explicit fields (>0) override it."""
+    """Model shape. `preset` picks a named size; the shape fields left None take the preset's value
+    (0, the spelling of older configs, means the same); the manifest records the resolved shape."""
 
-    preset: str = "llama-1m"  # a name from tokenclock.stages.train.model.PRESETS
-    hidden_size: int = 0  # 0 = from the preset
-    num_layers: int = 0
-    num_heads: int = 0
-    num_kv_heads: int = 0
-    intermediate_size: int = 0
-    max_seq_len: int = 1024  # RoPE positions the model supports
+    preset: str = "llama-1m"
+    """A name from PRESETS (`tokenclock presets` lists them with their parameter counts)."""
+    hidden_size: int | None = None
+    """Width of the residual stream; None = the preset's."""
+    num_layers: int | None = None
+    """Decoder layers; None = the preset's."""
+    num_heads: int | None = None
+    """Attention heads; None = the preset's."""
+    num_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention); None = the preset's, or num_heads when
+    num_heads is set to something other than the preset's."""
+    intermediate_size: int | None = None
+    """Width of the SwiGLU MLP; None = the preset's."""
+    max_seq_len: int = 1024
+    """RoPE positions the model supports (train.seq_len must not exceed it)."""
     rope_theta: float = 10000.0
-    tie_embeddings: bool = True  # small models spend most parameters on embeddings otherwise
+    """RoPE base frequency."""
+    tie_embeddings: bool = True
+    """Share the input embedding with the output head (small models would otherwise spend most
+    of their parameters on embeddings)."""
     init_std: float = 0.02
+    """Standard deviation of the initial weights."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -52,6 +65,7 @@ class ModelConfig:
                               f"did you mean '{close[0]}'?" if close
                               else f"choose one of {', '.join(PRESETS)}")
         h, n_layer, n_head, n_kv, inter = PRESETS[self.preset]
+        # None or 0: the preset's value
         self.hidden_size = self.hidden_size or h
         self.num_layers = self.num_layers or n_layer
         self.num_heads = self.num_heads or n_head

@@ -1,0 +1,90 @@
+"""The fit section of the config (FitConfig: the models, the class thresholds, the grid and the
+Levenberg-Marquardt settings, where and how fast to fit). Reads and writes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenclock.errors import ConfigError
+
+
+@dataclass
+class FitConfig:
+    """Settings of the fit stage (section `fit` of a config file)."""
+
+    axis: str = "step"
+    """Column of trace/axis.parquet used as x (u = ln x); results go to RUN/fit/."""
+    extra_axes: list[str] = field(default_factory=lambda: ["cum_lr"])
+    """Other clocks also fitted, into RUN/fit/<axis>/; columns missing from axis.parquet are
+    skipped with a warning."""
+    max_events: int = 2
+    """Most sigmoid events per token: 0 (flat/linear only), 1 or 2."""
+    min_drop_nats: float = 0.5
+    """Smallest |a| (nats) that counts as a learning event / a rise; smaller changes are `flat`."""
+    min_r2: float = 0.5
+    """Below this r2 a trajectory with a large spread is `irregular`."""
+    irregular_spread_nats: float = 1.0
+    """Spread (90th - 10th percentile of losses) above which an unexplained trajectory is
+    `irregular` rather than noisy-`flat`."""
+    early_margin: float = 0.03
+    """`early` when the dominant midpoint mu < u_min + early_margin * span (0: strictly outside
+    the observed range; the default also counts midpoints within ~1 checkpoint of the edge)."""
+    late_margin: float = 0.03
+    """`late` when mu > u_max - late_margin * span."""
+    mu_margin: float = 0.25
+    """Midpoints may lie this fraction of the span beyond the observed u range (then censored)."""
+    w_min_frac: float = 0.02
+    """Smallest width, as a fraction of the span of u (sharper steps are not resolvable)."""
+    w_max_frac: float = 0.5
+    """Largest width, as a fraction of the span of u."""
+    grid_mu: int = 32
+    """Grid cells along mu for the initial guess."""
+    grid_w: int = 6
+    """Grid cells along w (log-spaced) for the initial guess."""
+    pair_grid_mu: int = 16
+    """Coarse grid along mu for the joint two-event starting point (all pairs of cells)."""
+    pair_grid_w: int = 4
+    """Coarse grid along w for the joint two-event starting point."""
+    lm_iters: int = 20
+    """Levenberg-Marquardt iterations per model (stops earlier when no token improves)."""
+    uncertainty: bool = False
+    """Also compute the standard error of each mu from the LM Jacobian (events column mu_se)."""
+    chunk_tokens: int = 32768
+    """Trajectories fitted at once; bounds memory (about 4 KB per trajectory at K = 64)."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1, ..."""
+    dtype: str = "float32"
+    """Compute precision on standardized trajectories: float32 (fast) or float64."""
+    threads: int = 1
+    """torch CPU threads for the fit (0: torch's default). 1 is the robust default: the fit is
+    many small elementwise ops, and OpenMP threads collapse (10x slower) when a core is shared."""
+    workers: int = 0
+    """Processes that fit chunks in parallel on the CPU, each single-threaded (0: one per core
+    when there are at least 8 chunks, else 1; 1: in this process). Results do not depend on it."""
+
+    def __post_init__(self) -> None:
+        if not self.axis or not isinstance(self.axis, str):
+            raise ConfigError("fit.axis must be a column name of trace/axis.parquet", "e.g. step")
+        self.extra_axes = [a for a in (self.extra_axes or []) if a != self.axis]
+        if self.max_events not in (0, 1, 2):
+            raise ConfigError(f"fit.max_events must be 0, 1 or 2, got {self.max_events}")
+        for name in ("min_drop_nats", "irregular_spread_nats", "mu_margin", "early_margin",
+                     "late_margin"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"fit.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_r2 <= 1:
+            raise ConfigError(f"fit.min_r2 must be in [0, 1], got {self.min_r2}")
+        if not 0 < self.w_min_frac < self.w_max_frac:
+            raise ConfigError(f"fit needs 0 < w_min_frac < w_max_frac, got {self.w_min_frac}, "
+                              f"{self.w_max_frac}")
+        if self.grid_mu < 2 or self.grid_w < 1 or self.pair_grid_mu < 2 or self.pair_grid_w < 1:
+            raise ConfigError("fit.grid_mu, fit.pair_grid_mu must be >= 2 and fit.grid_w, "
+                              "fit.pair_grid_w >= 1")
+        if self.lm_iters < 0 or self.chunk_tokens < 1 or self.threads < 0 or self.workers < 0:
+            raise ConfigError("fit.lm_iters, fit.threads must be >= 0 and fit.chunk_tokens >= 1")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"fit.dtype must be float32 or float64, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise ConfigError(f"fit.device {self.device!r} is not a torch device",
+                              "use cpu, cuda or cuda:N")
+

@@ -1,0 +1,222 @@
+"""One block of trajectories through the fit's per-token models (torch on a block in memory, no
+I/O): every model fitted, one chosen per token by BIC, results mapped back to nats, classes.
+
+Models per token (chosen by BIC = K ln(SSE/K) + p ln K): `flat` (b), `linear` (b + c (u - u_max);
+the `c` column, 0 for other models),
+`sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events). `bic_gap` = min BIC of flat/linear
+minus min BIC of the sigmoid models: > 0 means a sigmoid is preferred, by that many BIC units.
+
+Classes, decided in this order (thresholds are FitConfig fields; span = u_max - u_min):
+1. `irregular`: parameters not finite, or r2 of the chosen model < min_r2 while the trajectory's
+   spread (90th minus 10th nearest-rank percentile of its losses) is >= irregular_spread_nats.
+2. `flat`: the chosen model is flat, or linear with a total change |c| * span < min_drop_nats,
+   or the events' total |a| < min_drop_nats. A linear model that changes by more than that
+   (a steady drift in ln x that no sigmoid explains) is `irregular`.
+3. `rise-then-fall`: two events, an earlier rise (a < 0) and a later drop (a > 0), both with
+   |a| >= min_drop_nats, and the drop's midpoint <= u_max - late_margin * span.
+4. Otherwise the dominant event (largest |a| with |a| >= min_drop_nats) decides:
+   `early` if its mu < u_min + early_margin * span, `late` if mu > u_max - late_margin * span
+   (midpoint outside, or within the margin of, the observed range: censored, as half the change
+   is unobserved and mu trades off against a), else `learned` if the net change
+   sum(a) > 0 and `forgotten` if sum(a) < 0 (a net rise).
+A two-step curve (two drops) is `learned` with n_events = 2.
+
+torch, and the Levenberg-Marquardt engine that is written in it, are imported inside the functions
+(importing tokenclock and `tokenclock --help` stay fast).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tokenclock.stages.fit.config import FitConfig
+
+CLASSES = ("learned", "forgotten", "rise-then-fall", "flat", "early", "late", "irregular")
+MODELS = ("flat", "linear", "sigmoid1", "sigmoid2")
+_N_PARAMS = (1, 2, 4, 7)
+_SWAP = [0, 4, 5, 6, 1, 2, 3]  # sigmoid2 parameters with the two events exchanged
+
+
+def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[str, np.ndarray]:
+    """Fit trajectories Y (C, K) (finite) along u (K,): every model, BIC choice, classes.
+
+    ctx holds what every block along the same u shares: u_min, u_max, mu_bounds and w_bounds (set
+    by the caller) and the grid bases and LM bounds (cached here on first use)."""
+    import torch
+
+    dev, dt = torch.device(cfg.device), getattr(torch, cfg.dtype)
+    Yd, m, sd, ys = _standardize(Y, dev, dt)
+    ut = torch.as_tensor(u, dtype=dt, device=dev)
+    sse, params, jtj, slope = _fit_models(ys, ut, cfg, ctx)
+    names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev)
+    b, n_events, ev = _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg)
+    sse_std = S.gather(1, best[:, None])[:, 0]
+    res = _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap)
+    res = {k: v.cpu().numpy() for k, v in res.items()}
+    res.update({f"ev_{k}": v.cpu().numpy() for k, v in ev.items()})
+    res["class"] = classify(res, ctx["u_min"], ctx["u_max"], cfg)
+    return res
+
+
+def _standardize(Y: np.ndarray, dev, dt):
+    """Yd (C, K) float64 in nats, its per-token mean m and std sd (1 where constant), and the
+    standardized trajectories ys = (Yd - m) / sd in the compute dtype: all work happens on ys."""
+    import torch
+
+    Yd = torch.as_tensor(np.ascontiguousarray(Y), device=dev).to(torch.float64)
+    m = Yd.mean(1)
+    sd = Yd.std(1, unbiased=False)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    ys = ((Yd - m[:, None]) / sd[:, None]).to(dt)          # standardized, (C, K)
+    return Yd, m, sd, ys
+
+
+def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
+    """SSE (standardized) of every model, the sigmoid models' parameters and J^T J, and the
+    linear model's slope: flat and linear in closed form, sigmoids by grid + LM."""
+    import torch
+
+    from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
+
+    if "gb" not in ctx:
+        ctx["gb"] = lm.GridBasis(ut, cfg.grid_mu, cfg.grid_w, cfg.mu_margin, cfg.w_min_frac,
+                                 cfg.w_max_frac)
+        lo, hi = ctx["mu_bounds"]
+        ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"])
+    gb, bounds = ctx["gb"], ctx["bounds"]
+    K = ys.shape[1]
+    sst = (ys * ys).sum(1)                                   # = K unless the row is constant
+    uc = ut - ut.mean()
+    sse = {"flat": sst, "linear": (sst - (ys @ uc) ** 2 / (uc @ uc)).clamp_min(0)}
+    slope = (ys @ uc) / (uc @ uc)
+    params, jtj = {}, {}
+    if cfg.max_events >= 1:
+        p1 = lm.grid_one(ys, gb)
+        params["sigmoid1"], sse["sigmoid1"], jtj["sigmoid1"] = lm.levenberg_marquardt(
+            ys, ut, p1, bounds, cfg.lm_iters)
+    if cfg.max_events >= 2 and K > 8:
+        # two starting points: the second event fitted on the residual of the first, and the
+        # best pair of a coarse grid (finds two-step curves the residual route misses)
+        p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb)
+        f2, _ = lm.evaluate(p2, ut, jac=False)
+        if "pb" not in ctx:
+            ctx["pb"] = lm.PairBasis(lm.GridBasis(ut, cfg.pair_grid_mu, cfg.pair_grid_w,
+                                                  cfg.mu_margin, cfg.w_min_frac, cfg.w_max_frac))
+        pp, sse_pp = lm.grid_pair(ys, ctx["pb"])
+        use_pair = sse_pp < ((ys - f2) ** 2).sum(1)
+        p2 = torch.where(use_pair[:, None], pp, p2)
+        p2, s2, j2 = lm.levenberg_marquardt(ys, ut, p2, bounds, cfg.lm_iters)
+        params["sigmoid2"], sse["sigmoid2"], jtj["sigmoid2"] = p2, s2, j2
+    return sse, params, jtj, slope
+
+
+def _choose_by_bic(sse: dict, K: int, dev):
+    """The fitted model names (in MODELS order), their SSE (C, M) float64, each token's best model
+    (index into names) and bic_gap (flat/linear minus sigmoid BIC; NaN without sigmoids)."""
+    import torch
+
+    # BIC in standardized units (differences are scale-free); a floor keeps ln finite.
+    names = [n for n in MODELS if n in sse]
+    S = torch.stack([sse[n].double() for n in names], 1)     # (C, M)
+    pen = torch.tensor([_N_PARAMS[MODELS.index(n)] for n in names], dtype=torch.float64,
+                       device=dev)
+    bic = K * torch.log(S.clamp_min(0) / K + 1e-9) + pen * math.log(K)
+    best = bic.argmin(1)
+    if any(n.startswith("sigmoid") for n in names):
+        gap = bic[:, :2].min(1).values - bic[:, 2:].min(1).values
+    else:
+        gap = torch.full((S.shape[0],), float("nan"), dtype=torch.float64, device=dev)
+    return names, S, best, gap
+
+
+def _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg: FitConfig):
+    """Each token's final level b (nats), its number of events and its event slots (C, 2) a, mu,
+    width, mu_se from its chosen model (unused slots NaN; two events ordered by midpoint)."""
+    import torch
+
+    from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
+
+    C, K, dev = len(m), ut.shape[0], m.device
+    ev = {k: torch.full((C, 2), float("nan"), dtype=torch.float64, device=dev)
+          for k in ("a", "mu", "width", "mu_se")}
+    b = m.clone()                                            # flat: the mean
+    b = torch.where(best == 1, m + sd * (slope.double() * (ut[-1] - ut.mean()).double()), b)
+    n_events = torch.zeros(C, dtype=torch.int64, device=dev)
+    for mi, name in enumerate(names):
+        if not name.startswith("sigmoid"):
+            continue
+        sel = best == mi
+        p = params[name].double()
+        ne = 1 if name == "sigmoid1" else 2
+        if ne == 2:  # order the two events by midpoint
+            swap = p[:, 5] < p[:, 2]
+            p = torch.where(swap[:, None], p[:, _SWAP], p)
+        if cfg.uncertainty:
+            se = lm.parameter_se(jtj[name].double(), sse[name].double(), K)
+            if ne == 2:
+                se = torch.where(swap[:, None], se[:, _SWAP], se)
+        b = torch.where(sel, m + sd * p[:, 0], b)
+        n_events = torch.where(sel, torch.full_like(n_events, ne), n_events)
+        for j in range(ne):
+            ev["a"][:, j] = torch.where(sel, sd * p[:, 1 + 3 * j], ev["a"][:, j])
+            ev["mu"][:, j] = torch.where(sel, p[:, 2 + 3 * j], ev["mu"][:, j])
+            ev["width"][:, j] = torch.where(sel, p[:, 3 + 3 * j], ev["width"][:, j])
+            if cfg.uncertainty:
+                ev["mu_se"][:, j] = torch.where(sel, se[:, 2 + 3 * j], ev["mu_se"][:, j])
+    return b, n_events, ev
+
+
+def _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap) -> dict:
+    """The per-token columns of fit/tokens.parquet (tensors): b, c, n_events, r2, sse (nats²),
+    model code, bic_gap, spread and each sigmoid model's own SSE."""
+    import torch
+
+    C, K, dev = Yd.shape[0], Yd.shape[1], Yd.device
+    sd2 = sd * sd
+    raw_sst = sse["flat"].double()                           # SST: the flat model's SSE
+    r2 = torch.where(raw_sst > 0, 1 - sse_std / raw_sst.clamp_min(1e-30),
+                     torch.ones_like(raw_sst))
+    srt = Yd.sort(1).values                                  # spread: nearest-rank percentiles
+    spread = srt[:, round(0.9 * (K - 1))] - srt[:, round(0.1 * (K - 1))]
+    model_codes = torch.tensor([MODELS.index(n) for n in names], device=dev)
+    # linear model: l(u) = b + c (u - u_max), b the final level; c in nats per unit of ln x
+    c = torch.where(best == names.index("linear"), sd * slope.double(), torch.zeros_like(b))
+    res = {"b": b, "c": c, "n_events": n_events, "r2": r2, "sse": sse_std * sd2,
+           "model": model_codes[best], "bic_gap": gap, "spread": spread}
+    for name in ("sigmoid1", "sigmoid2"):
+        res[f"sse_{name}"] = (sse[name].double() * sd2 if name in sse
+                              else torch.full((C,), float("nan"), dtype=torch.float64, device=dev))
+    return res
+
+
+def classify(r: dict[str, np.ndarray], u_min: float, u_max: float, cfg: FitConfig) -> np.ndarray:
+    """Class codes (index into CLASSES) by the rules in the module docstring; vectorized."""
+    span = u_max - u_min
+    a = np.nan_to_num(r["ev_a"], nan=0.0)                    # (C, 2)
+    mu = r["ev_mu"]
+    n = r["n_events"]
+    absa = np.abs(a)
+    total = absa.sum(1)
+    dom = absa.argmax(1)
+    mu_dom = np.take_along_axis(mu, dom[:, None], 1)[:, 0]
+    late_at = u_max - cfg.late_margin * span
+    early_at = u_min + cfg.early_margin * span
+    cls = np.full(len(n), CLASSES.index("learned"), dtype=np.int8)
+    cls[a.sum(1) < 0] = CLASSES.index("forgotten")
+    cls[mu_dom < early_at] = CLASSES.index("early")
+    cls[mu_dom > late_at] = CLASSES.index("late")
+    rtf = ((n == 2) & (a[:, 0] <= -cfg.min_drop_nats) & (a[:, 1] >= cfg.min_drop_nats)
+           & (mu[:, 1] <= late_at))
+    cls[rtf] = CLASSES.index("rise-then-fall")
+    flat = (n == 0) | (total < cfg.min_drop_nats)
+    cls[flat] = CLASSES.index("flat")
+    steady = np.abs(np.nan_to_num(r["c"])) * span >= cfg.min_drop_nats  # linear in ln x, no step
+    cls[steady] = CLASSES.index("irregular")
+    finite = np.isfinite(r["b"]) & np.isfinite(r["sse"]) & np.isfinite(r["r2"])
+    finite &= np.where(n[:, None] > np.arange(2)[None, :],
+                       np.isfinite(r["ev_a"]) & np.isfinite(r["ev_mu"]) & np.isfinite(r["ev_width"]),
+                       True).all(1)
+    irregular = ~finite | ((r["r2"] < cfg.min_r2) & (r["spread"] >= cfg.irregular_spread_nats))
+    cls[irregular] = CLASSES.index("irregular")
+    return cls

@@ -1,0 +1,218 @@
+"""The pure part of reshape (arrays in, arrays out; no files): the reshape config, the seeded pool
+of training windows, each pool sequence's learnability profile from its fitted learning events, the
+per-update sampling weights of each strategy, and the (steps, batch_size) schedule drawn from them.
+
+Learning times live on the log-step fraction f = ln(step) / ln(steps_ref) in [0, 1]; the new run's
+update s is at t = ln(s + 1) / ln(steps), so a shorter or smaller proxy reference maps onto it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenclock.curves import event
+from tokenclock.errors import ConfigError, DataError
+from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.fit.fitter import fit_matrix
+from tokenclock.windows import batch_offsets
+
+STRATEGIES = ("learnable-now", "easy-to-hard", "hard-to-easy", "loss-based", "uniform")
+INHERITED = ("steps", "batch_size", "seq_len")  # None = the reference's train.<name>
+
+
+@dataclass
+class ReshapeConfig:
+    """How the reference is probed and how the new run's batches are drawn."""
+
+    strategy: str = "learnable-now"
+    """One of STRATEGIES."""
+    pool_size: int = 1024
+    """Training windows (seq_len + 1 tokens, non-overlapping) traced in REF."""
+    window: float = 0.2
+    """Width of the sampling window: log-step fraction (learnable-now) or rank quantile
+    (easy-to-hard, hard-to-easy)."""
+    mix: float = 0.5
+    """Share of each batch taken from the default uniform order (0 = pool only)."""
+    sharpness: float = 1.0
+    """Pool weights are raised to this power before normalising."""
+    max_ckpts: int = 16
+    """Reference checkpoints traced (a log-spaced subset, the last one included)."""
+    n_bins: int = 32
+    """Bins of each sequence's learning-time histogram."""
+    seed: int | None = None
+    """Schedule seed; None = the new run's train seed, the reference's (-1, the old spelling, means None)."""
+    steps: int | None = None
+    """New run's train.steps; None = the reference's (0, the old spelling, means None)."""
+    batch_size: int | None = None
+    """New run's train.batch_size; None = the reference's (0 means None)."""
+    seq_len: int | None = None
+    """New run's train.seq_len; None = the reference's (0 means None)."""
+    trace_batch_size: int = 32
+    """Pool sequences per forward pass."""
+    device: str = "auto"
+    """auto (CUDA, then MPS, then CPU) or a torch device name."""
+
+    def __post_init__(self) -> None:
+        if self.seed is not None and self.seed < 0:
+            self.seed = None
+        for name in INHERITED:
+            if getattr(self, name) == 0:
+                setattr(self, name, None)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown reshape strategy '{self.strategy}'", f"use one of {', '.join(STRATEGIES)}")
+        if not 0 <= self.mix <= 1:
+            raise ConfigError(f"reshape mix must be in [0, 1], got {self.mix}")
+        if not 0 < self.window <= 1:
+            raise ConfigError(f"reshape window must be in (0, 1], got {self.window}")
+        if self.sharpness <= 0 or self.pool_size < 1 or self.max_ckpts < 4 or self.n_bins < 2:
+            raise ConfigError("reshape needs sharpness > 0, pool_size >= 1, max_ckpts >= 4, n_bins >= 2")
+        if any((getattr(self, n) or 0) < 0 for n in INHERITED) or self.trace_batch_size < 1:
+            raise ConfigError("reshape steps, batch_size, seq_len must be >= 0 (0 = the reference's) "
+                              "and trace_batch_size >= 1")
+
+    def recorded(self) -> dict:
+        """The config as SCHEDULE/meta.json records it, "the reference's" spelled as it always was
+        there (seed -1; steps, batch_size, seq_len 0)."""
+        return dataclasses.asdict(self) | {"seed": -1 if self.seed is None else self.seed} \
+            | {n: getattr(self, n) or 0 for n in INHERITED}
+
+
+def pool_offsets(seed: int, n_tokens: int, pool_size: int, seq_len: int) -> np.ndarray:
+    """Sorted start offsets of `pool_size` non-overlapping seeded windows of seq_len + 1 tokens."""
+    n_slots = (n_tokens - 1) // (seq_len + 1)
+    if pool_size > n_slots:
+        raise ConfigError(f"reshape pool_size {pool_size} is larger than the {n_slots} windows of "
+                          f"{seq_len + 1} tokens in the training stream ({n_tokens} tokens)",
+                          f"use --pool-size {n_slots} or less")
+    rng = np.random.default_rng([seed, 0x9001])
+    return np.sort(rng.permutation(n_slots)[:pool_size]).astype(np.int64) * (seq_len + 1)
+
+
+def log_fraction(step, total_steps: int) -> np.ndarray:
+    """Training progress on the log-step axis: ln(step + 1) / ln(total_steps), in [0, 1]."""
+    return np.clip(np.log(np.asarray(step, dtype=np.float64) + 1) / math.log(max(total_steps, 2)), 0, 1)
+
+
+def sequence_profiles(loss_kn: np.ndarray, steps: np.ndarray, seq_len: int, fit_cfg=None,
+                      n_bins: int = 32, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-sequence learnability from a (K, n_seq * seq_len) loss matrix over checkpoint `steps`.
+
+    Returns `learn_frac` (amplitude-weighted mean log-step fraction of the sequence's positive
+    events, NaN without events), `learn_hist` (n_seq, n_bins) mean drop per token (nats) by
+    learning-time bin, `drop_nats`, `remaining_nats` (drop the fitted curves still predict after
+    the last checkpoint), `loss_last`, and `loss_seq` (K', n_seq) / `ckpt_frac` (K',) for loss-based.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    keep = steps > 0
+    u = np.log(steps[keep])
+    loss = np.asarray(loss_kn, dtype=np.float32)[keep]
+    K, N = loss.shape
+    if N % seq_len:
+        raise DataError(f"loss matrix has {N} tokens, not a multiple of seq_len {seq_len}")
+    n_seq = N // seq_len
+    res = fit_matrix(loss, u, fit_cfg or FitConfig(extra_axes=[]), progress=progress, axis="step")
+    ev = res.events
+    pos = ev["a"] > 0
+    seq = (ev["tok_idx"][pos] // seq_len).astype(np.int64)
+    a, mu, w = ev["a"][pos], ev["mu"][pos], ev["width"][pos]
+    u_top = u[-1]
+    frac = np.clip(mu / u_top, 0, 1)  # ln(step) / ln(steps_ref): step 1 -> 0
+    amp = np.bincount(seq, a, minlength=n_seq)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        learn_frac = np.bincount(seq, a * frac, minlength=n_seq) / amp
+    learn_frac[amp <= 0] = np.nan
+    b = np.minimum((frac * n_bins).astype(np.int64), n_bins - 1)
+    hist = np.zeros((n_seq, n_bins))
+    np.add.at(hist, (seq, b), a / seq_len)
+    remaining = np.bincount(seq, event(u_top, a, mu, w), minlength=n_seq) / seq_len
+    loss_seq = loss.reshape(K, n_seq, seq_len).mean(axis=2)
+    return {"learn_frac": learn_frac, "learn_hist": hist, "drop_nats": amp / seq_len,
+            "remaining_nats": remaining, "loss_last": loss_seq[-1].astype(np.float64),
+            "loss_seq": loss_seq.astype(np.float64), "ckpt_frac": u / u_top}
+
+
+def _box_overlap(t: np.ndarray, window: float, n_bins: int) -> np.ndarray:
+    """(len(t), n_bins) share of each [i/n, (i+1)/n) bin inside [t - window/2, t + window/2]."""
+    lo_b = np.arange(n_bins) / n_bins
+    lo = np.maximum(lo_b[None, :], (t - window / 2)[:, None])
+    hi = np.minimum(lo_b[None, :] + 1 / n_bins, (t + window / 2)[:, None])
+    return np.clip(hi - lo, 0, None) * n_bins
+
+
+def _rank_quantile(x: np.ndarray) -> np.ndarray:
+    """Quantile in [0, 1] of each value (NaN = never learned in the reference: last)."""
+    x = np.where(np.isfinite(x), x, np.inf)
+    order = np.argsort(x, kind="stable")
+    q = np.empty(len(x))
+    q[order] = (np.arange(len(x)) + 0.5) / len(x)
+    return q
+
+
+def sampling_weights(profiles: dict, step, total_steps: int, strategy: str, window: float = 0.2,
+                     sharpness: float = 1.0) -> np.ndarray:
+    """(len(step), n_seq) probabilities of drawing each pool sequence at each update.
+
+    learnable-now: mass of the sequence's learning-time histogram within `window` of the current
+    log-step fraction; easy-to-hard / hard-to-easy: sequences whose learning-time rank quantile
+    is within `window` of the linear progress step / total_steps (reversed); loss-based: the
+    reference's loss at the current log-step fraction minus its final loss (reducible loss);
+    uniform: equal weights. Rows with no mass fall back to uniform.
+    """
+    step = np.atleast_1d(np.asarray(step, dtype=np.float64))
+    n_seq = len(profiles["learn_frac"])
+    if strategy == "uniform":
+        wts = np.ones((len(step), n_seq))
+    elif strategy == "learnable-now":
+        hist = np.clip(profiles["learn_hist"], 0, None)
+        wts = _box_overlap(log_fraction(step, total_steps), window, hist.shape[1]) @ hist.T
+    elif strategy in ("easy-to-hard", "hard-to-easy"):
+        q = _rank_quantile(profiles["learn_frac"])
+        if strategy == "hard-to-easy":
+            q = 1 - q
+        # the window slides from [0, window] to [1 - window, 1] over training
+        centre = window / 2 + (1 - window) * np.clip(step / max(total_steps - 1, 1), 0, 1)
+        wts = (np.abs(q[None, :] - centre[:, None]) <= window / 2).astype(np.float64)
+    elif strategy == "loss-based":
+        ls, cf = profiles["loss_seq"], profiles["ckpt_frac"]
+        t = log_fraction(step, total_steps)
+        k = np.clip(np.searchsorted(cf, t) - 1, 0, len(cf) - 2)
+        g = np.clip((t - cf[k]) / np.maximum(cf[k + 1] - cf[k], 1e-12), 0, 1)[:, None]
+        now = ls[k] * (1 - g) + ls[k + 1] * g
+        wts = np.clip(now - ls[-1][None, :], 0, None)
+    else:
+        raise ConfigError(f"unknown reshape strategy '{strategy}'", f"use one of {', '.join(STRATEGIES)}")
+    wts = np.where(np.isfinite(wts), wts, 0) ** sharpness
+    tot = wts.sum(axis=1, keepdims=True)
+    return np.where(tot > 0, wts / np.where(tot > 0, tot, 1), 1.0 / n_seq)
+
+
+def build_schedule(profiles: dict, pool: np.ndarray, n_tokens: int, steps: int, batch_size: int,
+                   seq_len: int, seed: int, strategy: str, window: float = 0.2, mix: float = 0.5,
+                   sharpness: float = 1.0, chunk: int = 256) -> np.ndarray:
+    """(steps, batch_size) int64 start offsets. Each slot keeps the default uniform order's offset
+    (train.batch_offsets) with probability `mix`, else draws a pool window by sampling_weights.
+    `uniform` reproduces batch_offsets exactly."""
+    out = np.stack([batch_offsets(seed, s, n_tokens, batch_size, seq_len) for s in range(steps)]) \
+        if steps else np.zeros((0, batch_size), dtype=np.int64)
+    if strategy == "uniform" or mix >= 1:
+        return out.astype(np.int64)
+    for s0 in range(0, steps, chunk):
+        s_idx = np.arange(s0, min(s0 + chunk, steps))
+        p = sampling_weights(profiles, s_idx, steps, strategy, window, sharpness)
+        cdf = np.cumsum(p, axis=1)
+        for j, s in enumerate(s_idx):
+            rng = np.random.default_rng([seed, int(s), 0x5E5])
+            take = rng.random(batch_size) >= mix
+            draws = np.searchsorted(cdf[j], rng.random(int(take.sum())) * cdf[j, -1], side="right")
+            out[s, take] = pool[np.minimum(draws, len(pool) - 1)]
+    return out.astype(np.int64)
+
+
+def pool_draw_counts(offsets: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """How often each pool window appears in a schedule (n_pool,)."""
+    flat = offsets.reshape(-1)
+    i = np.clip(np.searchsorted(pool, flat), 0, len(pool) - 1)
+    return np.bincount(i[pool[i] == flat], minlength=len(pool))

@@ -1,0 +1,114 @@
+"""The train section of the config (TrainConfig: optimisation, data order, the checkpoint schedule)
+and the checkpoint folder train.init_from names. Reads and writes nothing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenclock.errors import ConfigError
+from tokenclock.stages.train.schedule import checkpoint_steps, lr_at
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, data order and the checkpoint schedule. Saved in the run's manifest."""
+
+    steps: int = 1000
+    """Optimizer updates."""
+    batch_size: int = 16
+    """Sequences per update (global: summed over processes and micro batches)."""
+    seq_len: int = 256
+    """Tokens per training sequence."""
+    lr_peak: float = 3e-3
+    """Learning rate after warmup."""
+    schedule: str = "cosine"
+    """Learning-rate schedule: cosine | wsd (warmup-stable-decay) | constant."""
+    warmup_steps: int = 50
+    """Steps of linear warmup to lr_peak; in [0, steps]."""
+    lr_min_ratio: float = 0.1
+    """Final lr = lr_min_ratio * lr_peak."""
+    decay_fraction: float = 0.2
+    """wsd: share of the steps spent decaying."""
+    weight_decay: float = 0.1
+    """AdamW weight decay of the matrices (norm weights are not decayed)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    ckpt_per_decade: int = 16
+    """Log-spaced checkpoints per factor of 10 in step (0 and 1 included)."""
+    ckpt_linear_every: int = 0
+    """Also checkpoint every N steps (0 = off)."""
+    extra_ckpt_steps: list[int] = field(default_factory=list)
+    """Explicit extra checkpoint steps."""
+    val_seqs: int = 32
+    """Validation sequences scored at every checkpoint."""
+    dtype: str = "auto"
+    """auto (bf16 autocast where supported) | bf16 | fp32."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    threads: int = 0
+    """Torch CPU threads (0 = torch's default)."""
+    data_schedule: str | None = None
+    """A .npy of int64 (steps, batch_size) sequence start offsets into tokens/train.npy, or the
+    folder `tokenclock reshape` wrote it to; None = uniform seeded sampling."""
+    init_from: str | None = None
+    """A checkpoint folder to start from (its weights, and its optimizer state when it holds
+    optimizer.safetensors); training continues at its step (cooldown branches)."""
+    keep_state_steps: list[int] = field(default_factory=list)
+    """Checkpoints that also keep their optimizer state (ckpt/step_X/optimizer.safetensors), so
+    branches can start there."""
+    fsdp: bool = False
+    """Under torchrun: shard parameters, gradients and AdamW state (FSDP2) instead of replicating
+    them (DDP), for models that do not fit one device."""
+    micro_batch_size: int = 0
+    """Sequences per forward pass on each process; the global batch is accumulated over
+    batch_size / (processes * micro_batch_size) passes (0 = one pass)."""
+    compile: bool = False
+    """torch.compile the model (GPU throughput; 10-60 s of compiling first)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "val_seqs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in ("cosine", "wsd", "constant"):
+            raise ConfigError(f"unknown train.schedule '{self.schedule}'", "use cosine, wsd or constant")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"unknown train.dtype '{self.dtype}'", "use auto, bf16 or fp32")
+        if not (self.lr_peak > 0 and math.isfinite(self.lr_peak)):
+            raise ConfigError(f"train.lr_peak must be > 0, got {self.lr_peak}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ConfigError(f"train.warmup_steps must be in [0, train.steps], got {self.warmup_steps}")
+        if self.micro_batch_size < 0:
+            raise ConfigError(f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
+
+    def ckpt_steps(self) -> list[int]:
+        steps = set(checkpoint_steps(self.steps, self.ckpt_per_decade, self.ckpt_linear_every))
+        steps.update(s for s in self.extra_ckpt_steps if 0 <= s <= self.steps)
+        return sorted(steps)
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, schedule=self.schedule, lr_peak=self.lr_peak, total_steps=self.steps,
+                     warmup_steps=self.warmup_steps, lr_min_ratio=self.lr_min_ratio,
+                     decay_fraction=self.decay_fraction)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def epochs(self, train_tokens: int) -> float:
+        """Passes over a training split of `train_tokens` tokens that the whole run makes."""
+        return self.steps * self.tokens_per_step / max(1, train_tokens)
+
+
+def init_path(init_from: str | None, init_root: str | Path | None = None) -> Path | None:
+    """The checkpoint folder train.init_from names: absolute as given; relative against `init_root`
+    (a study's directory) or else the working directory."""
+    if not init_from:
+        return None
+    p = Path(init_from)
+    return p if p.is_absolute() or init_root is None else Path(init_root) / p

@@ -1,0 +1,156 @@
+"""The study's axes: each run's final per-token losses (STUDY_DIR/finals/<run>.npy), the D and M axes
+built from them (STUDY_DIR/axes/{D_<model>,M_<budget>}/: run-like trace/, fit/, spectrum/ and
+losses.npz), and the T axis (trace, fit and spectrum of the longest run of the largest model).
+torch and transformers are imported inside final_losses, for start-up time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+
+from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, write_parquet
+from tokenclock.errors import TokenclockError, TrainingError
+from tokenclock.rundir import RunDir, StudyDir, stage_status
+from tokenclock.scoring import resolve_device, token_losses, trace_dtype
+from tokenclock.stages.data.tokens import load_tokenizer
+from tokenclock.stages.fit.stage import fit
+from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.trace.npz import export_npz
+from tokenclock.stages.trace.stage import token_table, trace
+from tokenclock.stages.train.model import preset_params
+from tokenclock.study.config import MIN_POINTS, Study
+
+AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "mean_rel_error", "loss_r2",
+             "event_share", "alpha_measured", "alpha_spectrum", "n_events", "n_ckpt")
+T_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "alpha_measured", "alpha_spectrum", "n_ckpt")
+
+
+def final_losses(sd: StudyDir, name: str, inputs: np.ndarray, cfg) -> np.ndarray:
+    """Per-token loss (n_tok,) of a run's final checkpoint on the shared inputs; cached in
+    STUDY_DIR/finals/<name>.npy."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = sd.final_losses(name)
+    run = sd.run(name)
+    step = run.ckpt_steps()[-1]
+    if out.is_file():
+        arr = read_npy(out)
+        if arr.shape == (inputs.shape[0] * (inputs.shape[1] - 1),):
+            return arr
+    device = resolve_device(cfg.trace.device)
+    amp = trace_dtype(cfg.trace.dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(run.ckpt(step), dtype=torch.float32).to(device).eval()
+    toks = torch.from_numpy(inputs.astype(np.int64))
+    parts = [token_losses(model, toks[b:b + cfg.trace.batch_size], amp, device).float().cpu().numpy().reshape(-1)
+             for b in range(0, len(toks), cfg.trace.batch_size)]
+    loss = np.concatenate(parts).astype(np.float32)
+    if not np.isfinite(loss).all():
+        raise TrainingError(f"run {name}: the final checkpoint gives non-finite token losses",
+                            "the run diverged; lower train.lr_peak")
+    write_npy(out, loss)
+    return loss
+
+
+def write_axis(ax: RunDir, column: str, x: np.ndarray, loss_kn: np.ndarray, token_cols: dict,
+               extra_meta: dict) -> RunDir:
+    """A run-like directory STUDY_DIR/axes/<name>/ with trace/{loss.npy, axis.parquet, tokens.parquet,
+    meta.json} (the files the trace stage writes, see stages/trace/stage.py), so fit() and
+    spectrum() run on it unchanged."""
+    for sub in (ax.fit_dir, ax.spectrum_dir):  # stale results of a previous grid
+        shutil.rmtree(sub, ignore_errors=True)
+    write_npy(ax.trace_loss, np.ascontiguousarray(loss_kn, dtype=np.float32))
+    write_parquet(ax.trace_axis, {column: np.asarray(x, np.int64)})
+    write_parquet(ax.trace_tokens, token_cols)
+    write_json(ax.trace_meta, {"n_tok": int(loss_kn.shape[1]), "n_ckpt": int(loss_kn.shape[0]),
+                               "axes": [column], "source": "study", **extra_meta})
+    return ax
+
+
+def analyze_axis(sd: StudyDir, name: str, column: str, kind: str, cfg, progress: bool) -> dict:
+    """fit + spectrum of axes/<name>/ along `column`, and its losses.npz with axis_name `kind`
+    (D or M)."""
+    ax = sd.axis(name)
+    fsum = fit(ax, dataclasses.replace(cfg.fit, axis=column, extra_axes=[]), progress=progress)
+    ssum = spectrum(ax, cfg.spectrum, progress=progress)
+    export_npz(ax.root, sd.axis_npz(name), axis=column, axis_name=kind)
+    return {k: ssum.get(k) for k in AXIS_KEYS} | {"median_fit_r2": fsum.get("median_r2"),
+                                                  "sigmoid_share": fsum.get("sigmoid_share")}
+
+
+def _mean_final_loss(sd: StudyDir, good: dict, model: str, steps: int) -> np.ndarray | None:
+    """Per-token final loss of (model, budget), averaged over the seeds that finished."""
+    names = [n for n, s in good.items() if s["model"] == model and s["steps"] == steps]
+    return np.mean([read_npy(sd.final_losses(n)) for n in names], axis=0) if names else None
+
+
+def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool) -> dict:
+    """D_<model> (loss over budgets, one model) and M_<budget> (loss over model sizes, one budget)
+    from the finished runs `good` {name: study.json record}; an axis with fewer than MIN_POINTS
+    finished runs is skipped, one whose fit or spectrum fails is recorded as failed."""
+    tok = load_tokenizer(sd.shared.tokenizer)
+    counts = read_npy(sd.shared.token_counts) if sd.shared.token_counts.is_file() else None
+    token_cols = token_table(tok, inputs, counts, cfg0.trace.context_tokens)
+    per_step = cfg0.train.batch_size * cfg0.train.seq_len
+    n_params = {m: next((s["n_params"] for s in good.values() if s["model"] == m), preset_params(m))
+                for m in st.models()}
+    axes: dict[str, dict] = {}
+    for kind, keys, others in (("D", st.models(), st.budgets()), ("M", st.budgets(), st.models())):
+        for key in keys:
+            name = f"D_{key}" if kind == "D" else f"M_{key:07d}"
+            pts = [(o, _mean_final_loss(sd, good, *((key, o) if kind == "D" else (o, key)))) for o in others]
+            pts = [(o, v) for o, v in pts if v is not None]
+            if len(pts) < MIN_POINTS:
+                axes[name] = {"status": "skipped", "n_points": len(pts),
+                              "error": f"{len(pts)} finished runs on this axis; fitting needs {MIN_POINTS}"}
+                continue
+            column = "tokens_seen" if kind == "D" else "n_params"
+            x = np.array([o * per_step if kind == "D" else n_params[o] for o, _ in pts])
+            order = np.argsort(x)
+            write_axis(sd.axis(name), column, x[order], np.stack([pts[i][1] for i in order]), token_cols,
+                       {"vocab_size": tok.get_vocab_size(), "axis_name": kind, "fixed": key,
+                        "seeds": list(st.study.seeds)})
+            try:
+                axes[name] = {"status": "done", "axis": kind, "column": column, "fixed": key,
+                              "x": x[order].tolist(), **analyze_axis(sd, name, column, kind, cfg0, progress)}
+            except TokenclockError as e:
+                axes[name] = {"status": "failed", "error": str(e).splitlines()[0]}
+    return axes
+
+
+def t_axis(sd: StudyDir, good: dict, cfg0, sig: dict, progress: bool) -> dict:
+    """The T axis: trace, fit (along step) and spectrum of the densest-checkpointed run of the
+    largest model (its stable or longest full run), on the shared traced tokens."""
+    cands = [(s["n_params"], s["steps"], n) for n, s in good.items() if s["kind"] in ("full", "stable")]
+    if not cands:
+        return {"status": "skipped", "error": "no finished full or stable run"}
+    name = max(cands)[2]
+    run = sd.run(name)
+    try:
+        tcfg = dataclasses.replace(cfg0.trace, seed=sig["trace_seed"], seq_len=sig["seq_len"])
+        if stage_status(run, "spectrum") != "done":
+            trace(run.root, tcfg, progress=progress)
+            fit(run, dataclasses.replace(cfg0.fit, axis="step"), progress=progress)
+            spectrum(run, cfg0.spectrum, progress=progress)
+        s = read_json(run.spectrum_summary)
+    except TokenclockError as e:
+        return {"status": "failed", "run": name, "error": str(e).splitlines()[0]}
+    return {"status": "done", "run": name, "column": "step", **{k: s.get(k) for k in T_KEYS}}
+
+
+def axes_summary(axes: dict, t: dict) -> dict:
+    """study.json: summary, the headline of each axis kind (D and M over their axes, and T)."""
+    out = {}
+    for kind in ("D", "M"):
+        done = [a for a in axes.values() if a.get("axis") == kind and a["status"] == "done"]
+        r2 = [a["reconstruction_r2"] for a in done if a.get("reconstruction_r2") is not None]
+        am = [a["alpha_measured"] for a in done if a.get("alpha_measured") is not None]
+        asp = [a["alpha_spectrum"] for a in done if a.get("alpha_spectrum") is not None]
+        out[kind] = {"n_axes": len(done), "reconstruction_r2_mean": float(np.mean(r2)) if r2 else None,
+                     "reconstruction_r2_min": float(np.min(r2)) if r2 else None,
+                     "alpha_measured_median": float(np.median(am)) if am else None,
+                     "alpha_spectrum_median": float(np.median(asp)) if asp else None}
+    out["T"] = {k: t.get(k) for k in ("reconstruction_r2", "alpha_measured", "alpha_spectrum")}
+    return out

@@ -1,0 +1,131 @@
+"""A study's configuration: the grid (`study:` section, StudyConfig) and the base run config
+(`base:`), read from a YAML file or preset with `--set` overrides, and the budgets and models it
+asks for, checked once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tokenclock.config import (_merge, build_section, config_from_dict, parse_overrides,
+                               resolve_config_path)
+from tokenclock.errors import ConfigError, DataError
+from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
+from tokenclock.stages.train.model import PRESETS, preset_params
+
+MODES = ("branches", "full")
+
+
+@dataclass
+class StudyConfig:
+    """The grid (section `study` of a study config)."""
+
+    models: list[str] = field(default_factory=list)
+    """Model presets (tokenclock.stages.train.model.PRESETS, `tokenclock presets`): the M axis, >= 4 distinct sizes."""
+    budgets_steps: list[int] = field(default_factory=list)
+    """Token budgets in optimizer steps (tokens = steps x batch_size x seq_len): the D axis, >= 4."""
+    budgets_tokens: list[int] = field(default_factory=list)
+    """Token budgets in tokens, rounded to whole steps; give this or budgets_steps."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """One run per seed; axes average the per-token final losses over seeds."""
+    mode: str = "branches"
+    """branches: WSD cooldown branches off one stable run per model (cheap); full: one run per
+    budget with the base schedule (the classical grid)."""
+    decay_fraction: float = 0.2
+    """branches: share of each budget spent decaying the lr (train.decay_fraction of every run)."""
+    compare_full_steps: list[int] = field(default_factory=list)
+    """branches: budgets (steps) also trained as full runs with the base schedule, to measure the
+    branch-vs-full difference (study.json: branch_vs_full); not used for the axes."""
+    bootstrap: int = 100
+    """Bootstrap resamples of runs for the Chinchilla intervals."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown study.mode '{self.mode}'", "use branches or full")
+        for m in self.models:
+            if m not in PRESETS:
+                raise ConfigError(f"unknown model preset '{m}' in study.models",
+                                  f"choose from {', '.join(PRESETS)}")
+        if self.budgets_steps and self.budgets_tokens:
+            raise ConfigError("give study.budgets_steps or study.budgets_tokens, not both")
+        if any(b < 1 for b in self.budgets_steps + self.budgets_tokens):
+            raise ConfigError("study budgets must be >= 1")
+        if not 0 < self.decay_fraction < 1:
+            raise ConfigError(f"study.decay_fraction must be in (0, 1), got {self.decay_fraction}")
+        if not self.seeds:
+            raise ConfigError("study.seeds is empty", "write seeds: [0]")
+        if len(set(self.models)) < MIN_POINTS:
+            raise DataError(f"the M axis has {len(set(self.models))} model sizes; fitting needs at least "
+                            f"{MIN_POINTS}", "add models to study.models (e.g. from `tokenclock presets`)")
+        n_b = len(set(self.budgets_steps or self.budgets_tokens))
+        if n_b < MIN_POINTS:
+            raise DataError(f"the D axis has {n_b} token budgets; fitting needs at least {MIN_POINTS}",
+                            "add budgets to study.budgets_steps or study.budgets_tokens")
+        if self.bootstrap < 0:
+            raise ConfigError("study.bootstrap must be >= 0")
+
+
+@dataclass
+class Study:
+    """A study: its grid and the base config every run of it starts from."""
+
+    study: StudyConfig
+    """The grid."""
+    base: dict
+    """The `base:` section, a normal tokenclock config as a dict."""
+
+    def run_config(self, seed: int, model: str, train_over: dict):
+        return config_from_dict(_merge(self.base, {"seed": seed, "model": {"preset": model},
+                                                   "train": train_over}))
+
+    @property
+    def base_config(self):
+        return config_from_dict(self.base)
+
+    def budgets(self) -> list[int]:
+        """Budgets in steps, sorted, unique."""
+        tc = self.base_config.train
+        if self.study.budgets_steps:
+            return sorted(set(self.study.budgets_steps))
+        per = tc.batch_size * tc.seq_len
+        steps = sorted({max(1, int(round(t / per))) for t in self.study.budgets_tokens})
+        if len(steps) < MIN_POINTS:
+            raise DataError(f"study.budgets_tokens round to {len(steps)} distinct step counts at "
+                            f"{per} tokens per step", "spread the budgets further apart")
+        return steps
+
+    def models(self) -> list[str]:
+        """Models sorted by non-embedding parameters."""
+        ms = sorted(set(self.study.models), key=preset_params)
+        sizes = [preset_params(m) for m in ms]
+        if len(set(sizes)) < len(sizes):
+            raise ConfigError("two study.models have the same parameter count", "pick distinct sizes")
+        return ms
+
+
+def load_study(path: str | Path, overrides: list[str] | dict | None = None) -> Study:
+    """A study config file (or preset name, e.g. study-tiny) plus `--set` overrides: keys under
+    `study.` set the grid, `base.x.y` or plain `x.y` set the base run config."""
+    p = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or "study" not in data:
+        raise ConfigError(f"{p} has no `study:` section", "a study config holds `study:` (the grid) "
+                          "and `base:` (a normal tokenclock config)")
+    unknown = set(data) - {"study", "base"}
+    if unknown:
+        raise ConfigError(f"unknown study config section '{sorted(unknown)[0]}'",
+                          "a study config has only `study:` and `base:`")
+    over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    over = dict(over)
+    s_over = over.pop("study", {})
+    b_over = over.pop("base", {})
+    b_over = _merge(over, b_over)  # plain train.x=... means base.train.x
+    study = build_section(StudyConfig, _merge(data.get("study") or {}, s_over), "study")
+    base = _merge(data.get("base") or {}, b_over)
+    config_from_dict(base)  # check every key of the base config once, up front
+    return Study(study=study, base=base)
