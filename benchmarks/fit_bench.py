@@ -17,9 +17,9 @@ import warnings
 
 import numpy as np
 
+from tokenclock.curves import initial_guess, mu_bounds, sigmoid1, width_bounds
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import fit_matrix
-from tokenclock.curves import initial_guess, mu_bounds, sigmoid1, width_bounds
 
 KINDS = ("sigmoid", "flat", "linear", "two-step", "forgetting", "rise-then-fall")
 SHARES = (0.45, 0.12, 0.08, 0.12, 0.08, 0.15)

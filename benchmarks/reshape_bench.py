@@ -56,8 +56,8 @@ def base_overrides(args, texts: str | None) -> list[str]:
 
 
 def run_train(base: Path, out: Path, sets: list[str]) -> dict:
-    from tokenclock.config import load_config
     from tokenclock.artifacts import read_parquet
+    from tokenclock.config import load_config
     from tokenclock.pipeline import train
 
     if not (out / "tokens").is_dir():
@@ -104,12 +104,12 @@ def main() -> None:
         print(f"report: {reshape_report(out)}")
         return
 
+    from tokenclock.artifacts import write_json, write_parquet
     from tokenclock.config import load_config
     from tokenclock.stages.data.corpus import build_corpus
+    from tokenclock.stages.data.tokens import tokenize
     from tokenclock.stages.reshape.profiles import ReshapeConfig
     from tokenclock.stages.reshape.stage import compute_params, reshape
-    from tokenclock.artifacts import write_json, write_parquet
-    from tokenclock.stages.data.tokens import tokenize
 
     t_all = time.time()
     sets = base_overrides(args, args.texts)
@@ -147,7 +147,7 @@ def main() -> None:
 
     ref_cost = metas[args.arms[0]]["cost"]
     ref_share = ref_cost["ref_flops"] / new_flops
-    rows, table = [], {}
+    rows = []
     for arm in args.arms:
         for seed in args.seeds:
             u, r = runs[("uniform", seed)], runs[(arm, seed)]

@@ -14,7 +14,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from _common import bench_config
 
 
@@ -22,7 +21,7 @@ def bare_trace(run_dir, inputs: np.ndarray, batch: int, device: str, amp) -> flo
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tokenclock.stages.train.model import quiet_transformers
+    from tokenclock.forward import quiet_transformers
     from tokenclock.rundir import RunDir
 
     quiet_transformers()
@@ -51,13 +50,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. trace.device=cuda")
     args = ap.parse_args()
 
-    from tokenclock.rundir import RunDir
-
     from tokenclock.artifacts import read_npy
-    from tokenclock.stages.trace.stage import trace
-    from tokenclock.scoring import trace_dtype
-    from tokenclock.scoring import resolve_device
+    from tokenclock.forward import resolve_device, trace_dtype
     from tokenclock.pipeline import train
+    from tokenclock.rundir import RunDir
+    from tokenclock.stages.trace.stage import trace
 
     cfg = bench_config(args.preset, args.steps, 8, args.seq_len,
                        ["train.warmup_steps=5", "train.ckpt_per_decade=8", f"trace.n_seqs={args.n_seqs}",

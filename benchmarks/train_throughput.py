@@ -25,10 +25,10 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     kernel autotuning), like the trainer's steady loop rate."""
     import torch
 
-    from tokenclock.stages.train.model import build_model
-    from tokenclock.rundir import RunDir
     from tokenclock.artifacts import read_json, read_npy
-    from tokenclock.scoring import autocast_dtype, resolve_device
+    from tokenclock.forward import autocast_dtype, resolve_device
+    from tokenclock.rundir import RunDir
+    from tokenclock.stages.train.model import build_model
     from tokenclock.windows import batch_offsets, make_batch
 
     run = RunDir(run_dir)
@@ -70,8 +70,8 @@ def main() -> None:
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
 
-    from tokenclock.stages.train.perf import peak_flops
     from tokenclock.pipeline import train
+    from tokenclock.stages.train.perf import peak_flops
 
     sparse = bench_config(args.preset, args.steps, args.batch, args.seq_len,
                           ["train.warmup_steps=5", "train.ckpt_per_decade=1", *args.set])

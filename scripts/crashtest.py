@@ -49,8 +49,8 @@ def command(stage: str, run: Path, text_dir: Path) -> list[str]:
 
 def artifacts(stage: str, run: Path) -> dict[str, bytes | np.ndarray]:
     """What must be identical after a resume."""
-    from tokenclock.rundir import RunDir
     from tokenclock.artifacts import read_parquet
+    from tokenclock.rundir import RunDir
 
     r = RunDir(run)
     if stage == "train":

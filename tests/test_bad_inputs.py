@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tokenclock.artifacts import write_json, write_npy, write_parquet
 from tokenclock.cli import main
 from tokenclock.rundir import RunDir
-from tokenclock.artifacts import write_json, write_npy, write_parquet
 
 
 def _text_dir(tmp: Path, n: int = 3) -> Path:

@@ -2,11 +2,9 @@
 class; the fitter returns finite parameters or the class `irregular` for any finite trajectory."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,8 +17,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_text_reader_any_bytes(tmp_path, data):
-    from tokenclock.stages.data.documents import CorpusConfig
     from tokenclock.stages.data.corpus import read_documents
+    from tokenclock.stages.data.documents import CorpusConfig
 
     d = tmp_path / "t"
     d.mkdir(exist_ok=True)
@@ -38,8 +36,8 @@ def test_text_reader_any_bytes(tmp_path, data):
                                                                        st.one_of(st.text(max_size=30), st.integers())),
                                   ), min_size=1, max_size=6))
 def test_jsonl_reader_any_lines(tmp_path, lines):
-    from tokenclock.stages.data.documents import CorpusConfig
     from tokenclock.stages.data.corpus import read_documents
+    from tokenclock.stages.data.documents import CorpusConfig
 
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines))

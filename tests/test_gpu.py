@@ -11,11 +11,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import tiny_overrides
+from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.config import load_config
 from tokenclock.rundir import RunDir
-from tokenclock.artifacts import read_json, read_npy, read_parquet
-
-from conftest import tiny_overrides
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
@@ -31,8 +30,8 @@ def _cfg(texts_dir, device: str, dtype: str, *extra: str):
 def test_cuda_training_and_trace_match_cpu(tmp_path, texts_dir):
     """fp32 on the GPU follows the CPU run (same data order, same init) within float tolerance,
     and the trace of its checkpoints on the GPU equals a trace on the CPU."""
-    from tokenclock.stages.trace.stage import trace
     from tokenclock.pipeline import train
+    from tokenclock.stages.trace.stage import trace
 
     train(tmp_path / "cpu", _cfg(texts_dir, "cpu", "fp32"), progress=False)
     s = train(tmp_path / "gpu", _cfg(texts_dir, "cuda", "fp32"), progress=False)
@@ -49,8 +48,8 @@ def test_cuda_training_and_trace_match_cpu(tmp_path, texts_dir):
 def test_cuda_bf16_compiled_reports_mfu(tmp_path, texts_dir):
     """bf16 autocast with torch.compile and micro batches trains to finite losses, and the summary
     carries loop tokens/s and MFU against the device's peak (when the device is in perf.PEAK_BF16)."""
-    from tokenclock.stages.train.perf import peak_flops
     from tokenclock.pipeline import train
+    from tokenclock.stages.train.perf import peak_flops
 
     s = train(tmp_path / "run", _cfg(texts_dir, "cuda", "bf16", "train.compile=true",
                                      "train.micro_batch_size=4"), progress=False)
@@ -77,9 +76,9 @@ def test_torchrun_on_one_gpu(tmp_path, texts_dir):
 
 def test_cuda_fit_matches_cpu():
     """fit.device=cuda runs the same batched fitter: the same events as on the CPU."""
+    from tokenclock.curves import curve
     from tokenclock.stages.fit.config import FitConfig
     from tokenclock.stages.fit.fitter import fit_trajectories
-    from tokenclock.curves import curve
 
     u = np.log(np.unique(np.geomspace(10, 20_000, 48).round()))
     rng = np.random.default_rng(0)

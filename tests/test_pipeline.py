@@ -1,14 +1,10 @@
 """The tiny pipeline end to end, asserting on the artifacts it writes."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pytest
-
-from tokenclock.rundir import RunDir
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
+from tokenclock.rundir import RunDir
 
 
 def test_checkpoints_and_index(tiny_run):

@@ -28,8 +28,8 @@ from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.stage import spectrum
-from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
 from tokenclock.stages.trace.modes import trace_checkpoints
+from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
 from tokenclock.stages.trace.stage import trace
 
 __all__ = ["Config", "RunDir", "TokenclockError", "build_corpus", "demo", "export_npz", "fit",

@@ -7,17 +7,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tokenclock.config import Config, load_config
-from tokenclock.rundir import RunDir
+from tokenclock import dist
 from tokenclock.artifacts import read_json
+from tokenclock.config import Config, load_config
+from tokenclock.forward import resolve_device
+from tokenclock.rundir import RunDir
+from tokenclock.stages.data.corpus import build_corpus
+from tokenclock.stages.data.tokens import tokenize
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.stage import trace
-from tokenclock import dist
-from tokenclock.scoring import resolve_device
-from tokenclock.stages.data.corpus import build_corpus
-from tokenclock.stages.data.tokens import tokenize
 from tokenclock.stages.train import stage as train_stage
 from tokenclock.text import fmt, pct
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, write_parquet
 from tokenclock.errors import TokenclockError, TrainingError
+from tokenclock.forward import resolve_device, token_losses, trace_dtype
 from tokenclock.rundir import RunDir, StudyDir, stage_status
-from tokenclock.scoring import resolve_device, token_losses, trace_dtype
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.spectrum.stage import spectrum

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenclock.config import (_merge, build_section, config_from_dict, parse_overrides,
-                               resolve_config_path)
+from tokenclock.config import _merge, build_section, config_from_dict, parse_overrides, resolve_config_path
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
 from tokenclock.stages.train.model import PRESETS, preset_params

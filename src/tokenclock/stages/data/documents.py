@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from tokenclock.errors import ConfigError
 
-
 FILE_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
 
 

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from tokenclock.errors import CorpusError, InputError
 from tokenclock.stages.data.builtin import BUILTIN_VERSION, builtin_documents
-from tokenclock.stages.data.documents import (CorpusConfig, Document, FILE_SUFFIXES, MIN_DOC_CHARS,
-                                              doc_unit, normalize)
+from tokenclock.stages.data.documents import (
+    FILE_SUFFIXES,
+    MIN_DOC_CHARS,
+    CorpusConfig,
+    Document,
+    doc_unit,
+    normalize,
+)
 
 
 def load_documents(cfg: CorpusConfig, progress: bool) -> tuple[list[Document], dict]:

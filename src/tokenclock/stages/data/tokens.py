@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenclock.artifacts import atomic_path, read_json, read_parquet, write_json, write_npy
 from tokenclock.errors import ConfigError, CorpusError, RunDirError, TokenizerError
 from tokenclock.rundir import RunDir, stage_config, stage_status
-from tokenclock.artifacts import atomic_path, read_json, read_parquet, write_json, write_npy
 
 EOS = "<|endoftext|>"
 

@@ -17,7 +17,6 @@ from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import FitResult, fit_matrix
 
 
-
 def load_axis(run: RunDir, name: str) -> tuple[np.ndarray, np.ndarray]:
     """u = ln x for checkpoints with x > 0 of column `name` of RUN/trace/axis.parquet, and the
     boolean mask over the K rows that were kept."""

@@ -13,8 +13,7 @@ from tokenclock.artifacts import atomic_path
 from tokenclock.curves import curve
 from tokenclock.scores import r2_score, spearman
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import (CLASS_ORDER, _from, _not_computed, _ordered, _token_label,
-                                           _visible)
+from tokenclock.stages.report.text import CLASS_ORDER, _from, _not_computed, _ordered, _token_label, _visible
 from tokenclock.text import fmt, pct
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.

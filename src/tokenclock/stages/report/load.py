@@ -4,11 +4,10 @@ The RunView also derives the few numbers several sections need (mean loss, power
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 

@@ -15,13 +15,18 @@ import numpy as np
 from tokenclock.artifacts import atomic_path, write_json
 from tokenclock.errors import RunDirError
 from tokenclock.rundir import RunDir
-from tokenclock.stages.report.figures import (_Figures, _section_classes, _section_examples,
-                                              _section_frequency, _section_loss_curve,
-                                              _section_reconstruction, _section_spectrum)
+from tokenclock.stages.report.figures import (
+    _Figures,
+    _section_classes,
+    _section_examples,
+    _section_frequency,
+    _section_loss_curve,
+    _section_reconstruction,
+    _section_spectrum,
+)
 from tokenclock.stages.report.load import RunView, load_run
 from tokenclock.stages.report.text import _not_computed, _ordered
 from tokenclock.text import fmt, html_page, pct
-
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
 

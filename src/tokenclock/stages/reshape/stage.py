@@ -14,16 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenclock.artifacts import (
+    atomic_path,
+    read_json,
+    read_npy,
+    read_parquet,
+    write_json,
+    write_npy,
+    write_parquet,
+)
 from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import PoolDir, RunDir, ScheduleDir
-from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_npy, write_parquet)
-from tokenclock.scoring import resolve_device
 from tokenclock.stages.fit.config import FitConfig
-from tokenclock.stages.reshape.profiles import (ReshapeConfig, build_schedule, pool_draw_counts, pool_offsets,
-                                                sequence_profiles)
+from tokenclock.stages.reshape.profiles import (
+    ReshapeConfig,
+    build_schedule,
+    pool_draw_counts,
+    pool_offsets,
+    sequence_profiles,
+)
 from tokenclock.stages.trace.stage import TraceConfig, trace_series
-from tokenclock.stages.train.model import ModelConfig, quiet_transformers
-
+from tokenclock.stages.train.model import ModelConfig
 
 # ----------------------------------------------------------------------------- the stage
 

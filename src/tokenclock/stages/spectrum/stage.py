@@ -21,9 +21,15 @@ from tokenclock.scores import fit_power_law, mean_rel_error, r2_score
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import fit_matrix
 from tokenclock.stages.fit.stage import load_axis
-from tokenclock.stages.spectrum.reconstruct import (CHUNK_ELEMS, density_table, event_share,
-                                                    measured_curve, measured_derivative,
-                                                    reconstruct_curve, reconstruct_derivative)
+from tokenclock.stages.spectrum.reconstruct import (
+    CHUNK_ELEMS,
+    density_table,
+    event_share,
+    measured_curve,
+    measured_derivative,
+    reconstruct_curve,
+    reconstruct_derivative,
+)
 
 
 @dataclass

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenclock.artifacts import atomic_path, read_json, read_npy, read_parquet, write_json, write_parquet
 from tokenclock.errors import DataError, InputError
 from tokenclock.rundir import RunDir
-from tokenclock.artifacts import (atomic_path, read_json, read_npy, read_parquet, write_json, write_parquet)
 
 MIN_POINTS = 4
 

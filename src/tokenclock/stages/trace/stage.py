@@ -18,12 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tokenclock import dist
-from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir
 from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
-from tokenclock.scoring import resolve_device, token_losses, trace_dtype
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.forward import quiet_transformers, resolve_device, token_losses, trace_dtype
+from tokenclock.rundir import RunDir
 from tokenclock.stages.data.tokens import load_tokenizer
-from tokenclock.stages.train.model import quiet_transformers
 from tokenclock.windows import val_offsets
 
 MIN_CHECKPOINTS = 4

@@ -82,14 +82,6 @@ class ModelConfig:
                               "pick hidden_size / num_heads even")
 
 
-def quiet_transformers() -> None:
-    """Per-checkpoint "Loading weights" / "Writing model shards" bars would bury our own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def hf_config(cfg: ModelConfig, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None):
     from transformers import LlamaConfig
 

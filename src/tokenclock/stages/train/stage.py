@@ -17,11 +17,11 @@ import numpy as np
 from tokenclock import dist
 from tokenclock.artifacts import read_json, read_npy
 from tokenclock.errors import ConfigError, RunDirError, TrainingError
+from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
-from tokenclock.scoring import resolve_device
 from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
 from tokenclock.stages.train.config import TrainConfig, init_path
-from tokenclock.stages.train.model import ModelConfig, quiet_transformers
+from tokenclock.stages.train.model import ModelConfig
 from tokenclock.stages.train.trainer import TrainData, Trainer
 from tokenclock.windows import make_batch, val_offsets
 

@@ -16,10 +16,17 @@ import numpy as np
 from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, TrainingError
+from tokenclock.forward import autocast_dtype, resolve_device, token_losses
 from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar
-from tokenclock.scoring import autocast_dtype, resolve_device, token_losses
-from tokenclock.stages.train.checkpoint import (load_state, load_weights, optimizer_tensors, read_rows,
-                                                save_checkpoint, save_state, state_step)
+from tokenclock.stages.train.checkpoint import (
+    load_state,
+    load_weights,
+    optimizer_tensors,
+    read_rows,
+    save_checkpoint,
+    save_state,
+    state_step,
+)
 from tokenclock.stages.train.config import init_path
 from tokenclock.stages.train.model import build_model, non_embedding_params
 from tokenclock.stages.train.perf import flops_per_token, peak_flops

@@ -8,13 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-
-from tokenclock.rundir import RunDir
-
-from tokenclock.artifacts import read_json, read_parquet
 
 from conftest import tiny_overrides
+from tokenclock.artifacts import read_json, read_parquet
+from tokenclock.rundir import RunDir
 
 
 def _args(out, texts_dir):

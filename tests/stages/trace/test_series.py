@@ -14,12 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 
+from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import DataError, InputError, RunDirError, TokenizerError
 from tokenclock.rundir import RunDir
-from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.stages.trace.checkpoints import check_safetensors
-from tokenclock.stages.trace.revisions import (PYTHIA_STEPS, parse_revision, preset_revisions, read_step_map,
-                                               resolve_revisions)
+from tokenclock.stages.trace.revisions import (
+    PYTHIA_STEPS,
+    parse_revision,
+    preset_revisions,
+    read_step_map,
+    resolve_revisions,
+)
 from tokenclock.stages.trace.series import trace_models, trace_revisions
 from tokenclock.stages.trace.stage import TraceConfig
 

@@ -164,7 +164,6 @@ def test_chinchilla_recovers_known_exponents():
 def test_job_array_split_then_final_call(tiny_study, tmp_path, texts_dir, capsys):
     """--only prepare, then --only K per model (a Slurm array), then a final call builds the axes
     without retraining: the same study.json runs as a one-shot study."""
-    import shutil
 
     out = tmp_path / "arr"
     assert main(["study", "study-tiny", "--out", str(out), "--quiet", "--only", "prepare", *study_sets(texts_dir)]) == 0

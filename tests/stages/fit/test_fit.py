@@ -6,14 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
+from tokenclock.artifacts import read_parquet, write_npy, write_parquet
+from tokenclock.curves import curve
 from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import fit_matrix, fit_trajectories
 from tokenclock.stages.fit.models import CLASSES
 from tokenclock.stages.fit.stage import fit, load_axis
-from tokenclock.rundir import RunDir
-from tokenclock.artifacts import read_parquet, write_npy, write_parquet
-from tokenclock.curves import curve
 
 STEPS = np.unique(np.geomspace(10, 20_000, 48).round())
 U = np.log(STEPS)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
+from tokenclock.artifacts import read_npy
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError, RunDirError
 from tokenclock.stages.reshape.profiles import ReshapeConfig, build_schedule, log_fraction, sampling_weights
 from tokenclock.stages.reshape.stage import reshape
-from tokenclock.artifacts import read_npy
 from tokenclock.windows import batch_offsets
 
 STEPS, BATCH, SEQ = 40, 8, 32

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import subprocess
 import tarfile
@@ -14,15 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tokenclock.artifacts import read_json, read_parquet
+from tokenclock.errors import ConfigError, CorpusError, InputError
+from tokenclock.rundir import RunDir, load_manifest
 from tokenclock.stages.data import builtin as B
 from tokenclock.stages.data import corpus as C
 from tokenclock.stages.data import sources
+from tokenclock.stages.data.corpus import build_corpus, read_documents, split_documents
 from tokenclock.stages.data.documents import MIN_DOC_CHARS, CorpusConfig, Document
 from tokenclock.stages.data.sources import load_documents
-from tokenclock.stages.data.corpus import build_corpus, read_documents, split_documents
-from tokenclock.errors import ConfigError, CorpusError, InputError
-from tokenclock.rundir import RunDir, load_manifest
-from tokenclock.artifacts import read_json, read_parquet
 
 BROWN_RAW = (
     "\n\n\tThe/at Fulton/np-tl County/nn-tl Jury/nn-tl said/vbd ``/`` no/at evidence/nn ''/'' "

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 
-
 from tokenclock import scores
-from tokenclock.stages.spectrum import reconstruct as rc
-from tokenclock.stages.spectrum import stage as sp
-from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir, update_stage
 from tokenclock.artifacts import write_json, write_npy, write_parquet
 from tokenclock.curves import logistic
+from tokenclock.errors import ConfigError, DataError, RunDirError
+from tokenclock.rundir import RunDir, update_stage
+from tokenclock.stages.spectrum import reconstruct as rc
+from tokenclock.stages.spectrum import stage as sp
 
 SUMMARY_KEYS = {"reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_after_warmup",
                 "reconstruction_r2_heldout_after_warmup", "mean_rel_error", "event_share",
@@ -172,8 +171,8 @@ def test_stage_writes_documented_files(tmp_path):
     assert s["axis"] == "step" and s["n_tok"] == 300 and s["after_step"] == 20
     assert s["reconstruction_r2"] > 0.95 and s["reconstruction_r2_after_warmup"] > 0.95
     assert s["event_share"] == pytest.approx(1.0, abs=0.05)
-    from tokenclock.rundir import load_manifest
     from tokenclock.artifacts import read_parquet
+    from tokenclock.rundir import load_manifest
     curve = read_parquet(out / "curve.parquet")
     assert {"x", "u", "loss_mean", "dldu_measured", "dldu_reconstructed", "loss_reconstructed",
             "heldout", "after_warmup", "step"} <= set(curve)

@@ -7,18 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 
+from conftest import tiny_overrides
+from tokenclock.artifacts import read_parquet
 from tokenclock.config import load_config
 from tokenclock.errors import ConfigError, CorpusError, RunDirError
 from tokenclock.rundir import RunDir
-from tokenclock.artifacts import read_parquet
 from tokenclock.stages.train.schedule import checkpoint_steps, lr_at
-
-from conftest import tiny_overrides
 
 
 def test_checkpoint_steps_log_spaced():
@@ -113,7 +112,7 @@ GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 def test_golden_first_losses(tmp_path, texts_dir):
     """Same seed and config -> the same losses, bit for bit, and the first 12 training losses of
-    the tiny preset match tests/golden_losses.json (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after
+    the tiny preset match tests/stages/train/golden_losses.json (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after
     a deliberate change to the model, data order or optimizer)."""
     from tokenclock.pipeline import train
 
@@ -208,8 +207,8 @@ def test_data_schedule_reproduces_uniform_order(tmp_path, texts_dir):
     """An explicit offsets schedule equal to the seeded order gives the same weights; a schedule of
     the wrong shape is refused."""
     from tokenclock.artifacts import read_npy, write_npy
-    from tokenclock.windows import batch_offsets
     from tokenclock.pipeline import train
+    from tokenclock.windows import batch_offsets
 
     sets = tiny_overrides(texts_dir, **{"train.steps": 15})
     train(tmp_path / "uniform", load_config("tiny", sets), progress=False)
@@ -297,9 +296,9 @@ def test_compiled_training_matches_eager(tmp_path, texts_dir):
 def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
     """A run recorded before an option existed (the key is missing from its manifest) still counts
     as the same run when the option is left at its default; a changed option is refused."""
+    from tokenclock.pipeline import train
     from tokenclock.rundir import load_manifest, update_stage
     from tokenclock.stages.train.stage import _check_same_run
-    from tokenclock.pipeline import train
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 10}))
     train(tmp_path / "run", cfg, progress=False)

@@ -1,7 +1,6 @@
-"""Scoring a model on token windows: the device and precision to run on, and the next-token
-cross-entropy of every position (train's validation loss, the trace, a study's final losses).
-
-torch is imported inside each function so that `import tokenclock` and `tokenclock --help` stay fast.
+"""Running a model forward on token windows, without autograd: the device and precision to run on,
+and the next-token cross-entropy of every position (train's validation loss, the trace, a study's
+final losses). torch is imported inside each function, so `import tokenclock` stays fast.
 """
 from __future__ import annotations
 
@@ -46,3 +45,11 @@ def token_losses(model, tokens, amp_dtype, device: str):
                                          enabled=amp_dtype is not None):
         logits = model(input_ids=tokens[:, :-1]).logits
     return F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+
+
+def quiet_transformers() -> None:
+    """Per-checkpoint "Loading weights" / "Writing model shards" bars would bury our own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 
-from tokenclock.errors import RunDirError
-from tokenclock.stages.report.stage import report
-from tokenclock.curves import curve as fitted_curve
-from tokenclock.scores import spearman
-from tokenclock.rundir import RunDir, update_stage
 from tokenclock.artifacts import read_json, write_json, write_npy, write_parquet
+from tokenclock.curves import curve as fitted_curve
+from tokenclock.errors import RunDirError
+from tokenclock.rundir import RunDir, update_stage
+from tokenclock.scores import spearman
+from tokenclock.stages.report.stage import report
 
 N_TOK, N_CKPT, VOCAB = 200, 30, 512
 EVIL = "<b>$x"  # token text that must be escaped in HTML and not parsed as mathtext
