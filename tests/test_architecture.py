@@ -167,3 +167,21 @@ def test_importing_tokenclock_loads_no_heavy_library():
             "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_readme_python_names_exist():
+    """Every tokenclock name the README's Python examples use is there (tc.X and from-imports)."""
+    import importlib
+    import re
+
+    import tokenclock as tc
+
+    readme = (PKG.parents[1] / "README.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", readme, flags=re.S))
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tokenclock"):
+            mod = importlib.import_module(node.module)
+            for a in node.names:
+                assert hasattr(mod, a.name), f"README: from {node.module} import {a.name}"
+    for name in set(re.findall(r"\btc\.([a-z_]+)\(", readme)):
+        assert callable(getattr(tc, name, None)), f"README uses tc.{name}, which tokenclock does not export"

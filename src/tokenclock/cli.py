@@ -8,22 +8,20 @@ loaded, so every check runs once, in the config dataclasses).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import sys
 
 from tokenclock.config import PRESET_DIR, _merge, load_config, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
-from tokenclock.pipeline import demo, train
-from tokenclock.stages.data.corpus import build_corpus, read_documents
-from tokenclock.stages.data.tokens import tokenize
+from tokenclock.pipeline import demo, fit_npz, prepare, train
+from tokenclock.stages.data.corpus import build_corpus, count_documents
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.modes import trace_checkpoints
-from tokenclock.stages.trace.npz import export_npz, import_npz
+from tokenclock.stages.trace.npz import export_npz
 from tokenclock.stages.train.model import PRESETS, preset_params
 from tokenclock.study.config import load_study
 from tokenclock.study.stage import study
@@ -66,13 +64,7 @@ def _add_corpus(sub) -> None:
 def cmd_corpus(args) -> int:
     cfg = _config(args, defaults={"corpus": {"sources": args.source}} if args.source else None)
     if args.out is None:
-        docs = read_documents(cfg.corpus)
-        by_src: dict = {}
-        for d in docs:
-            s = by_src.setdefault(d.source, {"docs": 0, "chars": 0})
-            s["docs"] += 1
-            s["chars"] += len(d.text)
-        _print({"documents": len(docs), "chars": sum(s["chars"] for s in by_src.values()), "sources": by_src})
+        _print(count_documents(cfg.corpus))
         return 0
     _print(build_corpus(args.out, cfg.corpus, progress=not args.quiet))
     return 0
@@ -86,9 +78,7 @@ def _add_tokenize(sub) -> None:
 
 
 def cmd_tokenize(args) -> int:
-    cfg = _config(args)
-    build_corpus(args.out, cfg.corpus, progress=not args.quiet)
-    _print(tokenize(args.out, cfg.tokens, progress=not args.quiet))
+    _print(prepare(args.out, _config(args), progress=not args.quiet))
     return 0
 
 
@@ -165,16 +155,14 @@ def _add_fit(sub) -> None:
 
 def cmd_fit(args) -> int:
     cfg = _config(args, flags=_flags(args, "fit", ("uncertainty", "max_events")))
-    fit_cfg, run = cfg.fit, args.run
     if args.npz:
         if not args.out:
             raise ConfigError("--npz needs --out DIR", "e.g. tokenclock fit --npz losses.npz --out fits/")
-        # the npz names its one axis: fit along it and nothing else
-        fit_cfg = dataclasses.replace(cfg.fit, axis=import_npz(args.npz, args.out), extra_axes=[])
-        run = args.out
-    elif run is None:
+        _print(fit_npz(args.npz, args.out, cfg.fit, progress=not args.quiet))
+    elif args.run is None:
         raise ConfigError("fit needs a run directory or --npz FILE --out DIR")
-    _print(fit(run, fit_cfg, progress=not args.quiet))
+    else:
+        _print(fit(args.run, cfg.fit, progress=not args.quiet))
     return 0
 
 

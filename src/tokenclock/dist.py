@@ -48,6 +48,11 @@ def init(device: str = "cpu") -> Dist:
     return _STATE
 
 
+def launched() -> bool:
+    """Whether this process was started by torchrun with 2 or more processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def current() -> Dist:
     return _STATE or Dist()
 

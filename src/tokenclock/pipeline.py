@@ -1,9 +1,11 @@
-"""The stages of one run in order: `train` (corpus -> tokens -> checkpoints, what tc.train and
-`tokenclock train` run) and `demo` (all of them on the built-in corpus, then the headline numbers).
+"""The stages of one run in order: `prepare` (corpus -> tokens), `train` (prepare, then
+checkpoints: what tc.train and `tokenclock train` run), `fit_npz` (a losses.npz, then its fit) and
+`demo` (every stage on the built-in corpus, then the headline numbers).
 Every stage resumes or is skipped when done, so rerunning continues where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from tokenclock.forward import resolve_device
 from tokenclock.rundir import RunDir
 from tokenclock.stages.data.corpus import build_corpus
 from tokenclock.stages.data.tokens import tokenize
+from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.trace.npz import import_npz
 from tokenclock.stages.trace.stage import trace
 from tokenclock.stages.train import stage as train_stage
 from tokenclock.text import fmt, pct
@@ -25,7 +29,8 @@ from tokenclock.text import fmt, pct
 def prepare(run_dir: str | Path, cfg: Config, *, progress: bool = True) -> dict:
     """The corpus and tokens stages (each skipped when done); returns RUN/tokens/meta.json. Under
     torchrun rank 0 builds them and every rank gets the result."""
-    dist.init(resolve_device(cfg.train.device))
+    if dist.launched():  # the backend follows the device (resolving it imports torch)
+        dist.init(resolve_device(cfg.train.device))
     return dist.run_on_main(lambda: (build_corpus(run_dir, cfg.corpus, progress=progress and dist.current().main),
                                      tokenize(run_dir, cfg.tokens, progress=progress and dist.current().main))[1])
 
@@ -37,6 +42,14 @@ def train(run_dir: str | Path, cfg: Config | None = None, *, progress: bool = Tr
     cfg = cfg or Config()
     prepare(run_dir, cfg, progress=progress)
     return train_stage.train(run_dir, cfg, progress=progress, init_root=init_root)
+
+
+def fit_npz(npz: str | Path, out_dir: str | Path, cfg: FitConfig | None = None, *,
+            progress: bool = True) -> dict:
+    """A paper-format losses.npz -> a run-like OUT (trace/) -> its fit, along the one axis the file
+    names (cfg's axis and extra clocks are set to it)."""
+    axis = import_npz(npz, out_dir)
+    return fit(out_dir, dataclasses.replace(cfg or FitConfig(), axis=axis, extra_axes=[]), progress=progress)
 
 
 def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",

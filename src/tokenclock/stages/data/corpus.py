@@ -21,6 +21,18 @@ def read_documents(cfg: CorpusConfig | None = None, *, progress: bool = False) -
     return load_documents(cfg or CorpusConfig(), progress)[0]
 
 
+def count_documents(cfg: CorpusConfig | None = None) -> dict:
+    """Documents and characters of the configured corpus, in all and per source (nothing written:
+    `tokenclock corpus` without --out)."""
+    docs = read_documents(cfg)
+    by_src: dict[str, dict] = {}
+    for d in docs:
+        s = by_src.setdefault(d.source, {"docs": 0, "chars": 0})
+        s["docs"] += 1
+        s["chars"] += len(d.text)
+    return {"documents": len(docs), "chars": sum(s["chars"] for s in by_src.values()), "sources": by_src}
+
+
 def split_documents(docs: list[Document], cfg: CorpusConfig) -> tuple[list[Document], list[Document]]:
     """Split by document: documents in hash(seed, doc_id) order go to val while val holds at most
     val_fraction of the characters; then at least min_val_docs validation and one training
