@@ -3,10 +3,14 @@
 Generates N seeded trajectories (K = 64 log-spaced checkpoints) from a realistic mixture, fits all
 of them with tokenclock and a random subsample with curve_fit (4-parameter sigmoid, careful initial
 guess, the same bounds), and prints speed, SSE ratios, parameter recovery, class accuracy and
-peak RSS. A benchmark, not a test:
+peak RSS, for each width-floor rule (fit.width_floor: the new `spacing` rule and the old `span`
+rule, measured in the same run). Then sharp-step cases (one sigmoid per trajectory, as narrow as half
+the local checkpoint spacing) are reported separately against scipy's best of an unbounded
+Levenberg-Marquardt fit and a bounded trust-region fit. A benchmark, not a test:
 
     python benchmarks/fit_bench.py --n 200000 --max-events 1
     python benchmarks/fit_bench.py --n 4000000 --memmap /tmp/loss.npy
+    python benchmarks/fit_bench.py --n 20000 --max-events 1 --w-min-spacing 0.05,0.1,0.25,0.5
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ import warnings
 
 import numpy as np
 
-from tokenclock.curves import initial_guess, mu_bounds, sigmoid1, width_bounds
+from tokenclock.curves import initial_guess, local_spacing, mu_bounds, sigmoid1, width_bounds
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import fit_matrix
+from tokenclock.stages.train.schedule import checkpoint_steps
 
 KINDS = ("sigmoid", "flat", "linear", "two-step", "forgetting", "rise-then-fall")
 SHARES = (0.45, 0.12, 0.08, 0.12, 0.08, 0.15)
@@ -33,6 +38,12 @@ LN_V = np.log(4096)
 def axis(k: int = 64) -> np.ndarray:
     """u = ln step for k log-spaced checkpoints between step 8 and 20,000."""
     return np.log(np.geomspace(8, 20_000, k))
+
+
+def series_axis(steps: int = 20_000, per_decade: int = 16) -> np.ndarray:
+    """u = ln step of a real checkpoint series (train.checkpoint_steps without step 0): every
+    integer at first, then 16 per decade, rounded (irregular gaps, 0.69 at the start, ~0.14 late)."""
+    return np.log(np.asarray(checkpoint_steps(steps, per_decade)[1:], dtype=np.float64))
 
 
 def truth(n: int, u: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -98,6 +109,21 @@ def write_memmap(path: str, t: dict, u: np.ndarray, seed: int, chunk: int = 6553
                 fh.write(np.ascontiguousarray(block[k]).tobytes())
 
 
+def sharp_truth(n: int, u: np.ndarray, rng: np.random.Generator,
+                r_min: float = 0.5) -> dict[str, np.ndarray]:
+    """n single sigmoids (the `sigmoid` kind's drop) whose width is r x the local checkpoint
+    spacing at mu, r log-uniform in [r_min, 2]: at r_min = 0.5, half of them sharper than the
+    series resolves."""
+    lo, hi, span = u[0], u[-1], u[-1] - u[0]
+    t = {"kind": np.zeros(n, np.int64), "b": rng.uniform(1.0, 5.0, n), "slope": np.zeros(n)}
+    t["mu1"] = rng.uniform(lo + 0.1 * span, hi - 0.1 * span, n)
+    t["w_over_spacing"] = np.exp(rng.uniform(np.log(r_min), np.log(2.0), n))
+    t["w1"] = t["w_over_spacing"] * local_spacing(u, t["mu1"])
+    t["a1"] = rng.uniform(0.8, 1.0, n) * (LN_V - t["b"])
+    t["a2"], t["mu2"], t["w2"] = np.zeros(n), t["mu1"], t["w1"]
+    return t
+
+
 def scipy_fit(u: np.ndarray, Y: np.ndarray, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """curve_fit per trajectory with initial_guess and the fitter's mu/w bounds: (sse, params, fails)."""
     from scipy.optimize import curve_fit
@@ -119,11 +145,160 @@ def scipy_fit(u: np.ndarray, Y: np.ndarray, cfg: FitConfig) -> tuple[np.ndarray,
     return sse, params, fails
 
 
+def scipy_best(u: np.ndarray, Y: np.ndarray, cfg: FitConfig) -> dict:
+    """scipy's best one-sigmoid fit per trajectory: the smaller SSE of an unbounded
+    Levenberg-Marquardt curve_fit started at initial_guess with w = the local spacing at its mu
+    (a good start for a sharp step), and a bounded trust-region fit (scipy_fit: mu bounds, w from
+    a hundredth of the smallest spacing to the fitter's largest width). Seconds of each."""
+    from scipy.optimize import curve_fit
+
+    Y = Y.astype(np.float64)
+    sse_lm, t0 = np.empty(len(Y)), time.perf_counter()
+    for i, y in enumerate(Y):
+        b, a, mu, _ = initial_guess(u, y)
+        p0 = (b, a, mu, float(local_spacing(u, mu)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, _ = curve_fit(sigmoid1, u, y, p0=p0, method="lm", maxfev=4000)
+        except (RuntimeError, ValueError):
+            p = p0
+        sse_lm[i] = float(((y - sigmoid1(u, *p)) ** 2).sum())
+    sec_lm, t0 = time.perf_counter() - t0, time.perf_counter()
+    wide = FitConfig(w_min_frac=0.01 * float(np.diff(u).min()) / float(u[-1] - u[0]),
+                     w_max_frac=cfg.w_max_frac, mu_margin=cfg.mu_margin)
+    sse_trf, _, fails = scipy_fit(u, Y, wide)
+    sec_trf = time.perf_counter() - t0
+    return {"sse": np.fmin(sse_lm, sse_trf), "sse_lm": sse_lm, "sse_trf": sse_trf,
+            "sec_lm": sec_lm, "sec_trf": sec_trf, "fails": fails}
+
+
+def rule_configs(args) -> list[tuple[str, FitConfig]]:
+    """(label, FitConfig) for each spacing factor asked for, then the old `span` rule."""
+    kw = {"chunk_tokens": args.chunk} if args.chunk else {}
+    base = dict(max_events=args.max_events, device=args.device, threads=args.threads,
+                workers=args.workers, **kw)
+    factors = ([float(f) for f in args.w_min_spacing.split(",")] if args.w_min_spacing
+               else [FitConfig().w_min_spacing])
+    out = [(f"spacing x{f:g}", FitConfig(width_floor="spacing", w_min_spacing=f, **base))
+           for f in factors]
+    return out + [("span (old rule)", FitConfig(width_floor="span", **base))]
+
+
+def timed_fit(loss_kn, u: np.ndarray, cfg: FitConfig):
+    """(FitResult, seconds) after a small warm-up fit (torch start-up, grid bases)."""
+    fit_matrix(np.ascontiguousarray(loss_kn[:, :256]), u, cfg, progress=False)
+    t0 = time.perf_counter()
+    res = fit_matrix(loss_kn, u, cfg, progress=False)
+    return res, time.perf_counter() - t0
+
+
+def mixture_rows(label: str, cfg: FitConfig, loss_kn, u: np.ndarray, t: dict, sub: np.ndarray,
+                 sp: tuple, args) -> None:
+    """The original rows for one rule: speed, SSE ratios, recovery, class accuracy."""
+    sse_sp, sp_rate, sp_sec, fails = sp
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res, sec = timed_fit(loss_kn, u, cfg)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tc_rate = args.n / sec
+    print(f"[{label}] tokenclock: {sec:.2f} s, {tc_rate:,.0f} trajectories/s; peak RSS {rss:,.0f} MB "
+          f"(before fit {rss0:,.0f} MB; this process only, all fits so far)")
+    print(f"[{label}] scipy curve_fit: {len(sub)} trajectories in {sp_sec:.2f} s, {sp_rate:,.1f} "
+          f"trajectories/s ({fails} failures)")
+    print(f"[{label}] speed-up: {tc_rate / sp_rate:,.0f}x")
+    ratio = res.tokens["sse_sigmoid1"][sub] / np.maximum(sse_sp, 1e-12)
+    print(f"[{label}] SSE ratio tokenclock sigmoid1 / scipy (same trajectories): median "
+          f"{np.median(ratio):.4f}, 95th pct {np.percentile(ratio, 95):.4f}, max {ratio.max():.3f}, "
+          f"share > 1.01: {(ratio > 1.01).mean():.3f}")
+    ratio_m = res.tokens["sse"][sub] / np.maximum(sse_sp, 1e-12)
+    print(f"[{label}] SSE ratio chosen model / scipy sigmoid: median {np.median(ratio_m):.4f}, "
+          f"95th pct {np.percentile(ratio_m, 95):.4f}")
+    _recovery_rows(label, res, t, args.n)
+    s = res.summary
+    print(f"[{label}] summary:", {k: s[k] for k in ("median_r2", "sigmoid_share", "events_per_token")},
+          f"share of events at the width floor {s['width_floor']['share_at_floor']:.3f}, "
+          f"unresolved {s['resolution']['unresolved_event_share']:.3f} of events, "
+          f"{s['resolution']['unresolved_amplitude_share']:.3f} of |a|")
+
+
+def _recovery_rows(label: str, res, t: dict, n: int) -> None:
+    # recovery on the single-sigmoid subset: the chosen model's dominant event
+    kind = t["kind"]
+    ev_tok, ev_a, ev_mu = res.events["tok_idx"], res.events["a"], res.events["mu"]
+    dom_a = np.zeros(n)
+    dom_mu = np.full(n, np.nan)
+    order = np.argsort(np.abs(ev_a), kind="stable")           # larger |a| written last
+    dom_a[ev_tok[order]] = ev_a[order]
+    dom_mu[ev_tok[order]] = ev_mu[order]
+    s = kind == 0
+    mu_err = np.abs(dom_mu[s] - t["mu1"][s])
+    a_err = np.abs(dom_a[s] - t["a1"][s]) / t["a1"][s]
+    print(f"[{label}] recovery on {s.sum()} single-sigmoid trajectories: |mu err| median "
+          f"{np.nanmedian(mu_err):.3f} (90th pct {np.nanpercentile(mu_err, 90):.3f}) ln-steps; "
+          f"|a err|/a median {np.nanmedian(a_err):.3f} (90th pct {np.nanpercentile(a_err, 90):.3f})")
+    cls = res.tokens["class"]
+    accs = []
+    for k, name in enumerate(KINDS):
+        m = kind == k
+        acc = float((cls[m] == EXPECTED[name]).mean()) if m.any() else float("nan")
+        accs.append(acc * m.mean())
+        top = dict(zip(*np.unique(cls[m], return_counts=True)))
+        top = ", ".join(f"{c} {v / m.sum():.2f}" for c, v in sorted(top.items(), key=lambda x: -x[1])[:3])
+        print(f"[{label}]   class accuracy {name:15s} -> {EXPECTED[name]:15s} {acc:.3f}   ({top})")
+    print(f"[{label}] class accuracy overall: {sum(accs):.3f}")
+
+
+def sharp_rows(name: str, u: np.ndarray, cfgs: list, args) -> None:
+    """Sharp-step cases along u: tokenclock (each rule) against scipy's best, reported apart."""
+    n = args.sharp_n
+    t = sharp_truth(n, u, np.random.default_rng([args.seed, 18]), args.sharp_min)
+    Y = render(t, slice(None), u, np.random.default_rng([args.seed, 19]))       # (n, K)
+    sub = np.sort(np.random.default_rng(args.seed + 2).choice(n, min(args.scipy_n, n), replace=False))
+    best = scipy_best(u, Y[sub], cfgs[0][1])
+    lm_rate, trf_rate = len(sub) / best["sec_lm"], len(sub) / best["sec_trf"]
+    both_rate = len(sub) / (best["sec_lm"] + best["sec_trf"])
+    true_res = t["w_over_spacing"] >= 1
+    print(f"sharp [{name}: K={len(u)}, spacing {np.diff(u).min():.3f}-{np.diff(u).max():.3f}, "
+          f"true w / spacing {args.sharp_min:g}-2, {true_res.mean():.2f} truly resolved]: "
+          f"{n} trajectories, "
+          f"scipy on {len(sub)}: LM {lm_rate:,.1f}/s, bounded TRF {trf_rate:,.1f}/s "
+          f"({best['fails']} failures); scipy's best is the LM fit on "
+          f"{(best['sse_lm'] <= best['sse_trf']).mean():.2f}")
+    for label, cfg in cfgs:
+        res, sec = timed_fit(np.ascontiguousarray(Y.T), u, cfg)
+        rate = n / sec
+        ratio = res.tokens["sse_sigmoid1"][sub] / np.maximum(best["sse"], 1e-12)
+        # resolved flag of each token's dominant (largest |a|) event against the truth
+        ev = res.events
+        dom = np.zeros(n, bool)
+        order = np.argsort(np.abs(ev["a"]), kind="stable")
+        dom[ev["tok_idx"][order]] = ev["resolved"][order]
+        has = np.isin(np.arange(n), ev["tok_idx"])
+        agree = float((dom[has] == true_res[has]).mean())
+        s = res.summary
+        print(f"  [{label}] SSE ratio tokenclock sigmoid1 / scipy best: median {np.median(ratio):.5f}, "
+              f"p95 {np.percentile(ratio, 95):.4f}, max {ratio.max():.3f}, share > 1.05: "
+              f"{(ratio > 1.05).mean():.3f} (goal: median <= 1.0, p95 <= 1.05); "
+              f"{rate:,.0f} trajectories/s, speed-up {rate / trf_rate:,.0f}x one bounded curve_fit, "
+              f"{rate / both_rate:,.0f}x scipy's best (both fits)")
+        print(f"  [{label}] events at the width floor {s['width_floor']['share_at_floor']:.3f}; "
+              f"unresolved {s['resolution']['unresolved_event_share']:.3f} of events (truth: "
+              f"{1 - true_res.mean():.3f} of tokens); `resolved` of the main event agrees with the "
+              f"truth on {agree:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="trajectories to fit")
     ap.add_argument("--max-events", type=int, default=2)
     ap.add_argument("--scipy-n", type=int, default=500, help="subsample fitted with scipy")
+    ap.add_argument("--sharp-n", type=int, default=20_000,
+                    help="sharp-step trajectories per axis (0: skip the sharp cases)")
+    ap.add_argument("--sharp-min", type=float, default=0.5,
+                    help="sharpest true width of the sharp cases, in local spacings")
+    ap.add_argument("--w-min-spacing", default=None, metavar="F[,F...]",
+                    help="spacing-rule factors to measure (default: FitConfig's); the span rule "
+                         "is always measured too")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     ap.add_argument("--chunk", type=int, default=None, help="chunk_tokens (default: FitConfig's)")
@@ -136,70 +311,28 @@ def main(argv: list[str] | None = None) -> None:
     u = axis()
     rng = np.random.default_rng(args.seed)
     t = truth(args.n, u, rng)
-    kw = {"chunk_tokens": args.chunk} if args.chunk else {}
-    cfg = FitConfig(max_events=args.max_events, device=args.device, threads=args.threads,
-                    workers=args.workers, **kw)
+    cfgs = rule_configs(args)
+    cfg = cfgs[0][1]
     print(f"N={args.n} K={len(u)} max_events={args.max_events} device={args.device} "
-          f"threads={args.threads} workers={args.workers or 'auto'} chunk={cfg.chunk_tokens}")
+          f"threads={args.threads} workers={args.workers or 'auto'} chunk={cfg.chunk_tokens} "
+          f"rules: {', '.join(label for label, _ in cfgs)}")
     if args.memmap:
         write_memmap(args.memmap, t, u, args.seed)
         from tokenclock.artifacts import read_npy
         loss_kn = read_npy(args.memmap, mmap=True)
     else:
         loss_kn = render(t, slice(None), u, np.random.default_rng([args.seed, 0])).T
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    fit_matrix(np.ascontiguousarray(loss_kn[:, :256]), u, cfg, progress=False)  # warm-up
-    t0 = time.perf_counter()
-    res = fit_matrix(loss_kn, u, cfg, progress=False)
-    sec = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tc_rate = args.n / sec
-    print(f"tokenclock: {sec:.2f} s, {tc_rate:,.0f} trajectories/s; peak RSS {rss:,.0f} MB "
-          f"(before fit {rss0:,.0f} MB; this process only)")
-
     sub = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, min(args.scipy_n, args.n),
                                                                replace=False))
     Ysub = np.asarray(loss_kn[:, sub]).T
     t0 = time.perf_counter()
-    sse_sp, p_sp, fails = scipy_fit(u, Ysub, cfg)
+    sse_sp, _, fails = scipy_fit(u, Ysub, FitConfig(width_floor="span"))  # the old bounds
     sp_sec = time.perf_counter() - t0
-    sp_rate = len(sub) / sp_sec
-    print(f"scipy curve_fit: {len(sub)} trajectories in {sp_sec:.2f} s, {sp_rate:,.1f} "
-          f"trajectories/s ({fails} failures)")
-    print(f"speed-up: {tc_rate / sp_rate:,.0f}x")
-    ratio = res.tokens["sse_sigmoid1"][sub] / np.maximum(sse_sp, 1e-12)
-    print(f"SSE ratio tokenclock sigmoid1 / scipy (same trajectories): median "
-          f"{np.median(ratio):.4f}, 95th pct {np.percentile(ratio, 95):.4f}, max {ratio.max():.3f}, "
-          f"share > 1.01: {(ratio > 1.01).mean():.3f}")
-    ratio_m = res.tokens["sse"][sub] / np.maximum(sse_sp, 1e-12)
-    print(f"SSE ratio chosen model / scipy sigmoid: median {np.median(ratio_m):.4f}, "
-          f"95th pct {np.percentile(ratio_m, 95):.4f}")
-
-    # recovery on the single-sigmoid subset: the chosen model's dominant event
-    kind = t["kind"]
-    ev_tok, ev_a, ev_mu = res.events["tok_idx"], res.events["a"], res.events["mu"]
-    dom_a = np.zeros(args.n)
-    dom_mu = np.full(args.n, np.nan)
-    order = np.argsort(np.abs(ev_a), kind="stable")           # larger |a| written last
-    dom_a[ev_tok[order]] = ev_a[order]
-    dom_mu[ev_tok[order]] = ev_mu[order]
-    s = kind == 0
-    mu_err = np.abs(dom_mu[s] - t["mu1"][s])
-    a_err = np.abs(dom_a[s] - t["a1"][s]) / t["a1"][s]
-    print(f"recovery on {s.sum()} single-sigmoid trajectories: |mu err| median "
-          f"{np.nanmedian(mu_err):.3f} (90th pct {np.nanpercentile(mu_err, 90):.3f}) ln-steps; "
-          f"|a err|/a median {np.nanmedian(a_err):.3f} (90th pct {np.nanpercentile(a_err, 90):.3f})")
-    cls = res.tokens["class"]
-    accs = []
-    for k, name in enumerate(KINDS):
-        m = kind == k
-        acc = float((cls[m] == EXPECTED[name]).mean()) if m.any() else float("nan")
-        accs.append(acc * m.mean())
-        top = dict(zip(*np.unique(cls[m], return_counts=True)))
-        top = ", ".join(f"{c} {v / m.sum():.2f}" for c, v in sorted(top.items(), key=lambda x: -x[1])[:3])
-        print(f"  class accuracy {name:15s} -> {EXPECTED[name]:15s} {acc:.3f}   ({top})")
-    print(f"class accuracy overall: {sum(accs):.3f}")
-    print("summary:", {k: res.summary[k] for k in ("median_r2", "sigmoid_share", "events_per_token")})
+    for label, c in cfgs:
+        mixture_rows(label, c, loss_kn, u, t, sub, (sse_sp, len(sub) / sp_sec, sp_sec, fails), args)
+    if args.sharp_n:
+        for name, uu in (("even log axis", u), ("checkpoint series", series_axis())):
+            sharp_rows(name, uu, cfgs, args)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 and the fix, the documented exit code, no traceback, and leaves earlier artifacts intact."""
 from __future__ import annotations
 
+import atexit
 import errno
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +184,79 @@ def case_vocab_too_large(tmp):
 
 def case_export_unknown_axis(tmp):
     return ["export", str(_traced_run(tmp)), "--npz", str(tmp / "x.npz"), "--axis", "cum_lr"], 4, "no axis 'cum_lr'"
+
+
+@functools.lru_cache(maxsize=None)
+def _zoom_source() -> tuple[Path, tuple[str, ...]]:
+    """A tiny trained run (40 steps, optimizer state kept at step 5) and its --set overrides,
+    trained once per session; the zoom cases copy it."""
+    from conftest import tiny_overrides
+    from tokenclock.stages.data.corpus import write_sample_texts
+
+    root = Path(tempfile.mkdtemp(prefix="tokenclock-zoom-cases-"))
+    atexit.register(shutil.rmtree, root, True)
+    texts = write_sample_texts(root / "texts")
+    sets = tuple(tiny_overrides(texts, **{"train.steps": 40, "train.ckpt_per_decade": 4,
+                                          "train.keep_state_steps": "[5]"}))
+    assert main(["train", "--config", "tiny", "--out", str(root / "run"), "--quiet", *_sets(sets)]) == 0
+    return root / "run", sets
+
+
+def _sets(sets) -> list[str]:
+    return sum((["--set", s] for s in sets), [])
+
+
+def _zoom_case(tmp: Path, *extra: str, data_order="keep") -> list[str]:
+    """`tokenclock train ... --zoom 6:30` on a copy of the trained run (its recorded data order
+    version removed or replaced when `data_order` says so)."""
+    src, sets = _zoom_source()
+    run = RunDir(tmp / "run")
+    shutil.copytree(src, run.root)
+    if data_order != "keep":
+        m = json.loads(run.manifest.read_text())
+        m["stages"]["train"].pop("data_order_version")
+        if data_order is not None:
+            m["stages"]["train"]["data_order_version"] = data_order
+        write_json(run.manifest, m)
+    return ["train", "--config", "tiny", "--out", str(run.root), "--quiet", *_sets(sets), *extra, "--zoom", "6:30"]
+
+
+def case_zoom_reversed(tmp):
+    return ["train", "--config", "tiny", "--out", str(tmp / "r"), "--zoom", "50:20"], 3, "is reversed"
+
+
+def case_zoom_outside_run(tmp):
+    return ["train", "--config", "tiny", "--out", str(tmp / "r"), "--zoom", "10:5000"], 3, "outside the run (steps 0..200)"
+
+
+def case_zoom_not_an_interval(tmp):
+    return ["train", "--config", "tiny", "--out", str(tmp / "r"), "--zoom", "16-256"], 3, "is not A:B"
+
+
+def case_zoom_config_changed(tmp):
+    return _zoom_case(tmp, "--set", "train.lr_peak=0.001"), 6, "holds a different run (train.lr_peak: 0.004 -> 0.001)"
+
+
+def case_zoom_unversioned_run(tmp):
+    return _zoom_case(tmp, data_order=None), 6, "did not record its data order"
+
+
+def case_zoom_other_data_order(tmp):
+    return _zoom_case(tmp, data_order=0), 6, "trained with data order 0; this tokenclock replays data order 1"
+
+
+def case_zoom_without_kept_state(tmp):
+    """A branch (train.init_from) that kept no state of its own, whose source run is gone."""
+    from tokenclock.config import load_config
+    from tokenclock.pipeline import train
+
+    src, sets = _zoom_source()
+    shutil.copytree(src, tmp / "source")
+    branch = list(sets) + ["train.keep_state_steps=[]", f"train.init_from={RunDir(tmp / 'source').ckpt(5)}"]
+    train(tmp / "branch", load_config("tiny", branch), progress=False)
+    shutil.rmtree(tmp / "source")
+    argv = ["train", "--config", "tiny", "--out", str(tmp / "branch"), "--quiet", *_sets(branch), "--zoom", "6:30"]
+    return argv, 6, "kept no training state at or before step 6 (steps with one: none; its start"
 
 
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}

@@ -83,14 +83,33 @@ def cmd_tokenize(args) -> int:
 
 
 def _add_train(sub) -> None:
-    sp = sub.add_parser("train", help="train a model with a dense log-spaced checkpoint series")
+    sp = sub.add_parser("train", help="train a model with a dense log-spaced checkpoint series",
+                        description="Train (or resume) the run in --out. With --zoom A:B, then replay steps "
+                        "A..B of the trained run from its newest kept training state at or before A, bit for "
+                        "bit, and add the checkpoints of a denser schedule inside [A, B] to its series.")
     sp.add_argument("--out", required=True, help="run directory")
+    sp.add_argument("--zoom", metavar="A:B", help="replay steps A..B with denser checkpoints (train.zoom)")
+    sp.add_argument("--zoom-ckpt-per-decade", type=int, metavar="N",
+                    help="checkpoints per decade inside the zoom (train.zoom_ckpt_per_decade; "
+                    "default 4x train.ckpt_per_decade)")
     _common(sp)
     sp.set_defaults(func=cmd_train)
 
 
+def _zoom_interval(text: str | None) -> list[int] | None:
+    """--zoom A:B -> [A, B] (the checks of the interval are TrainConfig's)."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise ConfigError(f"--zoom {text!r} is not A:B", "give two steps, e.g. --zoom 16:256")
+    return [int(p) for p in parts]
+
+
 def cmd_train(args) -> int:
-    _print(train(args.out, _config(args), progress=not args.quiet))
+    flags = {"train": {k: v for k, v in (("zoom", _zoom_interval(args.zoom)),
+                                         ("zoom_ckpt_per_decade", args.zoom_ckpt_per_decade)) if v is not None}}
+    _print(train(args.out, _config(args, flags=flags), progress=not args.quiet))
     return 0
 
 

@@ -75,21 +75,49 @@ def mu_bounds(u, margin: float = 0.25) -> tuple[float, float]:
 
 
 def width_bounds(u, w_min_frac: float = 0.02, w_max_frac: float = 0.5) -> tuple[float, float]:
-    """Allowed widths as fractions of the observed span of u."""
+    """Allowed widths as fractions of the observed span of u (the `span` floor rule)."""
     u = np.asarray(u, dtype=float)
     span = float(u[-1] - u[0])
     return w_min_frac * span, w_max_frac * span
 
 
+def spacing_nodes(u) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint spacing as a piecewise-linear function of u: nodes at the midpoints of
+    consecutive checkpoints (K-1,) and the gap u[k+1] - u[k] of each (K-1,)."""
+    u = np.asarray(u, dtype=float)
+    return (u[1:] + u[:-1]) / 2, np.diff(u)
+
+
+def local_spacing(u, mu) -> np.ndarray:
+    """Local checkpoint spacing du at midpoints mu (broadcasts): the gap between the checkpoints
+    around mu, interpolated linearly between the gaps' midpoints; beyond the first or last
+    midpoint (and outside the observed range), the edge gap. Constant on an evenly spaced axis."""
+    nodes, gaps = spacing_nodes(u)
+    return np.interp(np.asarray(mu, dtype=float), nodes, gaps)
+
+
+def width_floor(u, mu, w_min_spacing: float) -> np.ndarray:
+    """Smallest width at midpoints mu under the `spacing` rule: w_min_spacing x local_spacing."""
+    return w_min_spacing * local_spacing(u, mu)
+
+
 def grid(u, n_mu: int = 32, n_w: int = 6, margin: float = 0.25, w_min_frac: float = 0.02,
-         w_max_frac: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+         w_max_frac: float = 0.5, w_min_spacing: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(mu, w) grid cells, each of shape (n_mu * n_w,): mu evenly spaced over mu_bounds, w
-    log-spaced over width_bounds. Every cell is a candidate initial guess for every token."""
+    log-spaced over width_bounds. Every cell is a candidate initial guess for every token.
+
+    With w_min_spacing (the `spacing` rule) the widths start at the smallest local floor
+    instead, and each cell's width is raised to the floor at its own mu (so every cell is a
+    curve the fitter may return)."""
     lo, hi = mu_bounds(u, margin)
     wlo, whi = width_bounds(u, w_min_frac, w_max_frac)
     mus = np.linspace(lo, hi, n_mu)
+    if w_min_spacing is not None:
+        wlo = w_min_spacing * float(spacing_nodes(u)[1].min())
     ws = np.geomspace(wlo, whi, n_w)
     m, ww = np.meshgrid(mus, ws, indexing="ij")
+    if w_min_spacing is not None:
+        ww = np.maximum(ww, width_floor(u, m, w_min_spacing))
     return m.ravel(), ww.ravel()
 
 

@@ -73,6 +73,12 @@ class RunDir:
         return legacy if legacy.is_file() else self.ckpt_dir / "train_state.safetensors"
     @property
     def train_log(self) -> Path: return self.ckpt_dir / "train_log.parquet"
+    @property
+    def ckpt_staging(self) -> Path:
+        """ckpt/.zoom/: checkpoints a replay zoom wrote and has not yet matched (they move into
+        ckpt/ once the replay reaches the next checkpoint of the series bit for bit)."""
+        return self.ckpt_dir / ".zoom"
+    def ckpt_staged(self, step: int) -> Path: return self.ckpt_staging / f"step_{step:07d}"
     # trace/
     @property
     def trace_dir(self) -> Path: return self.root / "trace"
@@ -105,7 +111,8 @@ class RunDir:
         """RUN/fit/ for the primary clock (axis None), RUN/fit/<axis>/ for another clock."""
         return self.fit_dir if axis is None else self.fit_dir / axis
     def fit_clock_events(self, axis: str | None = None) -> Path:
-        """One row per event (tok_idx, a, mu, width) of a clock's fit (axis None: the primary)."""
+        """One row per event (tok_idx, a, mu, width, resolved: width >= the local checkpoint spacing)
+        of a clock's fit (axis None: the primary)."""
         return self.fit_clock_dir(axis) / "events.parquet"
     def fit_clock_tokens(self, axis: str | None = None) -> Path:
         """One row per token (b, c, n_events, r2, class, model, ...) of a clock's fit."""

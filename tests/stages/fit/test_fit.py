@@ -208,3 +208,172 @@ def test_worker_processes_give_identical_results():
         np.testing.assert_array_equal(one.tokens[k], two.tokens[k], err_msg=k)
     for k in one.events:
         np.testing.assert_array_equal(one.events[k], two.events[k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------- width floor (issue 18)
+
+
+def test_sharp_steps_are_unresolved_and_wide_ones_resolved():
+    """Steps narrower than the checkpoint spacing come back resolved = False, wide ones True, and
+    the summary's shares count them (known answers: 20 of 40 events, their share of |a|)."""
+    du = float(np.diff(U)[-1])                                  # log-spaced: du is constant late
+    rng = np.random.default_rng(11)
+    n = 20
+    mu = rng.uniform(5, 8.5, 2 * n)
+    w = np.r_[np.full(n, 0.25 * du), np.full(n, 3.0 * du)]
+    a = np.r_[np.full(n, 3.0), np.full(n, 1.5)]
+    Y = noisy([curve(U, 2.0, [ai], [mi], [wi]) for ai, mi, wi in zip(a, mu, w)], sd=0.03, seed=12)
+    res = fit_trajectories(Y, U, FitConfig(max_events=1, extra_axes=[]))
+    ev = res.events
+    assert ev["resolved"].dtype == bool and all(len(v) == 2 * n for v in ev.values())
+    assert not ev["resolved"][:n].any() and ev["resolved"][n:].all()
+    assert_allclose(ev["width"][n:], w[n:], rtol=0.25)          # wide steps: the width is measured
+    s = res.summary["resolution"]
+    assert s["n_unresolved"] == n and s["unresolved_event_share"] == 0.5
+    assert s["unresolved_amplitude_share"] == pytest.approx(
+        np.abs(ev["a"][:n]).sum() / np.abs(ev["a"]).sum())
+    assert s["unresolved_amplitude_share"] == pytest.approx(2 / 3, abs=0.03)
+    assert s["resolved_width_quantiles"]["q50"] == pytest.approx(3 * du, rel=0.2)
+    bins = s["bins"]
+    assert len(bins["n_events"]) == 10 and sum(bins["n_events"]) == 2 * n
+    assert len(bins["u_edges"]) == 11 and bins["u_edges"][0] == U[0]
+    f = res.summary["width_floor"]
+    assert f["rule"] == "spacing" and f["w_min_spacing"] == FitConfig().w_min_spacing
+
+
+def test_resolution_summary_known_answer():
+    from tokenclock.stages.fit.resolution import resolution_summary
+
+    u = np.linspace(0, 10, 11)                                  # spacing 1 everywhere
+    s = resolution_summary(u, a=[1.0, -1.0, 3.0, 2.0, 5.0], mu=[0.5, 0.7, 5.5, 5.2, 12.0],
+                           width=[0.5, 0.9, 2.0, 1.0, 4.0], n_bins=5)
+    assert s["n_events"] == 5 and s["n_unresolved"] == 2 and s["n_after"] == 1
+    assert s["unresolved_event_share"] == pytest.approx(0.4)
+    assert s["unresolved_amplitude_share"] == pytest.approx(2 / 12)
+    assert s["bins"]["n_events"] == [2, 0, 2, 0, 0]             # the event at 12 is outside
+    assert s["bins"]["unresolved_event_share"] == [1.0, None, 0.0, None, None]
+    assert s["bins"]["unresolved_amplitude_share"][0] == 1.0
+    assert s["bins"]["spacing"] == [1.0] * 5
+    assert s["resolved_width_quantiles"]["q50"] == pytest.approx(2.0)
+    assert s["resolved_width_over_spacing_quantiles"]["q05"] == pytest.approx(1.1)  # of 1, 2, 4
+
+
+def test_the_width_floor_follows_the_spacing():
+    """Checkpoints 4x denser between u = 3 and 5: near-perfect steps there get a 4x smaller width
+    than the same steps where checkpoints are sparse; no width is ever below the local floor. The
+    span rule gives both the same floor."""
+    from tokenclock.curves import width_floor
+
+    u = np.unique(np.r_[np.linspace(0, 8, 33), np.linspace(3, 5, 33)].round(9))  # gaps 0.25, 0.0625
+    mu = np.r_[np.full(6, 4.03), np.full(6, 6.6)]
+    Y = noisy([curve(u, 2.0, [3.0], [m], [0.002]) for m in mu], sd=0.02, seed=13)
+    cfg = FitConfig(max_events=1, extra_axes=[], w_min_spacing=0.1)
+    ev = fit_trajectories(Y, u, cfg).events
+    floor = width_floor(u, ev["mu"], 0.1)
+    assert_allclose(floor, np.r_[np.full(6, 0.00625), np.full(6, 0.025)])
+    assert (ev["width"] >= floor * (1 - 1e-6)).all()
+    assert (ev["width"] <= 1.5 * floor).all()                  # sharper than the data: at the floor
+    assert ev["width"][:6].max() < ev["width"][6:].min() / 2
+    assert not ev["resolved"].any()
+    span = fit_trajectories(Y, u, FitConfig(max_events=1, extra_axes=[], width_floor="span"))
+    assert_allclose(span.events["width"], 0.02 * 8, rtol=1e-4)  # pinned at the one box floor
+    assert span.summary["width_floor"]["rule"] == "span"
+
+
+def test_width_floor_config_errors():
+    with pytest.raises(ConfigError, match="width_floor"):
+        FitConfig(width_floor="box")
+    with pytest.raises(ConfigError, match="w_min_spacing"):
+        FitConfig(w_min_spacing=0)
+    with pytest.raises(ConfigError, match="w_min_spacing"):
+        fit_trajectories(np.zeros((1, 8)), np.arange(8.0), FitConfig(w_min_spacing=5.0))
+
+
+# Events of the `span` rule on golden_input(), computed with the fitter before issue 18 (commit
+# c894969, dtype float64): the old rule must keep reproducing them.
+GOLD_TOK_IDX = [0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 11, 12, 12, 13, 13, 14, 15, 15, 16, 17,
+    17, 18, 18, 19, 19, 20, 21, 22, 23, 23]
+GOLD_A = [4.879471887, -1.709474024, 2.658643699, -0.6514290174, 1.404768288, -0.9373905694, 2.954041651,
+    1.549467629, 5.084991105, -1.576242814, -1.109216908, 3.073089657, -1.012424046, 3.001334759,
+    3.086611285, 3.410628602, 2.855269869, -0.9769671921, 2.999550945, 2.270318147, -0.787876131,
+    -1.214967891, 4.924295869, 2.283840389, -1.002973338, 3.0171397, 2.150436378, 3.854488566,
+    -1.150958994, -1.517392372, 4.690828613, -0.9554407047, 2.997907263, 3.303392548, 3.310344584,
+    3.121310935, -0.966906962, 2.89981828]
+GOLD_MU = [5.054894475, 5.115879378, 5.426626452, 5.448598922, 4.075095076, 4.781594132, 7.310702814,
+    5.307698452, 4.299011675, 4.365197597, 5.980068381, 6.092003975, 4.968025602, 7.737110221,
+    6.48800372, 4.297203734, 3.744773108, 5.012185632, 8.094466156, 7.235116659, 7.354059368,
+    8.886213416, 8.966075787, 5.061646447, 4.98715626, 8.511852929, 4.28071898, 7.995564121,
+    8.024419965, 7.098870826, 7.189343655, 4.999826069, 8.926286507, 8.136043017, 3.828739988,
+    4.169462231, 5.013449001, 9.294684024]
+GOLD_WIDTH = [0.1520180492, 0.2937224608, 0.1520180492, 0.3071730319, 0.2086867111, 0.4572602102,
+    0.3066838725, 0.8995263639, 0.1520180492, 0.298227804, 0.3123604919, 0.1520180492, 0.1520180492,
+    0.3029327971, 0.2002804712, 0.5179346585, 1.075042752, 0.1520180492, 0.2807948919, 0.1520180492,
+    0.2986912074, 0.2769906573, 0.1520180492, 0.1949532445, 0.5140041691, 0.2888926408,
+    0.9457996344, 0.1520180492, 0.3623123648, 0.3035122217, 0.1520180492, 0.1520180492,
+    0.2890530072, 0.1923431963, 0.514454854, 1.044881257, 0.1520180492, 0.2791899017]
+GOLD_CLASS = ['learned', 'learned', 'learned', 'rise-then-fall', 'learned', 'learned', 'rise-then-fall',
+    'rise-then-fall', 'learned', 'learned', 'learned', 'rise-then-fall', 'learned',
+    'rise-then-fall', 'learned', 'rise-then-fall', 'learned', 'learned', 'rise-then-fall',
+    'rise-then-fall', 'learned', 'learned', 'learned', 'rise-then-fall']
+GOLD_SSE = [0.928626971, 0.1437065881, 0.102477258, 0.1280989045, 0.1043056211, 1.108774568, 0.7225908423,
+    0.1219393555, 0.1331395326, 0.09822774297, 0.1066243108, 0.3672333159, 0.3852508664,
+    0.1826273041, 0.1125337292, 0.09391627536, 0.09292756443, 0.7222676218, 1.351644788,
+    0.1450220208, 0.08681553996, 0.104319729, 0.1063990882, 0.275705557]
+
+
+def golden_input():
+    rng = np.random.default_rng(18)
+    rows = []
+    for i in range(24):
+        w = [0.03, 0.1, 0.2, 0.5, 1.0, 0.05][i % 6]
+        if i % 4 == 3:
+            c = curve(U, 2.0, [-1.0, 3.0], [5.0, 7.0 + 0.1 * i], [w, 0.3])
+        else:
+            c = curve(U, rng.uniform(1, 3), [rng.uniform(1, 4)], [rng.uniform(3.5, 9)], [w])
+        rows.append(c + rng.normal(0, 0.05, len(U)))
+    return np.array(rows)
+
+
+def test_span_rule_reproduces_the_fit_before_issue_18():
+    res = fit_trajectories(golden_input(), U, FitConfig(width_floor="span", dtype="float64",
+                                                        extra_axes=[]))
+    ev = res.events
+    np.testing.assert_array_equal(ev["tok_idx"], GOLD_TOK_IDX)
+    assert res.tokens["class"].tolist() == GOLD_CLASS
+    for k, want in (("a", GOLD_A), ("mu", GOLD_MU), ("width", GOLD_WIDTH)):
+        assert_allclose(ev[k], want, rtol=1e-8, err_msg=k)
+    assert_allclose(res.tokens["sse"], GOLD_SSE, rtol=1e-8)
+    assert (ev["width"] >= 0.02 * (U[-1] - U[0]) * (1 - 1e-12)).all()
+    # the spacing rule on the same data: a different fit (the old floor pinned 12 of 38 events)
+    new = fit_trajectories(golden_input(), U, FitConfig(dtype="float64", extra_axes=[]))
+    assert new.events["width"].min() < 0.5 * 0.02 * (U[-1] - U[0])
+
+
+def test_single_checkpoint_spikes_are_not_events():
+    """Under the spacing floor an event can be as sharp as the checkpoints, so the fitter could
+    spend events on one checkpoint's outlier. A 2-nat spike at one or two checkpoints is flat (a
+    rise and a fall within fit.excursion_spacings gaps are no two-event model), and a learned
+    token with a spike at its first or last checkpoint stays learned (an event that changes the
+    curve almost only between the two edge checkpoints is no model: fit.edge_share). With the
+    rules off the same data give rise-then-fall, early and late."""
+    rng = np.random.default_rng(21)
+    spikes = []
+    for k in (1, 2):
+        y = np.full(len(U), 4.0)
+        y[20:20 + k] += 2.0
+        spikes += [y] * 6
+    Y = np.array(spikes) + rng.normal(0, 0.05, (12, len(U)))
+    on = fit_trajectories(Y, U, FitConfig(extra_axes=[]))
+    off = fit_trajectories(Y, U, FitConfig(extra_axes=[], excursion_spacings=0))
+    assert set(on.tokens["class"]) == {"flat"}
+    assert set(off.tokens["class"]) == {"rise-then-fall"}
+    rng = np.random.default_rng(22)
+    shape = curve(U, 2.0, [4.0], [6.0], [0.4])
+    Y = np.array([curve(U, 2.0, [4.0], [rng.uniform(4.5, 8)], [0.4])
+                  + rng.normal(0, 0.05 + 0.02 * shape, len(U)) for _ in range(12)])
+    Y[:6, 0] += 2.5
+    Y[6:, -1] += 2.5
+    on = fit_trajectories(Y, U, FitConfig(extra_axes=[]))
+    off = fit_trajectories(Y, U, FitConfig(extra_axes=[], edge_share=1.0))
+    assert set(on.tokens["class"]) == {"learned"} and set(on.tokens["model"]) == {"sigmoid1"}
+    assert (off.tokens["class"][:6] == "early").all() and (off.tokens["class"][7:] == "late").all()

@@ -238,3 +238,36 @@ def test_imported_matrix_with_few_columns(tmp_path):
     summary = read_json(run.report_dir / "summary.json")
     assert summary["axis"] == "D" and summary["sigmoid_share"] == 1.0
     assert "examples.png" in summary["figures"] and "spectrum.png" in summary["figures"]
+
+
+def test_resolution_section(tmp_path, full_run):
+    """Events with a `resolved` column and a fit summary with `resolution`: the report draws the
+    unresolved share per ln-time bin beside the resolved widths and reports the shares."""
+    from tokenclock.artifacts import read_parquet
+    from tokenclock.stages.fit.resolution import floor_summary, resolution_summary, resolved
+
+    _, old = full_run  # events without `resolved` (an older fit): a note, no figure
+    assert "fitted by an older tokenclock" in old.read_text()
+    run = make_run(tmp_path / "run", spectrum=False)
+    ev = read_parquet(run.fit_events)
+    u = np.log(np.geomspace(10, 5000, N_CKPT - 1).round())
+    ev["width"] = np.where(np.arange(len(ev["width"])) % 3 == 0, 0.05, ev["width"])  # sharp
+    ev["resolved"] = resolved(u, ev["mu"], ev["width"])
+    assert 0 < ev["resolved"].mean() < 1                        # 0.05 and 0.2-0.8 vs gaps ~0.22
+    write_parquet(run.fit_events, ev)
+    res = resolution_summary(u, ev["a"], ev["mu"], ev["width"], 8)
+    write_json(run.fit_summary, {"n_tok": N_TOK, "axis": "step", "resolution": res,
+                                 "width_floor": floor_summary(u, ev["mu"], ev["width"], "spacing",
+                                                              0.1, 0.02)})
+    path = report(run.root)
+    page = path.read_text()
+    assert "resolution.png" in re.findall(r'<img src="([^"]+)"', page)
+    assert (path.parent / "resolution.png").stat().st_size > 1000
+    assert "unresolved_event_share" in page and "resolved = true" in page  # caption names columns
+    summary = read_json(path.parent / "summary.json")
+    assert summary["unresolved_event_share"] == pytest.approx(1 - ev["resolved"].mean())
+    assert summary["unresolved_amplitude_share"] == pytest.approx(
+        np.abs(ev["a"][~ev["resolved"]]).sum() / np.abs(ev["a"]).sum())
+    assert summary["resolved_width_median"] == pytest.approx(np.median(ev["width"][ev["resolved"]]))
+    assert summary["width_floor_rule"] == "spacing" and "resolution.png" in summary["figures"]
+    assert f"{100 * summary['unresolved_event_share']:.1f}%" in page

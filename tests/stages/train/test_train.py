@@ -371,3 +371,132 @@ def test_trainer_flush_stops_a_diverged_run(tmp_path):
     with pytest.raises(TrainingError, match="training loss is nan at step 7"):
         trainer.flush()
     assert trainer.log == []
+
+
+# ----------------------------------------------------------------------------- kept state, replay zoom
+
+
+def test_zoom_steps_refine_the_series():
+    """The denser schedule splits each interval of the run's own schedule evenly in ln(step): the
+    series stays a subset, the merged spacing is about 1/N decade, every integer at small steps."""
+    from tokenclock.stages.train.schedule import zoom_steps
+
+    series = checkpoint_steps(2000, 16)
+    new = zoom_steps(series, 16, 256, 64)
+    assert set(new).isdisjoint(series) and min(new) >= 16 and max(new) <= 256
+    assert {16, 17, 19, 21} <= set(new)  # 15, 18, 20 are the run's own
+    merged = sorted(set(series) | set(new))
+    gaps = np.diff(np.log10([s for s in merged if 64 <= s <= 233]))  # past the integer grid
+    assert gaps.max() < 1.5 / 64 and np.median(gaps) == pytest.approx(1 / 64, rel=0.1)
+    assert zoom_steps(series, 16, 256, 16) == []  # the run's own density adds nothing
+    assert zoom_steps(series, 16, 256, 64) == new  # a pure function of the series
+
+
+def test_state_and_zoom_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"has 16, which is not a checkpoint step \(nearest: 15, 18\)"):
+        load_config("demo", ["train.keep_state_steps=[16]"])
+    assert load_config("demo").train.keep_state_steps == [15]  # the demo keeps the state a 16:256 zoom needs
+    with pytest.raises(ConfigError, match="reversed"):
+        load_config("tiny", ["train.zoom=[50,20]"])
+    with pytest.raises(ConfigError, match=r"outside the run \(steps 0..200\)"):
+        load_config("tiny", ["train.zoom=[10,5000]"])
+    with pytest.raises(ConfigError, match="not denser than the run's train.ckpt_per_decade 10"):
+        load_config("tiny", ["train.zoom=[10,50]", "train.zoom_ckpt_per_decade=10"])
+    assert load_config("tiny", ["train.zoom=[10,50]"]).train.zoom_per_decade() == 40
+
+
+def test_keeping_state_changes_no_weight_and_not_the_run(tmp_path, texts_dir):
+    """train.keep_state_all writes optimizer.safetensors at every checkpoint (twice the weights'
+    bytes), the same weights, and a run directory trained without it is still the same run."""
+    from tokenclock.pipeline import train
+    from tokenclock.rundir import load_manifest
+    from tokenclock.stages.train.stage import _check_same_run, run_config
+
+    sets = tiny_overrides(texts_dir, **{"train.steps": 12})
+    train(tmp_path / "plain", load_config("tiny", sets), progress=False)
+    keep = load_config("tiny", sets + ["train.keep_state_all=true"])
+    train(tmp_path / "kept", keep, progress=False)
+    plain, kept = RunDir(tmp_path / "plain"), RunDir(tmp_path / "kept")
+    assert all(kept.ckpt_optimizer(s).is_file() for s in kept.ckpt_steps())
+    assert not any(plain.ckpt_optimizer(s).is_file() for s in plain.ckpt_steps())
+    a, b = _final_weights(plain.root, 12), _final_weights(kept.root, 12)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    ratio = kept.ckpt_optimizer(12).stat().st_size / (kept.ckpt(12) / "model.safetensors").stat().st_size
+    assert 1.9 < ratio < 2.1
+    _check_same_run(plain, run_config(keep))  # keeping more state is no other run
+    _check_same_run(plain, run_config(load_config("tiny", sets + ["train.keep_state_steps=[5]",
+                                                                  "train.zoom=[2,10]"])))
+    assert "zoom" not in load_manifest(plain)["stages"]["train"]["config"]["train"]
+    assert load_manifest(plain)["stages"]["train"]["data_order_version"] == 1
+    with pytest.raises(RunDirError, match="train.lr_peak"):
+        _check_same_run(plain, run_config(load_config("tiny", sets + ["train.lr_peak=0.001"])))
+
+
+ZOOM = {"train.steps": 60, "train.ckpt_per_decade": 4, "train.keep_state_steps": "[5]"}
+
+
+def test_zoom_replays_bit_identically(tmp_path, texts_dir):
+    """A zoom of 6:40 replays from the state kept at step 5: its new checkpoints and index rows
+    equal those of a run that had them in its schedule from the start, the checkpoints the series
+    had (8, 13, 22, 36) were matched bit for bit on the way, and the train log, the resume state
+    and the recorded config are untouched. A replay that differs from a checkpoint is refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tokenclock.errors import TrainingError
+    from tokenclock.pipeline import train
+    from tokenclock.rundir import load_manifest
+    from tokenclock.stages.train.schedule import zoom_steps
+
+    sets = tiny_overrides(texts_dir, **ZOOM)
+    run = RunDir(tmp_path / "run")
+    train(run.root, load_config("tiny", sets), progress=False)
+    series = run.ckpt_steps()
+    new = zoom_steps(series, 6, 40, 16)
+    assert series == [0, 1, 2, 3, 5, 8, 13, 22, 36, 60] and new == [6, 7, 9, 11, 15, 17, 19, 26, 31]
+    straight = RunDir(tmp_path / "straight")
+    train(straight.root, load_config("tiny", sets + [f"train.extra_ckpt_steps=[{','.join(map(str, new))}]"]),
+          progress=False)
+    shutil.copytree(run.root, tmp_path / "bad")
+    before = {p: p.read_bytes() for p in (run.train_log, run.train_state)}
+    conf = load_manifest(run)["stages"]["train"]["config"]
+
+    zcfg = load_config("tiny", sets + ["train.zoom=[6,40]", "train.zoom_ckpt_per_decade=16"])
+    z = train(run.root, zcfg, progress=False)["zoom"]
+    assert (z["start_step"], z["end_step"], z["new_steps"]) == (5, 36, new)
+    assert z["matched_steps"] == [8, 13, 22, 36] and z["start_state"].endswith("optimizer.safetensors")
+    assert run.ckpt_steps() == straight.ckpt_steps()
+    for s in run.ckpt_steps():
+        a, b = load_file(str(run.ckpt(s) / "model.safetensors")), load_file(str(straight.ckpt(s) / "model.safetensors"))
+        assert all(torch_equal(a[k], b[k]) for k in a), s
+    idx, ref = read_parquet(run.ckpt_index), read_parquet(straight.ckpt_index)
+    for col in ("step", "tokens_seen", "lr", "cum_lr", "val_loss"):
+        np.testing.assert_array_equal(idx[col], ref[col], err_msg=col)
+    # train_loss averages the steps since the previous checkpoint: the rows the run had keep theirs
+    rows = np.isin(idx["step"], new)
+    np.testing.assert_array_equal(idx["train_loss"][rows], ref["train_loss"][rows])
+    assert all(p.read_bytes() == b for p, b in before.items())
+    entry = load_manifest(run)["stages"]["train"]
+    assert entry["config"] == conf and [x["new_steps"] for x in entry["zooms"]] == [new]
+    assert not run.ckpt_staging.exists()
+    assert train(run.root, zcfg, progress=False)["zoom"]["new_steps"] == []  # done: nothing to add
+    assert len(load_manifest(run)["stages"]["train"]["zooms"]) == 1
+
+    bad = RunDir(tmp_path / "bad")
+    w = load_file(str(bad.ckpt(13) / "model.safetensors"))
+    key = sorted(w)[0]
+    w[key] = w[key] + 1e-3
+    save_file(w, str(bad.ckpt(13) / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(TrainingError, match="differs from the original run at checkpoint 13"):
+        train(bad.root, zcfg, progress=False)
+    # what was matched (6, 7: before checkpoint 8) is kept and indexed; nothing else was written
+    assert bad.ckpt_steps() == sorted(series + [6, 7]) and not bad.ckpt_staging.exists()
+    assert list(read_parquet(bad.ckpt_index)["step"]) == bad.ckpt_steps()
+    assert "zooms" not in load_manifest(bad)["stages"]["train"]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

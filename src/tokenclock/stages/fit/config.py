@@ -33,8 +33,29 @@ class FitConfig:
     """`late` when mu > u_max - late_margin * span."""
     mu_margin: float = 0.25
     """Midpoints may lie this fraction of the span beyond the observed u range (then censored)."""
+    width_floor: str = "spacing"
+    """How the smallest width is set. `spacing`: w_min_spacing x the local checkpoint spacing at
+    the event's midpoint (curves.local_spacing; a projection after every LM step, and the grid's
+    smallest width reaches the smallest floor; with it the grid skips cells whose exact |a| the LM
+    would clamp, and outliers.py's single-checkpoint rules apply). `span`: w_min_frac x the span
+    of u, a box bound (the rule before issue 18; reproduces those fits exactly)."""
+    w_min_spacing: float = 0.1
+    """`spacing` rule: the smallest width as a multiple of the local checkpoint spacing in ln x.
+    At 0.1 a logistic is a step at the checkpoints (s = 0.993 half a gap away); measured with
+    benchmarks/fit_bench.py, 0.1 keeps sharp steps (true width 0.1-2 gaps) within 1.05 of scipy's
+    best SSE at the 95th percentile, 0.25 and 0.5 do not."""
     w_min_frac: float = 0.02
-    """Smallest width, as a fraction of the span of u (sharper steps are not resolvable)."""
+    """`span` rule: the smallest width as a fraction of the span of u."""
+    excursion_spacings: float = 3.0
+    """`spacing` rule: a rise and a fall (either order) whose midpoints lie within this many local
+    checkpoint spacings of each other are a spike at one or two checkpoints, not two learning
+    events; the two-event model is not a candidate for that token (0: off; `span` rule: off)."""
+    edge_share: float = 0.9
+    """`spacing` rule: an event that makes more than this share of its observed change between the
+    first two or the last two checkpoints is an outlier at the edge, not an event; a model with
+    such an event is not a candidate for that token (1: off; `span` rule: off). outliers.py."""
+    resolution_bins: int = 10
+    """ln-time bins over the observed u range for the unresolved shares in fit/summary.json."""
     w_max_frac: float = 0.5
     """Largest width, as a fraction of the span of u."""
     grid_mu: int = 32
@@ -77,6 +98,14 @@ class FitConfig:
         if not 0 < self.w_min_frac < self.w_max_frac:
             raise ConfigError(f"fit needs 0 < w_min_frac < w_max_frac, got {self.w_min_frac}, "
                               f"{self.w_max_frac}")
+        if self.width_floor not in ("spacing", "span"):
+            raise ConfigError(f"fit.width_floor must be spacing or span, got {self.width_floor!r}")
+        if not 0 < self.w_min_spacing < float("inf") or self.resolution_bins < 1 \
+                or not self.excursion_spacings >= 0 or not 0 < self.edge_share <= 1:
+            raise ConfigError(f"fit needs w_min_spacing > 0, excursion_spacings >= 0, "
+                              f"0 < edge_share <= 1 and resolution_bins >= 1, got "
+                              f"{self.w_min_spacing}, {self.excursion_spacings}, "
+                              f"{self.edge_share}, {self.resolution_bins}")
         if self.grid_mu < 2 or self.grid_w < 1 or self.pair_grid_mu < 2 or self.pair_grid_w < 1:
             raise ConfigError("fit.grid_mu, fit.pair_grid_mu must be >= 2 and fit.grid_w, "
                               "fit.pair_grid_w >= 1")

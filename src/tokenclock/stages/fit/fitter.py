@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tokenclock.curves import mu_bounds, width_bounds
-from tokenclock.errors import DataError
+from tokenclock.curves import mu_bounds, spacing_nodes, width_bounds
+from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.models import CLASSES, MODELS, fit_block
+from tokenclock.stages.fit.resolution import floor_summary, resolution_summary, resolved
 
 
 @dataclass
@@ -84,9 +85,7 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ctx = {"u_min": float(u[0]), "u_max": float(u[-1])}
-    ctx["mu_bounds"] = mu_bounds(u, cfg.mu_margin)
-    ctx["w_bounds"] = width_bounds(u, cfg.w_min_frac, cfg.w_max_frac)
+    ctx = _context(u, cfg)
     cols = ("b", "c", "n_events", "r2", "sse", "class", "model", "bic_gap", "sse_sigmoid1",
             "sse_sigmoid2", "spread")
     tok = {c: np.empty(N, dtype=np.int8 if c in ("class", "model", "n_events") else np.float64)
@@ -121,6 +120,24 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     return _assemble(tok, evs, u, cfg, axis or cfg.axis, seconds)
 
 
+def _context(u: np.ndarray, cfg: FitConfig) -> dict:
+    """What every block along u shares: u_min, u_max, mu_bounds, the width box w_bounds and, for
+    the `spacing` rule, the floor's nodes and values (curves.spacing_nodes x w_min_spacing)."""
+    ctx = {"u_min": float(u[0]), "u_max": float(u[-1]), "mu_bounds": mu_bounds(u, cfg.mu_margin)}
+    w_lo, w_hi = width_bounds(u, cfg.w_min_frac, cfg.w_max_frac)
+    if cfg.width_floor == "spacing":
+        nodes, gaps = spacing_nodes(u)
+        floor = cfg.w_min_spacing * gaps
+        if floor.max() >= w_hi:
+            raise ConfigError(f"fit.w_min_spacing x the largest checkpoint gap ({floor.max():.4g}) "
+                              f"is not below fit.w_max_frac x the span ({w_hi:.4g})",
+                              "lower fit.w_min_spacing or raise fit.w_max_frac")
+        ctx["floor"] = (nodes, floor)
+        w_lo = float(floor.min())
+    ctx["w_bounds"] = (w_lo, w_hi)
+    return ctx
+
+
 def _n_workers(cfg: FitConfig, n_chunks: int) -> int:
     if cfg.device != "cpu":
         return 1
@@ -141,9 +158,7 @@ def _worker_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig) -> dict:
     key = (u.tobytes(), repr(cfg))
     if _WORKER_CTX.get("key") != key:
         _WORKER_CTX.clear()
-        _WORKER_CTX.update(key=key, u_min=float(u[0]), u_max=float(u[-1]),
-                           mu_bounds=mu_bounds(u, cfg.mu_margin),
-                           w_bounds=width_bounds(u, cfg.w_min_frac, cfg.w_max_frac))
+        _WORKER_CTX.update(key=key, **_context(u, cfg))
     return fit_block(Y, u, cfg, _WORKER_CTX)
 
 
@@ -196,6 +211,7 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
     tok_idx = np.arange(N, dtype=np.int64)
     events = {"tok_idx": np.broadcast_to(tok_idx[:, None], (N, 2))[slot],
               "a": evs["a"][slot], "mu": evs["mu"][slot], "width": evs["width"][slot]}
+    events["resolved"] = resolved(u, events["mu"], events["width"])
     if cfg.uncertainty:
         events["mu_se"] = evs["mu_se"][slot]
     classes = np.array(CLASSES, dtype=object)
@@ -217,6 +233,10 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
         "n_events": int(n_ev.sum()),
         "total_drop_nats_mean": float(np.nansum(events["a"]) / max(N, 1)),
         "max_events": cfg.max_events,
+        "width_floor": floor_summary(u, events["mu"], events["width"], cfg.width_floor,
+                                     cfg.w_min_spacing, cfg.w_min_frac),
+        "resolution": resolution_summary(u, events["a"], events["mu"], events["width"],
+                                         cfg.resolution_bins),
         "seconds": round(seconds, 3),
         "trajectories_per_s": float(N / seconds) if seconds > 0 else None,
         "config": asdict(cfg),

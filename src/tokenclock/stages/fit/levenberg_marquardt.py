@@ -17,7 +17,8 @@ from tokenclock.curves import grid, logistic
 
 @dataclass
 class Bounds:
-    """Box constraints on midpoints and widths (units of u = ln x), applied inside LM."""
+    """Constraints on midpoints and widths (units of u = ln x), applied inside LM: a box, and
+    for the `spacing` rule a width floor that follows mu (a projection, not a box bound)."""
 
     mu_lo: float
     mu_hi: float
@@ -26,12 +27,36 @@ class Bounds:
     a_max: float = 8.0
     """|a| in units of the trajectory's standard deviation: censored events (mu beyond the data)
     would otherwise extrapolate to absurd drops."""
+    floor_nodes: torch.Tensor | None = None
+    """(M,) increasing u of the width floor's nodes (curves.spacing_nodes); None: box only."""
+    floor_values: torch.Tensor | None = None
+    """(M,) the smallest width at each node (w_min_spacing x the gap); linear in between."""
 
     def lo_hi(self, n_events: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inf = float("inf")
         lo = [-inf] + [-self.a_max, self.mu_lo, self.w_lo] * n_events
         hi = [inf] + [self.a_max, self.mu_hi, self.w_hi] * n_events
         return like.new_tensor(lo), like.new_tensor(hi)
+
+    def project(self, p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """p (C, P) clamped to the box, then each width raised to the floor at its own mu."""
+        p = torch.maximum(torch.minimum(p, hi), lo)
+        if self.floor_nodes is None:
+            return p
+        mu, w = p[:, 2::3], p[:, 3::3]                       # (C, n_events)
+        floor = interp(mu, self.floor_nodes.to(p), self.floor_values.to(p))
+        p = p.clone()
+        p[:, 3::3] = torch.maximum(w, floor)
+        return p
+
+
+def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """np.interp for tensors: piecewise-linear through (xp, fp), xp increasing (M >= 2), the
+    edge values beyond either end."""
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[0] - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0)).clamp(0, 1)
+    return f0 + t * (f1 - f0)
 
 
 def evaluate(p: torch.Tensor, u: torch.Tensor, jac: bool = True):
@@ -60,12 +85,13 @@ def _normal_equations(y, u, p):
 
 def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bounds: Bounds,
                         iters: int = 20, rtol: float = 1e-6):
-    """Refine p (C, P) for trajectories y (C, K) by projected LM with a per-token damping factor.
+    """Refine p (C, P) for trajectories y (C, K) by projected LM with a per-token damping factor
+    (every trial point projected by bounds.project).
 
     A step is kept only where it lowers that token's SSE, so SSE never increases. Returns
     (p, sse (C,), JtJ (C, P, P) at the final p, undamped: for standard errors)."""
     lo, hi = bounds.lo_hi((p.shape[1] - 1) // 3, p)
-    p = torch.maximum(torch.minimum(p, hi), lo)
+    p = bounds.project(p, lo, hi)
     sse, JtJ, g = _normal_equations(y, u, p)
     lam = torch.full_like(sse, 1e-2)
     for _ in range(iters):
@@ -74,7 +100,7 @@ def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bound
         damp = lam[:, None] * (d + 1e-6 * d.mean(1, keepdim=True)) + 1e-10
         A = JtJ + torch.diag_embed(damp)
         step = torch.linalg.solve_ex(A, g[:, :, None])[0][:, :, 0]
-        pn = torch.maximum(torch.minimum(p + step, hi), lo)
+        pn = bounds.project(p + step, lo, hi)
         ssen, JtJn, gn = _normal_equations(y, u, pn)
         ok = torch.isfinite(ssen) & (ssen < sse) & torch.isfinite(pn).all(1)
         gain = torch.where(ok, (sse - ssen) / (sse + 1e-12), torch.zeros_like(sse))
@@ -103,9 +129,9 @@ class GridBasis:
     """Centred, normalized basis curves for every (mu, w) grid cell: (K, G) tensors."""
 
     def __init__(self, u: torch.Tensor, n_mu: int, n_w: int, margin: float, w_min_frac: float,
-                 w_max_frac: float):
+                 w_max_frac: float, w_min_spacing: float | None = None):
         u_np = u.double().cpu().numpy()
-        mu, w = grid(u_np, n_mu, n_w, margin, w_min_frac, w_max_frac)
+        mu, w = grid(u_np, n_mu, n_w, margin, w_min_frac, w_max_frac, w_min_spacing)
         self.mu = torch.as_tensor(mu, dtype=u.dtype, device=u.device)   # (G,)
         self.w = torch.as_tensor(w, dtype=u.dtype, device=u.device)
         S = logistic((self.mu[None, :] - u[:, None]) / self.w[None, :])  # (K, G)
@@ -115,17 +141,24 @@ class GridBasis:
         self.E = self.Sc / self.norm2.sqrt().clamp_min(1e-12)        # unit columns
 
 
-def grid_one(ys: torch.Tensor, gb: GridBasis) -> torch.Tensor:
+def grid_one(ys: torch.Tensor, gb: GridBasis, a_max: float | None = None) -> torch.Tensor:
     """Best single event for standardized trajectories ys (C, K) (mean 0): for each cell the
-    least-squares (b, a) is exact; the cell with the largest SSE reduction wins. Returns p (C, 4)."""
+    least-squares (b, a) is exact; the cell with the largest SSE reduction wins. With a_max, cells
+    whose exact |a| exceeds it are skipped (LM would clamp a there, far from any fit: a censored
+    cell's huge a). Returns p (C, 4)."""
     proj = ys @ gb.E                                    # (C, G): <y, e_g>
-    g = (proj * proj).argmax(1)
+    score = proj * proj
+    if a_max is not None:
+        a_all = proj / gb.norm2.sqrt().clamp_min(1e-12)
+        score = torch.where(a_all.abs() <= a_max, score, torch.full_like(score, -1.0))
+    g = score.argmax(1)
     a = proj.gather(1, g[:, None])[:, 0] / gb.norm2[g].sqrt().clamp_min(1e-12)
     b = -a * gb.mean[g]
     return torch.stack([b, a, gb.mu[g], gb.w[g]], dim=1)
 
 
-def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis) -> torch.Tensor:
+def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis,
+             a_max: float | None = None) -> torch.Tensor:
     """Add a second event to one-event fits p1 (C, 4): for every cell, the exact least-squares
     (b, a1, a2) with the first event's (mu1, w1) held fixed (via the part of the new basis curve
     orthogonal to the first), best cell per token. Returns p (C, 7)."""
@@ -140,6 +173,8 @@ def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis)
     ES = e1 @ gb.Sc                                          # (C, G)
     denom = gb.norm2[None, :] - ES * ES                      # |part of s2c orthogonal to e1|^2
     valid = denom > 1e-4 * gb.norm2[None, :]
+    if a_max is not None:  # as in grid_one: a cell whose exact |a2| exceeds a_max is no start
+        valid &= RS.abs() <= a_max * denom.clamp_min(1e-12)
     score = torch.where(valid, RS * RS / denom.clamp_min(1e-12), torch.zeros_like(RS))
     g = score.argmax(1)
     a2 = RS.gather(1, g[:, None])[:, 0] / denom.gather(1, g[:, None])[:, 0].clamp_min(1e-12)

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.fit.outliers import excluded_models
 
 CLASSES = ("learned", "forgotten", "rise-then-fall", "flat", "early", "late", "irregular")
 MODELS = ("flat", "linear", "sigmoid1", "sigmoid2")
@@ -41,15 +42,17 @@ _SWAP = [0, 4, 5, 6, 1, 2, 3]  # sigmoid2 parameters with the two events exchang
 def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[str, np.ndarray]:
     """Fit trajectories Y (C, K) (finite) along u (K,): every model, BIC choice, classes.
 
-    ctx holds what every block along the same u shares: u_min, u_max, mu_bounds and w_bounds (set
-    by the caller) and the grid bases and LM bounds (cached here on first use)."""
+    ctx holds what every block along the same u shares: u_min, u_max, mu_bounds, w_bounds and the
+    width floor (set by the caller: fitter._context) and the grid bases and LM bounds (cached here
+    on first use)."""
     import torch
 
     dev, dt = torch.device(cfg.device), getattr(torch, cfg.dtype)
     Yd, m, sd, ys = _standardize(Y, dev, dt)
     ut = torch.as_tensor(u, dtype=dt, device=dev)
     sse, params, jtj, slope = _fit_models(ys, ut, cfg, ctx)
-    names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev)
+    excluded = excluded_models(params, ut, ctx.get("bounds"), cfg) if params else None
+    names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev, excluded)
     b, n_events, ev = _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg)
     sse_std = S.gather(1, best[:, None])[:, 0]
     res = _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap)
@@ -79,11 +82,14 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
 
     from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
 
+    spacing = cfg.w_min_spacing if cfg.width_floor == "spacing" else None
     if "gb" not in ctx:
         ctx["gb"] = lm.GridBasis(ut, cfg.grid_mu, cfg.grid_w, cfg.mu_margin, cfg.w_min_frac,
-                                 cfg.w_max_frac)
+                                 cfg.w_max_frac, spacing)
         lo, hi = ctx["mu_bounds"]
-        ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"])
+        fl = [None, None] if ctx.get("floor") is None else [
+            torch.as_tensor(v, dtype=ut.dtype, device=ut.device) for v in ctx["floor"]]
+        ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"], floor_nodes=fl[0], floor_values=fl[1])
     gb, bounds = ctx["gb"], ctx["bounds"]
     K = ys.shape[1]
     sst = (ys * ys).sum(1)                                   # = K unless the row is constant
@@ -92,17 +98,18 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
     slope = (ys @ uc) / (uc @ uc)
     params, jtj = {}, {}
     if cfg.max_events >= 1:
-        p1 = lm.grid_one(ys, gb)
+        p1 = lm.grid_one(ys, gb, None if spacing is None else bounds.a_max)
         params["sigmoid1"], sse["sigmoid1"], jtj["sigmoid1"] = lm.levenberg_marquardt(
             ys, ut, p1, bounds, cfg.lm_iters)
     if cfg.max_events >= 2 and K > 8:
         # two starting points: the second event fitted on the residual of the first, and the
         # best pair of a coarse grid (finds two-step curves the residual route misses)
-        p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb)
+        p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb, None if spacing is None else bounds.a_max)
         f2, _ = lm.evaluate(p2, ut, jac=False)
         if "pb" not in ctx:
             ctx["pb"] = lm.PairBasis(lm.GridBasis(ut, cfg.pair_grid_mu, cfg.pair_grid_w,
-                                                  cfg.mu_margin, cfg.w_min_frac, cfg.w_max_frac))
+                                                  cfg.mu_margin, cfg.w_min_frac, cfg.w_max_frac,
+                                                  spacing))
         pp, sse_pp = lm.grid_pair(ys, ctx["pb"])
         use_pair = sse_pp < ((ys - f2) ** 2).sum(1)
         p2 = torch.where(use_pair[:, None], pp, p2)
@@ -111,9 +118,11 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
     return sse, params, jtj, slope
 
 
-def _choose_by_bic(sse: dict, K: int, dev):
+def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None):
     """The fitted model names (in MODELS order), their SSE (C, M) float64, each token's best model
-    (index into names) and bic_gap (flat/linear minus sigmoid BIC; NaN without sigmoids)."""
+    (index into names) and bic_gap (flat/linear minus sigmoid BIC; NaN without sigmoids).
+    excluded: model name -> (C,) mask of tokens for which that model is not a candidate
+    (outliers.excluded_models)."""
     import torch
 
     # BIC in standardized units (differences are scale-free); a floor keeps ln finite.
@@ -122,9 +131,15 @@ def _choose_by_bic(sse: dict, K: int, dev):
     pen = torch.tensor([_N_PARAMS[MODELS.index(n)] for n in names], dtype=torch.float64,
                        device=dev)
     bic = K * torch.log(S.clamp_min(0) / K + 1e-9) + pen * math.log(K)
+    for name, mask in (excluded or {}).items():
+        if mask is not None and name in names:
+            j = names.index(name)
+            bic[:, j] = torch.where(mask, torch.full_like(bic[:, j], float("inf")), bic[:, j])
     best = bic.argmin(1)
     if any(n.startswith("sigmoid") for n in names):
         gap = bic[:, :2].min(1).values - bic[:, 2:].min(1).values
+        if excluded:  # every sigmoid model excluded: no sigmoid to compare with, as without one
+            gap = torch.where(torch.isneginf(gap), torch.full_like(gap, float("nan")), gap)
     else:
         gap = torch.full((S.shape[0],), float("nan"), dtype=torch.float64, device=dev)
     return names, S, best, gap

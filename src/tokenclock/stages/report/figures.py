@@ -1,26 +1,25 @@
-"""The report's figures: each section reads the loaded run (report.RunView), writes its PNG into the
-report folder (matplotlib, Agg, no pyplot) and returns its HTML: the figure, its caption naming the
-artifacts, and the numbers it measured (added to the `numbers` dict that becomes summary.json)."""
+"""The report's figure sections along the axis (the token population's sections: population.py):
+each reads the loaded run (load.RunView), writes its PNG into the report folder (matplotlib, Agg,
+no pyplot) and returns its HTML: the figure, its caption naming the artifacts, and the numbers it
+measured (added to the `numbers` dict that becomes summary.json)."""
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import numpy as np
 
 from tokenclock.artifacts import atomic_path
 from tokenclock.curves import curve
-from tokenclock.scores import r2_score, spearman
+from tokenclock.scores import r2_score
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import CLASS_ORDER, _from, _not_computed, _ordered, _token_label, _visible
+from tokenclock.stages.report.text import CLASS_ORDER, _from, _not_computed, _token_label, _visible
 from tokenclock.text import fmt, pct
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
 GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irregular": 2,
               "early": 1, "late": 1}
 GRID_SHAPE = (4, 4)
-UNIGRAM_TOL_NATS = 0.1  # "mean loss within 0.1 nats of the mean unigram loss"
 
 
 class _Figures:
@@ -214,6 +213,69 @@ def _section_spectrum(r: RunView, figs: _Figures) -> str:
     return "<h2>Learning-time spectrum</h2>" + body
 
 
+def _section_resolution(r: RunView, figs: _Figures, numbers: dict) -> str:
+    """Unresolved share (events, |a|) per ln-time bin beside the widths of the resolved events."""
+    head = "<h2>Resolved and unresolved learning events</h2>"
+    if r.events is None:
+        return head + _not_computed("fit", r.run, "event widths")
+    res = (r.fit_summary or {}).get("resolution")
+    if "resolved" not in r.events or not res:
+        return head + ('<p class="note">fit/events.parquet has no <code>resolved</code> column '
+                       "(fitted by an older tokenclock): rerun <code>tokenclock fit "
+                       f"{html.escape(str(r.run.root))}</code></p>")
+    bins = res["bins"]
+    edges = np.asarray(bins["u_edges"], float)
+    share = {k: np.array([np.nan if v is None else v for v in bins[k]], float)
+             for k in ("unresolved_event_share", "unresolved_amplitude_share")}
+    fig, axes = figs.new(1, 2, size=(10.0, 3.6))
+    ax1, ax2 = axes[0]
+    for key, color, lab in (("unresolved_event_share", "tab:red", "share of events"),
+                            ("unresolved_amplitude_share", "tab:purple", "share of |a|")):
+        ax1.stairs(share[key], np.exp(edges), baseline=None, color=color, lw=1.5, label=lab)
+    tw = ax1.twinx()
+    tw.stairs(np.asarray(bins["spacing"], float), np.exp(edges), baseline=None, color="0.5", ls="--",
+              label="local spacing Δu (right axis)")
+    tw.set_ylabel("checkpoint spacing Δu (ln x)")
+    ax1.set_xscale("log")
+    ax1.set_ylim(0, 1)
+    ax1.set_xlabel(f"event midpoint mu ({r.axis})")
+    ax1.set_ylabel("unresolved (width < Δu)")
+    ax1.legend(fontsize=7, loc="upper left")
+    tw.legend(fontsize=7, loc="upper right")
+    w = np.asarray(r.events["width"], float)[np.asarray(r.events["resolved"], bool)]
+    w = w[np.isfinite(w) & (w > 0)]
+    if len(w):
+        ax2.hist(w, bins=np.geomspace(w.min(), w.max() * 1.001 + 1e-12, 41), color="tab:blue")
+    wf = (r.fit_summary or {}).get("width_floor") or {}
+    if wf.get("spacing_min") is not None:
+        ax2.axvspan(wf["spacing_min"], wf["spacing_max"], color="0.85", zorder=0,
+                    label="checkpoint spacing range")
+        ax2.legend(fontsize=7)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("width of resolved events (ln x)")
+    ax2.set_ylabel("events")
+    q = res.get("resolved_width_quantiles") or {}
+    qs = res.get("resolved_width_over_spacing_quantiles") or {}
+    numbers.update(unresolved_event_share=res.get("unresolved_event_share"),
+                   unresolved_amplitude_share=res.get("unresolved_amplitude_share"),
+                   resolved_width_median=q.get("q50"), width_floor_rule=wf.get("rule"))
+    body = figs.save(fig, "resolution.png", _from("fit/events.parquet", "fit/summary.json") +
+                     ": left, per ln-time bin of mu, the share of events (and of |a|) with "
+                     "resolved = false, i.e. width below the local checkpoint spacing (fit/summary.json "
+                     "resolution.bins: unresolved_event_share, unresolved_amplitude_share, spacing); "
+                     "right, histogram of the column width over events with resolved = true")
+    factor = ("w_min_spacing", "w_min_frac")[wf.get("rule") == "span"]
+    floor = (f"Width floor: rule {wf.get('rule')}, {factor} = {fmt(wf.get(factor))}; "
+             f"{pct(wf.get('share_at_floor'))} of events sit at it" if wf else "Width floor: not recorded")
+    text = (f"{pct(res.get('unresolved_event_share'))} of {fmt(res.get('n_events'))} events, carrying "
+            f"{pct(res.get('unresolved_amplitude_share'))} of the event amplitude |a|, are sharper "
+            f"than the checkpoints around their midpoint (width < Δu): for those the width is a "
+            f"bound, not a measurement. Resolved events: median width {fmt(q.get('q50'))} ln-units "
+            f"({fmt(qs.get('q50'))} x the local spacing; 5-95%: {fmt(q.get('q05'))}-"
+            f"{fmt(q.get('q95'))}). {floor} (fit/summary.json width_floor).")
+    return head + body + f"<p>{html.escape(text)}</p>"
+
+
 def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
     if not r.curves:
         return "<h2>Reconstruction of −dL/d ln x</h2>" + _not_computed("spectrum", r.run)
@@ -247,116 +309,3 @@ def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
           "or computed here on the in-sample checkpoints where the summary has none")
 
 
-def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
-    head = "<h2>Token classes, and how much of the drop is unigram learning</h2>"
-    parts = []
-    if r.fit_tokens is not None and "class" in r.fit_tokens:
-        names, counts = np.unique(r.fit_tokens["class"].astype(str), return_counts=True)
-        pairs = _ordered(dict(zip(names.tolist(), counts.tolist())))
-        fig, ax = figs.new(size=(6.4, 3.2))
-        ax = ax[0, 0]
-        ax.bar([p[0] for p in pairs], [p[1] for p in pairs], color="tab:blue")
-        ax.set_ylabel("tokens")
-        ax.tick_params(axis="x", labelsize=8)
-        parts.append(figs.save(fig, "classes.png", _from("fit/tokens.parquet")))
-    else:
-        parts.append(_not_computed("fit", r.run, "token classes"))
-    if "unigram_loss" not in r.tokens or not r.meta.get("vocab_size") \
-            or not np.isfinite(np.asarray(r.tokens["unigram_loss"], float)).any():
-        return head + "".join(parts)
-    uni = np.asarray(r.tokens["unigram_loss"], float)
-    ln_v = math.log(float(r.meta["vocab_size"]))
-    if r.fit_tokens is not None and "b" in r.fit_tokens:
-        final = np.full(len(uni), np.nan)
-        final[r.columns(r.fit_tokens["tok_idx"])] = r.fit_tokens["b"]
-        final_src = "the fitted final level b (fit/tokens.parquet)"
-    else:
-        final = np.asarray(r.loss[-1], float)
-        final_src = "the loss at the last checkpoint (no fit yet)"
-    unigram_drop = float(np.nanmean(ln_v - uni))
-    contextual_drop = float(np.nanmean(uni - final))
-    numbers.update(unigram_drop_nats=unigram_drop, contextual_drop_nats=contextual_drop)
-    x = r.x
-    keep = x > 0
-    mean_loss = r.mean_loss[keep]
-    near = np.flatnonzero(np.abs(mean_loss - float(np.nanmean(uni))) <= UNIGRAM_TOL_NATS)
-    sent = [f"Averaged over tokens, the loss falls {fmt(unigram_drop + contextual_drop)} nats from "
-            f"uniform predictions (ln V = {ln_v:.3g}) to {final_src}: {fmt(unigram_drop)} nats "
-            f"of that is the shared collapse to unigram predictions (ln V minus the token's unigram "
-            f"loss, trace/tokens.parquet) and {fmt(contextual_drop)} nats is contextual (unigram "
-            f"loss minus the final loss)."]
-    if r.fit_tokens is not None and "model" in r.fit_tokens and len(r.fit_tokens["model"]):
-        names, counts = np.unique(r.fit_tokens["model"].astype(str), return_counts=True)
-        share = dict(zip(names.tolist(), (counts / counts.sum()).tolist()))
-        sig = sum(v for k, v in share.items() if k.startswith("sigmoid"))
-        sent.insert(0, f"{pct(sig)} of {counts.sum():,} tokens are best described (BIC) by a sigmoid "
-                       f"model (" + ", ".join(f"{k} {pct(v)}" for k, v in share.items()) + ").")
-    if len(near) and r.events is not None and len(r.events["mu"]):
-        k = near[0]
-        u_k = math.log(x[keep][k])
-        mu, a = r.events["mu"], r.events["a"]
-        share = float(np.mean(mu < u_k))
-        pos = a > 0
-        share_a = float(a[pos & (mu < u_k)].sum() / a[pos].sum()) if pos.any() else float("nan")
-        numbers.update(unigram_checkpoint_x=float(x[keep][k]), early_event_share=share,
-                       early_event_amplitude_share=share_a)
-        sent.append(f"The mean loss first comes within {UNIGRAM_TOL_NATS} nats of the mean unigram "
-                    f"loss at {r.axis} = {fmt(x[keep][k])}; {pct(share)} of all events (and "
-                    f"{pct(share_a)} of the learning amplitude) have their midpoint before then: "
-                    f"by timing alone those events cannot be told apart from the shared unigram "
-                    f"phase.")
-    elif not len(near):
-        sent.append(f"The mean loss never comes within {UNIGRAM_TOL_NATS} nats of the mean unigram "
-                    f"loss in the traced checkpoints.")
-    return head + "".join(parts) + "<p>" + " ".join(html.escape(s) for s in sent) + "</p>"
-
-
-def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
-    head = "<h2>Learning time vs training-set frequency</h2>"
-    if r.events is None:
-        return head + _not_computed("fit", r.run, "learning times")
-    if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
-        return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
-    tok, mu = r.largest_learning_events()
-    if len(tok) < 3:
-        return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'
-    count = np.asarray(r.tokens["train_count"], float)[r.columns(tok)]
-    rho = spearman(count, mu)
-    numbers["spearman_mu_train_count"] = rho
-    fig, ax = figs.new()
-    ax = ax[0, 0]
-    xs = np.exp(mu)
-    if len(tok) > 2000:
-        hb = ax.hexbin(count + 1, xs, xscale="log", yscale="log", gridsize=40, mincnt=1, bins="log")
-        fig.colorbar(hb, ax=ax, label="tokens")
-    else:
-        ax.scatter(count + 1, xs, s=6, alpha=0.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlabel("train_count + 1 (occurrences of the token id in the training split)")
-    ax.set_ylabel(f"learning time mu ({r.axis})")
-    body = figs.save(fig, "frequency.png", _from("fit/events.parquet", "trace/tokens.parquet") +
-                     ": mu of each token's largest learning event")
-    text = (f"Spearman rank correlation between training-set frequency and learning time: "
-            f"ρ = {rho:+.2f} over {len(tok):,} tokens with a learning event"
-            + (" (frequent tokens are learned earlier). " if rho < 0 else ". "))
-    if math.isfinite(rho):
-        text += (f"Frequency accounts for ρ² = {pct(rho * rho)} of the rank variance of learning "
-                 f"times; a heavy-tailed difficulty (frequency) explanation covers that much, and the "
-                 f"remaining {pct(1 - rho * rho)} depends on something else (context, position, "
-                 f"what the token's context needs to have been learned first).")
-    return head + body + f"<p>{html.escape(text)}</p>" + _extremes_table(r, tok, mu, count)
-
-
-def _extremes_table(r: RunView, tok: np.ndarray, mu: np.ndarray, count: np.ndarray, n: int = 8) -> str:
-    """The n earliest- and n latest-learned tokens, with their text (escaped) and frequency."""
-    order = np.argsort(mu, kind="stable")
-    rows = []
-    for label, idx in (("earliest", order[:n]), ("latest", order[::-1][:n])):
-        for j in idx:
-            i = int(r.columns([tok[j]])[0])
-            rows.append(f"<tr><td>{label}</td><td>{fmt(float(np.exp(mu[j])))}</td>"
-                        f"<td>{fmt(int(count[j]))}</td><td>{_token_html(r, i)}</td></tr>")
-    return (f"<details><summary>the {n} earliest and latest learned tokens</summary><table>"
-            f"<tr><th></th><th>mu ({html.escape(r.axis)})</th><th>train_count</th>"
-            "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")

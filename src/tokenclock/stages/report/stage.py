@@ -17,14 +17,14 @@ from tokenclock.errors import RunDirError
 from tokenclock.rundir import RunDir
 from tokenclock.stages.report.figures import (
     _Figures,
-    _section_classes,
     _section_examples,
-    _section_frequency,
     _section_loss_curve,
     _section_reconstruction,
+    _section_resolution,
     _section_spectrum,
 )
 from tokenclock.stages.report.load import RunView, load_run
+from tokenclock.stages.report.population import _section_classes, _section_frequency
 from tokenclock.stages.report.text import _not_computed, _ordered
 from tokenclock.text import fmt, html_page, pct
 
@@ -142,6 +142,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
             warnings.simplefilter("ignore")
             sections = [_section_headline(r, numbers), _section_loss_curve(r, figs),
                         _section_examples(r, figs), _section_spectrum(r, figs),
+                        _section_resolution(r, figs, numbers),
                         _section_reconstruction(r, figs, numbers),
                         _section_classes(r, figs, numbers), _section_frequency(r, figs, numbers),
                         _section_provenance(r)]

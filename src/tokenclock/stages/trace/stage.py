@@ -3,12 +3,15 @@ per-token loss matrix RUN/trace/loss.npy float32 (n_ckpt, n_tok) in nats, the ax
 RUN/trace/axis.parquet, the token table RUN/trace/tokens.parquet and RUN/trace/meta.json.
 
 Resumable per checkpoint: rows are filled in a memmap under a temporary name, progress.json
-says how many are final, and loss.npy appears only when every row is done. torch, transformers and
+says which are final, and loss.npy appears only when every row is done. Rows a finished trace
+already holds are kept: a run whose ckpt/ gained checkpoints (a replay zoom) traces only those,
+merged into loss.npy and axis.parquet in step order. torch, transformers and
 tqdm are imported inside functions, for start-up time.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,7 +102,10 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
                  cfg: TraceConfig, device: str, *, progress: bool = True, signature: dict | None = None) -> np.ndarray:
     """Fill out/trace/loss.npy row by row: loaders[k] = (axis row, () -> model) in axis order.
 
-    Resumes from out/trace/progress.json when the signature (inputs and axis) matches.
+    Resumes from out/trace/progress.json when the signature (inputs and axis) matches. A finished
+    loss.npy whose trace had the same settings gives every row whose axis row it holds: a series
+    that gained checkpoints (a replay zoom) computes only the new rows, merged in axis order, and an
+    unchanged one computes nothing.
     """
     import torch
     from tqdm.auto import tqdm
@@ -109,34 +115,26 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     partial = out.trace_partial
     sig = {"n_ckpt": n_ckpt, "n_tok": n_tok, "axis": [row for row, _ in loaders],
            "inputs_sum": int(inputs.astype(np.int64).sum()), **(signature or {})}
-
-    def open_partial():
-        done = 0
-        if partial.is_file() and out.trace_progress.is_file():
-            prog = read_json(out.trace_progress)
-            if prog.get("signature") == sig:
-                done = int(prog["rows_done"])
-        if done == 0:
-            out.trace_dir.mkdir(parents=True, exist_ok=True)
-            np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_ckpt, n_tok)).flush()
-        return done
-
-    done = dist.run_on_main(open_partial)
+    done, prog = dist.run_on_main(lambda: _open_partial(out, sig))
+    if done is None:
+        return read_npy(out.trace_loss, mmap=True)
+    todo = [k for k in range(n_ckpt) if k not in set(done)]
     mm = np.lib.format.open_memmap(partial, mode="r+") if d.main else None
     amp = trace_dtype(cfg.dtype, device)
     tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
     seq_len = inputs.shape[1] - 1
-    bar = tqdm(total=n_ckpt * n_tok, initial=done * n_tok, unit="tok", unit_scale=True, desc="trace",
+    bar = tqdm(total=n_ckpt * n_tok, initial=len(done) * n_tok, unit="tok", unit_scale=True, desc="trace",
                disable=not (progress and d.main), dynamic_ncols=True)
     # the next checkpoint loads from disk in a thread while this one is scored (loading a large
     # checkpoint takes about as long as scoring it on a GPU)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenclock-load") if cfg.prefetch else None
     upcoming = None
     try:
-        for k in range(done, n_ckpt):
+        for i, k in enumerate(todo):
             row, load = loaders[k]
             model = (upcoming.result() if upcoming is not None else load()).to(device).eval()
-            upcoming = pool.submit(loaders[k + 1][1]) if pool is not None and k + 1 < n_ckpt else None
+            nxt = todo[i + 1] if i + 1 < len(todo) else None
+            upcoming = pool.submit(loaders[nxt][1]) if pool is not None and nxt is not None else None
             parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
                      for b in range(0, len(tokens_all), cfg.batch_size)]
             local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
@@ -149,7 +147,8 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
             if d.main:
                 mm[k] = flat
                 mm.flush()
-                write_json(out.trace_progress, {"signature": sig, "rows_done": k + 1})
+                done.append(k)
+                _write_progress(out, prog, sig, sorted(done))
             bar.update(n_tok)
         bar.close()
     finally:
@@ -161,12 +160,86 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
         del mm
 
     def finish():
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
+        # progress.json keeps the signature of the finished loss.npy ("final"): while loss.partial.npy
+        # exists, loss.npy is still the previous trace; once it is gone, loss.npy is this one
+        _fsync(partial)
         os.replace(partial, out.trace_loss)
+        _write_progress(out, {"final": sig}, sig, list(range(n_ckpt)))
 
     dist.run_on_main(finish)
     return read_npy(out.trace_loss, mmap=True)
+
+
+def _open_partial(out: RunDir, sig: dict) -> tuple[list[int] | None, dict]:
+    """(the rows of loss.partial.npy already final, the progress record): resumed from the
+    partial, or copied from a finished loss.npy of the same settings; None when loss.npy is this
+    trace already."""
+    partial, n_ckpt, n_tok = out.trace_partial, sig["n_ckpt"], sig["n_tok"]
+    prog = read_json(out.trace_progress) if out.trace_progress.is_file() else {}
+    final = _final_signature(prog, partial.is_file())
+    if partial.is_file() and prog.get("signature") == sig:
+        return sorted(_rows_done(prog)), prog
+    reuse = _reusable_rows(out, final, sig)
+    if len(reuse) == n_ckpt == len(final["axis"]) and all(k == j for k, j in reuse.items()):
+        return None, prog  # loss.npy holds exactly these rows
+    out.trace_dir.mkdir(parents=True, exist_ok=True)
+    mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_ckpt, n_tok))
+    if reuse:
+        old = read_npy(out.trace_loss, mmap=True)
+        for k, j in reuse.items():
+            mm[k] = old[j]
+        del old
+    mm.flush()
+    del mm
+    _fsync(partial)
+    prog = {"final": final}
+    _write_progress(out, prog, sig, sorted(reuse))
+    return sorted(reuse), prog
+
+
+def _rows_done(prog: dict) -> set[int]:
+    """Rows of loss.partial.npy that are final (runs traced before 0.3 wrote a prefix count)."""
+    return set(prog["done"]) if "done" in prog else set(range(int(prog.get("rows_done", 0))))
+
+
+def _final_signature(prog: dict, partial_exists: bool) -> dict | None:
+    """The signature of the trace loss.npy holds: the partial's own once it is complete and gone
+    (renamed to loss.npy), else the recorded "final" one (None: unknown)."""
+    sig = prog.get("signature")
+    if sig and not partial_exists and len(_rows_done(prog)) == int(sig.get("n_ckpt", -1)):
+        return sig
+    return prog.get("final")
+
+
+def _reusable_rows(out: RunDir, final: dict | None, sig: dict) -> dict[int, int]:
+    """{row of the new trace: row of loss.npy} for the axis rows a finished loss.npy of the same
+    trace settings (everything but the axis) already holds."""
+    if not final or not out.trace_loss.is_file():
+        return {}
+    settings = {k: v for k, v in sig.items() if k not in ("n_ckpt", "axis")}
+    if {k: v for k, v in final.items() if k not in ("n_ckpt", "axis")} != settings:
+        return {}
+    shape = read_npy(out.trace_loss, mmap=True).shape
+    if shape != (len(final["axis"]), sig["n_tok"]):
+        return {}
+    old = {_row_key(row): j for j, row in enumerate(final["axis"])}
+    keys = (_row_key(row) for row in sig["axis"])
+    return {k: old[key] for k, key in enumerate(keys) if key in old}
+
+
+def _row_key(row: dict) -> str:
+    """An axis row as text, equal for the row and its JSON copy (NaN included)."""
+    return json.dumps(row, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _write_progress(out: RunDir, prog: dict, sig: dict, done: list[int]) -> None:
+    write_json(out.trace_progress, {"signature": sig, "rows_done": len(done), "done": done,
+                                    "final": prog.get("final")})
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:

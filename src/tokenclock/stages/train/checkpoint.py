@@ -15,10 +15,12 @@ from tokenclock.errors import RunDirError
 from tokenclock.rundir import RunDir, ckpt_sidecar
 
 
-def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict, state_dict=None) -> Path:
-    """Write RUN/ckpt/step_XXXXXXX/ under a temporary name, fsync, and rename into place
-    (`state_dict`: the full weights of a sharded model)."""
-    final = run.ckpt(step)
+def save_checkpoint(run: RunDir, model, hf_tok, step: int, meta: dict, state_dict=None,
+                    final: Path | None = None) -> Path:
+    """Write RUN/ckpt/step_XXXXXXX/ (or the folder `final`) under a temporary name, fsync, and
+    rename into place (`state_dict`: the full weights of a sharded model)."""
+    final = run.ckpt(step) if final is None else Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)

@@ -1,5 +1,6 @@
-"""The train section of the config (TrainConfig: optimisation, data order, the checkpoint schedule)
-and the checkpoint folder train.init_from names. Reads and writes nothing.
+"""The train section of the config (TrainConfig: optimisation, data order, the checkpoint schedule,
+kept training states, the replay zoom) and the checkpoint folder train.init_from names. Reads and
+writes nothing.
 """
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from pathlib import Path
 
 from tokenclock.errors import ConfigError
 from tokenclock.stages.train.schedule import checkpoint_steps, lr_at
+
+# What a replay must reproduce to give a run's weights bit for bit: the batch order
+# (windows.batch_offsets and make_batch, or the rows of train.data_schedule), the lr schedule, the
+# seeded model init and the AdamW parameter groups. Bump it whenever any of them changes: runs
+# record it (manifest.json, stages.train.data_order_version) and a zoom refuses a run whose
+# version differs or is missing.
+DATA_ORDER_VERSION = 1
+# Keys that keep more training state or replay part of a run without changing its weights: they
+# are not part of a run's identity (stage.py, _check_same_run); the zoom keys are not even recorded.
+STATE_KEYS = ("keep_state_steps", "keep_state_all")
+ZOOM_KEYS = ("zoom", "zoom_ckpt_per_decade")
+ZOOM_FACTOR = 4  # train.zoom_ckpt_per_decade = 0: this many times train.ckpt_per_decade
 
 
 @dataclass
@@ -61,7 +74,22 @@ class TrainConfig:
     optimizer.safetensors); training continues at its step (cooldown branches)."""
     keep_state_steps: list[int] = field(default_factory=list)
     """Checkpoints that also keep their optimizer state (ckpt/step_X/optimizer.safetensors), so
-    branches can start there."""
+    branches (train.init_from) and zooms (train.zoom) can start there; each must be a checkpoint
+    step. Not part of the run's identity: changing it never makes a run directory "another run"."""
+    keep_state_all: bool = False
+    """Keep the optimizer state at every checkpoint (besides keep_state_steps), so a zoom can start
+    at any of them. Disk: AdamW's two fp32 moments, 8 bytes per parameter (embeddings included)
+    per checkpoint, twice the weights' file (llama-500k with the demo's 4096-token vocabulary,
+    836,448 parameters: 6,700,936 bytes per checkpoint, 0.32 GB for the demo's 47). Not part of
+    the run's identity."""
+    zoom: list[int] | None = None
+    """[A, B]: replay steps A..B of the trained run from the newest kept optimizer state at or
+    before A (step 0: the seeded init with a fresh AdamW) and add the checkpoints of a denser
+    schedule inside [A, B] to ckpt/ (`tokenclock train --zoom A:B`). Not recorded in the run's
+    train config: the manifest lists each zoom under stages.train.zooms."""
+    zoom_ckpt_per_decade: int = 0
+    """Checkpoints per decade inside the zoom (0 = 4 x ckpt_per_decade): each interval of the run's
+    own schedule inside [A, B] is split evenly in ln(step) (schedule.zoom_steps)."""
     fsdp: bool = False
     """Under torchrun: shard parameters, gradients and AdamW state (FSDP2) instead of replicating
     them (DDP), for models that do not fit one device."""
@@ -85,6 +113,45 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps must be in [0, train.steps], got {self.warmup_steps}")
         if self.micro_batch_size < 0:
             raise ConfigError(f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
+        self._check_kept_states()
+        self._check_zoom()
+
+    def _check_kept_states(self) -> None:
+        """A listed step that is not a checkpoint would keep nothing, silently: refuse it."""
+        ckpts = self.ckpt_steps()
+        for s in self.keep_state_steps:
+            if s not in ckpts:
+                near = sorted(ckpts, key=lambda c: (abs(c - s), c))[:2]
+                raise ConfigError(f"train.keep_state_steps has {s}, which is not a checkpoint step "
+                                  f"(nearest: {', '.join(map(str, sorted(near)))})",
+                                  "keep the state at a checkpoint step, or add the step to train.extra_ckpt_steps")
+
+    def _check_zoom(self) -> None:
+        if self.zoom_ckpt_per_decade < 0:
+            raise ConfigError(f"train.zoom_ckpt_per_decade must be >= 0, got {self.zoom_ckpt_per_decade}")
+        if self.zoom is None:
+            return
+        if len(self.zoom) != 2:
+            raise ConfigError(f"train.zoom must be two steps [A, B], got {self.zoom}", "e.g. --zoom 16:256")
+        a, b = self.zoom
+        if a >= b:
+            raise ConfigError(f"train.zoom {a}:{b} is reversed or empty (A must be below B)",
+                              f"write the earlier step first, e.g. --zoom {min(a, b)}:{max(a, b) + (a == b)}")
+        if a < 0 or b > self.steps:
+            raise ConfigError(f"train.zoom {a}:{b} is outside the run (steps 0..{self.steps})",
+                              f"pick A and B in 0..{self.steps}, the run's train.steps")
+        if self.zoom_per_decade() <= self.ckpt_per_decade:
+            raise ConfigError(f"train.zoom_ckpt_per_decade {self.zoom_ckpt_per_decade} is not denser than the "
+                              f"run's train.ckpt_per_decade {self.ckpt_per_decade}",
+                              f"use more, e.g. --zoom-ckpt-per-decade {ZOOM_FACTOR * self.ckpt_per_decade}")
+
+    def zoom_per_decade(self) -> int:
+        """Checkpoints per decade inside a zoom (train.zoom_ckpt_per_decade, 0 = 4x the run's)."""
+        return self.zoom_ckpt_per_decade or ZOOM_FACTOR * self.ckpt_per_decade
+
+    def keeps_state(self, step: int) -> bool:
+        """Whether checkpoint `step` keeps its optimizer state (keep_state_all or keep_state_steps)."""
+        return self.keep_state_all or step in self.keep_state_steps
 
     def ckpt_steps(self) -> list[int]:
         steps = set(checkpoint_steps(self.steps, self.ckpt_per_decade, self.ckpt_linear_every))

@@ -35,6 +35,30 @@ def checkpoint_steps(total_steps: int, per_decade: int, linear_every: int = 0,
     return sorted(steps)
 
 
+def zoom_steps(series: list[int], start: int, end: int, per_decade: int) -> list[int]:
+    """The extra steps of a denser log-spaced schedule inside [start, end] (a replay zoom).
+
+    Each interval (s0, s1) of `series` (a run's own checkpoint schedule, sorted) that overlaps
+    [start, end] is split into m = round(per_decade * log10(s1 / s0)) equal parts in ln(step),
+    rounded to integers (every integer at small steps). The series stays a subset of the denser
+    schedule, so the merged axis keeps an even spacing in ln(step); points already in `series` or
+    outside [start, end] are dropped. Depends on `series` only, so a rerun finds the same steps.
+    """
+    if per_decade < 1:
+        raise ConfigError(f"train.zoom_ckpt_per_decade must be >= 1, got {per_decade}")
+    have, out = set(series), set()
+    for s0, s1 in zip(series[:-1], series[1:]):
+        if s1 <= start or s0 >= end:
+            continue
+        lo = max(s0, 1)  # ln(0) is undefined: the interval (0, s1) refines from step 1
+        m = max(1, round(per_decade * math.log10(s1 / lo)))
+        for k in range(0 if lo > s0 else 1, m):
+            p = int(round(lo * (s1 / lo) ** (k / m)))
+            if start <= p <= end and p not in have:
+                out.add(p)
+    return sorted(out)
+
+
 def lr_at(step: int, *, schedule: str, lr_peak: float, total_steps: int, warmup_steps: int,
           lr_min_ratio: float = 0.1, decay_fraction: float = 0.2) -> float:
     """Learning rate used for the update that takes the model from `step` to `step + 1`.

@@ -6,6 +6,7 @@ Resumable: the optimizer state of the newest checkpoint lives in RUN/ckpt/train_
 (runs written before 0.2 keep their ckpt/train_state.pt, safetensors inside); the data order is a
 pure function of (seed, step) (or an explicit schedule of sequence offsets), so a resumed run ends
 with the same weights. `init_from` starts a run from another run's checkpoint (a WSD cooldown branch).
+`train.zoom` then replays an interval of the finished run with denser checkpoints (zoom.py).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
 from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
-from tokenclock.stages.train.config import TrainConfig, init_path
+from tokenclock.stages.train.config import DATA_ORDER_VERSION, STATE_KEYS, ZOOM_KEYS, TrainConfig, init_path
 from tokenclock.stages.train.model import ModelConfig
 from tokenclock.stages.train.trainer import TrainData, Trainer
+from tokenclock.stages.train.zoom import zoom
 from tokenclock.windows import make_batch, val_offsets
 
 MAX_EPOCHS = 4  # passes over the training split beyond which train warns (data-constrained scaling)
@@ -36,15 +38,42 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
     (tokenclock.train, in pipeline.py, runs the corpus and tokens stages first).
     `init_root`: the folder a relative train.init_from is relative to (default: the working
     directory); a study passes its own directory, so the path it records survives a move.
+    With train.zoom set, the finished run is then replayed over that interval (zoom.py); the
+    summary gains the zoom's record under "zoom".
     """
     quiet_transformers()
     cfg, run = config, RunDir(run_dir)
-    tc = cfg.train
-    conf = {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(tc), "seed": cfg.seed}
+    conf = run_config(cfg)
     _check_same_run(run, conf, init_root)
     if stage_status(run, "train") == "done":
-        return read_json(run.manifest)["stages"]["train"].get("summary", {})
+        summary = read_json(run.manifest)["stages"]["train"].get("summary", {})
+    else:
+        summary = _train(run, cfg, conf, progress, init_root)
+    if cfg.train.zoom is not None:
+        d = dist.init(resolve_device(cfg.train.device))
+        data = read_data(run, cfg, read_json(run.tokens_meta))
+        summary = {**summary, "zoom": zoom(run, cfg, data, d, progress=progress, init_root=init_root)}
+    return summary
 
+
+def run_config(cfg) -> dict:
+    """What the manifest records as the run's train config (and _check_same_run compares): the
+    model, train and seed sections, without the zoom keys (a zoom replays the run, it is no
+    property of it)."""
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ZOOM_KEYS}
+    return {"model": dataclasses.asdict(cfg.model), "train": train, "seed": cfg.seed}
+
+
+def _data_order(run: RunDir) -> int | None:
+    """The data order version to record: this tokenclock's for a new run; a resumed run keeps the
+    one it started with (None when an older tokenclock, which did not record it, started it)."""
+    prev = load_manifest(run)["stages"].get("train") if run.manifest.is_file() else None
+    return DATA_ORDER_VERSION if prev is None else prev.get("data_order_version")
+
+
+def _train(run: RunDir, cfg, conf: dict, progress: bool, init_root: str | Path | None) -> dict:
+    """Train (or resume) to train.steps and record the stage; returns its summary."""
+    tc = cfg.train
     # Under torchrun, rank 0 prepares the corpus and tokens, takes the lock and writes every
     # artifact; each rank trains on its slice of the same global batch (DDP averages gradients).
     d = dist.init(resolve_device(tc.device))
@@ -59,7 +88,9 @@ def train(run_dir: str | Path, config=None, *, progress: bool = True,
               f"epochs of the training split; past ~{MAX_EPOCHS} epochs repeated tokens are worth little "
               "(Muennighoff et al. 2023) and late checkpoints measure memorisation: use a larger corpus "
               "(corpus.sources) or fewer train.steps")
-    with run.stage("train", conf, writer=d.main, world_size=d.world) as st:
+    order = _data_order(run)
+    extra = {} if order is None else {"data_order_version": order}
+    with run.stage("train", conf, writer=d.main, world_size=d.world, **extra) as st:
         trainer.setup(read_data(run, cfg, meta))
         trainer.resume()
         trainer.loop()
@@ -120,10 +151,15 @@ def _same_init(prev: str | None, new: str | None, init_root: str | Path | None) 
 
 def _check_same_run(run: RunDir, conf: dict, init_root: str | Path | None = None) -> None:
     """Refuse a run directory whose recorded train config differs from `conf` (options added in
-    a later version count as equal when `conf` leaves them at their defaults)."""
+    a later version count as equal when `conf` leaves them at their defaults; the options that
+    keep training state or zoom, STATE_KEYS and ZOOM_KEYS, change no weight and are not compared)."""
     if not run.manifest.is_file():
         return
     prev = load_manifest(run)["stages"].get("train", {}).get("config")
+    if prev is not None:
+        ignored = STATE_KEYS + ZOOM_KEYS
+        prev = {**prev, "train": {k: v for k, v in prev.get("train", {}).items() if k not in ignored}}
+        conf = {**conf, "train": {k: v for k, v in conf.get("train", {}).items() if k not in ignored}}
     old_init, new_init = (prev or {}).get("train", {}).get("init_from"), conf["train"].get("init_from")
     if old_init != new_init and _same_init(old_init, new_init, init_root):
         prev = {**prev, "train": {**prev["train"], "init_from": new_init}}

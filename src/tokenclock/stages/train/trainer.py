@@ -112,12 +112,9 @@ class Trainer:
         model = build_model(mc, data.vocab_size, self.cfg.seed, eos_id=data.eos_id).to(self.device)
         self.n_params = non_embedding_params(model)
         # weights to continue from go into the whole model before it is wrapped or sharded
-        self.resuming = self.run.train_state.is_file()
-        self.init_src = init_path(tc.init_from, self.init_root) if not self.resuming else None
-        if self.resuming:
-            load_weights(model, self.run.ckpt(state_step(self.run.train_state)), mc.tie_embeddings)
-        elif self.init_src is not None:
-            load_weights(model, self.init_src, mc.tie_embeddings)
+        start_weights = self.start_weights()
+        if start_weights is not None:
+            load_weights(model, start_weights, mc.tie_embeddings)
         if self.device.startswith("cuda"):
             torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside autocast
         self.model, self.net = self._wrap(model)
@@ -130,6 +127,15 @@ class Trainer:
                                      lr=tc.lr_peak, betas=(tc.beta1, tc.beta2), eps=1e-8,
                                      fused=self.device.startswith("cuda"))
         self.sync_every = SYNC_EVERY_GPU if self.device.startswith("cuda") else 1
+
+    def start_weights(self) -> Path | None:
+        """The checkpoint folder whose weights training starts from (None: the seeded init): the
+        newest checkpoint when resuming, else train.init_from's. Sets `resuming` and `init_src`."""
+        self.resuming = self.run.train_state.is_file()
+        self.init_src = init_path(self.tc.init_from, self.init_root) if not self.resuming else None
+        if self.resuming:
+            return self.run.ckpt(state_step(self.run.train_state))
+        return self.init_src
 
     def _wrap(self, model) -> tuple[Any, Any]:
         """(the model, what the forward pass calls): FSDP2 shards each layer and then the whole
@@ -308,6 +314,12 @@ class Trainer:
             raise TrainingError(f"validation loss is {vl} at step {step}: training diverged", DIVERGED_HINT)
         row = {"step": step, "tokens_seen": step * self.tc.tokens_per_step, "lr": self.tc.lr(step),
                "cum_lr": self.cum_lr, "train_loss": train_loss, "val_loss": vl, "seconds": seconds}
+        self.save(step, row, full_sd, opt_full)
+        dist.barrier()
+
+    def save(self, step: int, row: dict, full_sd: dict | None, opt_full: dict | None) -> None:
+        """Rank 0 writes checkpoint `step`: its folder, the index row, the train log, the resume
+        state, and the kept optimizer state when train.keep_state_* names the step."""
         save_checkpoint(self.run, self.model, self.data.hf_tok, step, row | {"n_params": self.n_params},
                         state_dict=full_sd)
         self.rows.append(row)
@@ -315,9 +327,8 @@ class Trainer:
         if self.log:
             write_parquet(self.run.train_log, {k: [r[k] for r in self.log] for k in self.log[0]})
         save_state(self.run.train_state, self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
-        if step in self.tc.keep_state_steps:
+        if self.tc.keeps_state(step):
             save_state(self.run.ckpt_optimizer(step), self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
-        dist.barrier()
 
     def val_loss(self) -> float:
         """Mean loss of the validation batch under the current weights."""
