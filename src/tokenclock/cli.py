@@ -12,7 +12,7 @@ import errno
 import json
 import sys
 
-from tokenclock.config import PRESET_DIR, _merge, load_config, parse_overrides
+from tokenclock.config import PRESET_DIR, load_config, merge, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.pipeline import demo, fit_npz, prepare, train
 from tokenclock.stages.data.corpus import build_corpus, count_documents
@@ -29,8 +29,8 @@ from tokenclock.study.stage import study
 
 def _config(args, flags: dict | None = None, defaults: dict | None = None):
     """The config file plus overrides: `defaults` < `--set` < `flags` (a command's own flags)."""
-    over = _merge(defaults or {}, parse_overrides(getattr(args, "set", None)))
-    return load_config(getattr(args, "config", None), _merge(over, flags or {}))
+    over = merge(defaults or {}, parse_overrides(getattr(args, "set", None)))
+    return load_config(getattr(args, "config", None), merge(over, flags or {}))
 
 
 def _flags(args, section: str, names: tuple[str, ...]) -> dict:

@@ -169,11 +169,12 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return out
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
+    """`over` merged into `base` section by section (nested dicts merge, other values replace)."""
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -205,7 +206,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if not isinstance(data, dict):
             raise ConfigError(f"{p} must hold a mapping of sections (corpus, model, train, ...)")
     over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    data = _merge(data, over)
+    data = merge(data, over)
     return config_from_dict(data)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenclock.config import _merge, build_section, config_from_dict, parse_overrides, resolve_config_path
+from tokenclock.config import build_section, config_from_dict, merge, parse_overrides, resolve_config_path
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
 from tokenclock.stages.train.model import PRESETS, preset_params
@@ -76,7 +76,7 @@ class Study:
     """The `base:` section, a normal tokenclock config as a dict."""
 
     def run_config(self, seed: int, model: str, train_over: dict):
-        return config_from_dict(_merge(self.base, {"seed": seed, "model": {"preset": model},
+        return config_from_dict(merge(self.base, {"seed": seed, "model": {"preset": model},
                                                    "train": train_over}))
 
     @property
@@ -123,8 +123,8 @@ def load_study(path: str | Path, overrides: list[str] | dict | None = None) -> S
     over = dict(over)
     s_over = over.pop("study", {})
     b_over = over.pop("base", {})
-    b_over = _merge(over, b_over)  # plain train.x=... means base.train.x
-    study = build_section(StudyConfig, _merge(data.get("study") or {}, s_over), "study")
-    base = _merge(data.get("base") or {}, b_over)
+    b_over = merge(over, b_over)  # plain train.x=... means base.train.x
+    study = build_section(StudyConfig, merge(data.get("study") or {}, s_over), "study")
+    base = merge(data.get("base") or {}, b_over)
     config_from_dict(base)  # check every key of the base config once, up front
     return Study(study=study, base=base)

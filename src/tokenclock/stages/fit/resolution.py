@@ -42,6 +42,13 @@ def floor_summary(u: np.ndarray, mu: np.ndarray, width: np.ndarray, rule: str,
             "share_at_floor": float(at.mean()) if len(at) else None}
 
 
+def _quantiles(v: np.ndarray) -> dict:
+    """{"q05": ..., "q95": ...} of v at QUANTILES; {} when v is empty."""
+    if not len(v):
+        return {}
+    return {f"q{round(100 * p):02d}": float(x) for p, x in zip(QUANTILES, np.quantile(v, QUANTILES))}
+
+
 def _share(num: np.ndarray, den: np.ndarray) -> list:
     return [float(n / d) if d > 0 else None for n, d in zip(num, den)]
 
@@ -66,10 +73,6 @@ def resolution_summary(u: np.ndarray, a: np.ndarray, mu: np.ndarray, width: np.n
     amp_all = np.bincount(b, weights=amp[inside], minlength=n_bins)
     amp_un = np.bincount(b, weights=amp[inside] * ~res[inside], minlength=n_bins)
     ratio = width[res] / local_spacing(u, mu[res])
-    q = {f"q{round(100 * p):02d}": float(v) for p, v in
-         zip(QUANTILES, np.quantile(width[res], QUANTILES))} if res.any() else {}
-    qr = {f"q{round(100 * p):02d}": float(v) for p, v in
-          zip(QUANTILES, np.quantile(ratio, QUANTILES))} if res.any() else {}
     return {
         "n_events": int(len(mu)), "n_unresolved": int((~res).sum()),
         "unresolved_event_share": float((~res).mean()) if len(mu) else None,
@@ -80,5 +83,6 @@ def resolution_summary(u: np.ndarray, a: np.ndarray, mu: np.ndarray, width: np.n
                  "n_events": n.tolist(), "amplitude_nats": amp_all.tolist(),
                  "unresolved_event_share": _share(n_un, n),
                  "unresolved_amplitude_share": _share(amp_un, amp_all)},
-        "resolved_width_quantiles": q, "resolved_width_over_spacing_quantiles": qr,
+        "resolved_width_quantiles": _quantiles(width[res]),
+        "resolved_width_over_spacing_quantiles": _quantiles(ratio),
     }

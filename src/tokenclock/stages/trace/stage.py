@@ -47,7 +47,7 @@ class TraceConfig:
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
     device: str = "auto"
-    """auto (CUDA, then MPS, then CPU) or a torch device name."""
+    """auto (CUDA when available, else CPU) or a torch device name."""
     context_tokens: int = 8
     """Left context shown beside each token in tables and the report."""
     prefetch: bool = True
@@ -118,7 +118,8 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     done, prog = dist.run_on_main(lambda: _open_partial(out, sig))
     if done is None:
         return read_npy(out.trace_loss, mmap=True)
-    todo = [k for k in range(n_ckpt) if k not in set(done)]
+    have = set(done)
+    todo = [k for k in range(n_ckpt) if k not in have]
     mm = np.lib.format.open_memmap(partial, mode="r+") if d.main else None
     amp = trace_dtype(cfg.dtype, device)
     tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
