@@ -2,7 +2,8 @@
 
     python benchmarks/train_throughput.py [--preset llama-500k --steps 100 --batch 16 --seq-len 256]
 
-Prints both rates and their ratio (goal: overhead <= 1.10x). The tokenclock figure includes
+Prints both rates and their ratio (goal: overhead <= 1.10x), and the cost of train.avg=ema (the
+averaged weights: one lerp per step and a second checkpoint folder) as tokens/s with and without. The tokenclock figure includes
 everything the trainer does (data order, schedule, clipping, logging, its log-spaced checkpoints
 with validation loss). On a GPU it also prints MFU (model FLOPs from tokenclock.stages.train.perf against the
 device's dense bf16 peak); `--set train.compile=true` compiles both loops. GPU example:
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--no-avg", action="store_true", help="skip the train.avg=ema run")
     ap.add_argument("--no-dense", action="store_true",
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
@@ -86,10 +88,17 @@ def main() -> None:
     build_corpus(tmp + "/run", cfg.corpus, progress=False)
     tokenize(tmp + "/run", cfg.tokens, progress=False)
     shutil.copytree(tmp + "/run", tmp + "/dense")
+    shutil.copytree(tmp + "/run", tmp + "/avg")
     bare1 = bare_loop(cfg, tmp + "/run", args.steps)
     t0 = time.perf_counter()
     summary = train(tmp + "/run", sparse, progress=False)
     ours = time.perf_counter() - t0
+    if not args.no_avg:
+        avg_cfg = bench_config(args.preset, args.steps, args.batch, args.seq_len,
+                               ["train.warmup_steps=5", "train.ckpt_per_decade=1", "train.avg=ema", *args.set])
+        t0 = time.perf_counter()
+        asum = train(tmp + "/avg", avg_cfg, progress=False)
+        ours_avg = time.perf_counter() - t0
     bare2 = bare_loop(cfg, tmp + "/run", args.steps)
     if not args.no_dense:
         t0 = time.perf_counter()
@@ -104,6 +113,10 @@ def main() -> None:
     if not args.no_dense:
         print(f"  dense checkpoints {tokens / ours_dense:10,.0f} tokens/s  ({ours_dense:.2f} s, {dsum['n_checkpoints']} "
               f"checkpoints: {(ours_dense - ours) / max(1, dsum['n_checkpoints'] - summary['n_checkpoints']):.3f} s each)")
+    if not args.no_avg:
+        aloop = asum["loop_tokens_per_second"]
+        print(f"  with train.avg    {tokens / ours_avg:10,.0f} tokens/s  ({ours_avg:.2f} s; steady loop {aloop:,.0f} "
+              f"tokens/s; cost {ours_avg / ours:.3f}x wall, {summary['loop_tokens_per_second'] / aloop:.3f}x loop)")
     loop = summary["loop_tokens_per_second"]
     print(f"  steady loop       {loop:10,.0f} tokens/s  (without checkpoints and the first 3 steps)")
     print(f"overhead ratio      {ours / bare:10.3f}x  (wall clock of everything; goal <= 1.10x"

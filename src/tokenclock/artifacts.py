@@ -64,6 +64,17 @@ def _json_default(o: Any) -> Any:
 
 
 
+def json_safe(obj: Any) -> Any:
+    """A copy in which NaN/inf floats are None (json.dumps would write the invalid token NaN)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

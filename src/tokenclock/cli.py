@@ -15,10 +15,12 @@ import sys
 from tokenclock.config import PRESET_DIR, load_config, merge, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.pipeline import demo, fit_npz, prepare, train
+from tokenclock.rundir import RunDir
 from tokenclock.stages.data.corpus import build_corpus, count_documents
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.reshape.stage import reshape
+from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz
@@ -56,13 +58,16 @@ def _common(sp, config: bool = True) -> None:
 def _add_corpus(sub) -> None:
     sp = sub.add_parser("corpus", help="assemble the corpus (built-in by default) and split by document")
     sp.add_argument("--source", action="append", help="text file, folder, .jsonl, .parquet or hf:NAME (repeatable)")
+    sp.add_argument("--synthetic", metavar="NAME", help="a built-in synthetic corpus with known learning "
+                    "times (facts): the source synthetic:NAME")
     sp.add_argument("--out", help="run directory to write corpus/ into (omit to just build and count)")
     _common(sp)
     sp.set_defaults(func=cmd_corpus)
 
 
 def cmd_corpus(args) -> int:
-    cfg = _config(args, defaults={"corpus": {"sources": args.source}} if args.source else None)
+    sources = (args.source or []) + ([f"synthetic:{args.synthetic}"] if args.synthetic else [])
+    cfg = _config(args, defaults={"corpus": {"sources": sources}} if sources else None)
     if args.out is None:
         _print(count_documents(cfg.corpus))
         return 0
@@ -116,7 +121,8 @@ def cmd_train(args) -> int:
 # ----------------------------------------------------------------------------- trace
 
 
-TRACE_FLAGS = ("n_seqs", "seq_len", "batch_size", "seed", "dtype", "device")  # -> trace.<flag>
+TRACE_FLAGS = ("n_seqs", "seq_len", "batch_size", "seed", "dtype", "device", "weights")  # -> trace.<flag>
+WEIGHTS_HELP = "weight series: raw (default) or avg (the averaged weights of train.avg)"
 
 
 def _add_trace(sub) -> None:
@@ -144,6 +150,7 @@ def _add_trace(sub) -> None:
     sp.add_argument("--seed", type=int, help="which sequences (trace.seed)")
     sp.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="trace.dtype (auto: bf16 on CUDA)")
     sp.add_argument("--device", help="trace.device: auto, cpu, cuda, cuda:1")
+    sp.add_argument("--weights", choices=["raw", "avg"], help="trace.weights: " + WEIGHTS_HELP)
     _common(sp)
     sp.set_defaults(func=cmd_trace)
 
@@ -168,6 +175,7 @@ def _add_fit(sub) -> None:
     sp.add_argument("--uncertainty", action="store_true", default=None,  # None: as the config says
                     help="standard errors of each learning time mu (events column mu_se)")
     sp.add_argument("--max-events", type=int, choices=(0, 1, 2), help="most sigmoid events per token")
+    sp.add_argument("--weights", choices=["raw", "avg"], default="raw", help=WEIGHTS_HELP)
     _common(sp)
     sp.set_defaults(func=cmd_fit)
 
@@ -181,30 +189,59 @@ def cmd_fit(args) -> int:
     elif args.run is None:
         raise ConfigError("fit needs a run directory or --npz FILE --out DIR")
     else:
-        _print(fit(args.run, cfg.fit, progress=not args.quiet))
+        _print(fit(RunDir(args.run, args.weights), cfg.fit, progress=not args.quiet))
     return 0
 
 
 def _add_spectrum(sub) -> None:
     sp = sub.add_parser("spectrum", help="learning-time spectrum and reconstruction of -dL/dln x")
     sp.add_argument("run", help="run directory")
+    sp.add_argument("--weights", choices=["raw", "avg"], default="raw", help=WEIGHTS_HELP)
+    sp.add_argument("--replicate", metavar="RUN2", help="a replicate of RUN (another train.data_seed, same "
+                    "init and traced tokens, already fitted): the replicate ceiling beside the R^2")
     _common(sp)
     sp.set_defaults(func=cmd_spectrum)
 
 
 def cmd_spectrum(args) -> int:
-    _print(spectrum(args.run, _config(args).spectrum, progress=not args.quiet))
+    run = RunDir(args.run, args.weights)
+    cfg = _config(args).spectrum
+    if args.replicate:
+        _print(replicate(run, RunDir(args.replicate, args.weights), cfg, progress=not args.quiet))
+    else:
+        _print(spectrum(run, cfg, progress=not args.quiet))
     return 0
 
 
 def _add_report(sub) -> None:
     sp = sub.add_parser("report", help="write RUN/report/index.html")
     sp.add_argument("run", help="run directory")
+    sp.add_argument("--weights", choices=["raw", "avg"], default="raw",
+                    help=WEIGHTS_HELP + "; the raw report shows an averaged series beside it")
     sp.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    print(f"report: {report(args.run)}")
+    print(f"report: {report(RunDir(args.run, args.weights))}")
+    return 0
+
+
+def _add_explore(sub) -> None:
+    sp = sub.add_parser("explore", help="browse runs in a local web page: tokens, trajectories, spectrum, filters",
+                        description="Serve a read-only page over one or more run-like directories (a run, a "
+                        "traced series, a study's axes/<name>, an imported losses.npz) on HOST:PORT. On a remote "
+                        "machine: ssh -L 8765:127.0.0.1:8765 HOST, then open http://127.0.0.1:8765/ locally.")
+    sp.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more: compare view)")
+    sp.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sp.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
+    sp.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args) -> int:
+    from tokenclock.explore.server import serve  # starlette, uvicorn and duckdb load here, not at import
+
+    serve(args.runs, host=args.host, port=args.port, open_browser=not args.no_browser)
     return 0
 
 
@@ -324,7 +361,7 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = (_add_corpus, _add_tokenize, _add_train, _add_trace, _add_fit, _add_spectrum, _add_report,
-            _add_reshape, _add_export, _add_demo, _add_study, _add_presets)  # the order of --help
+            _add_explore, _add_reshape, _add_export, _add_demo, _add_study, _add_presets)  # the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:

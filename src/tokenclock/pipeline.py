@@ -58,22 +58,30 @@ def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",
     cfg = load_config(config, overrides)
     run = RunDir(out)
     t0 = time.time()
-    stages = [
-        ("train (corpus, tokenizer, checkpoints)", lambda: train(run.root, cfg, progress=progress)),
-        ("trace", lambda: trace(run.root, cfg.trace, progress=progress)),
-        ("fit", lambda: fit(run.root, cfg.fit, progress=progress)),
-        ("spectrum", lambda: spectrum(run.root, cfg.spectrum, progress=progress)),
-        ("report", lambda: report(run.root)),
-    ]
+    stages = [("train (corpus, tokenizer, checkpoints)", lambda: train(run.root, cfg, progress=progress))]
+    for w in demo_series(cfg):  # the averaged series beside the raw one when train.avg keeps it
+        view, label = run.series(w), "" if w == "raw" else f" ({w} weights)"
+        tcfg = dataclasses.replace(cfg.trace, weights=w)
+        stages += [(f"trace{label}", lambda v=view, c=tcfg: trace(v, c, progress=progress)),
+                   (f"fit{label}", lambda v=view: fit(v, cfg.fit, progress=progress)),
+                   (f"spectrum{label}", lambda v=view: spectrum(v, cfg.spectrum, progress=progress))]
+    stages.append(("report", lambda: report(run.root)))
     for i, (name, fn) in enumerate(stages, 1):
         t = time.time()
         print(f"[{i}/{len(stages)}] {name} ...", flush=True)
         fn()
         print(f"[{i}/{len(stages)}] {name} done in {time.time() - t:.0f} s", flush=True)
     head = headline(run)
+    if "avg" in demo_series(cfg):
+        head["avg"] = headline(run.series("avg"))
     head["seconds"] = round(time.time() - t0, 1)
     print(format_headline(head))
     return head
+
+
+def demo_series(cfg: Config) -> list[str]:
+    """The weight series the demo traces: raw, and avg when train.avg keeps averaged weights."""
+    return ["raw"] + (["avg"] if cfg.train.avg != "none" else [])
 
 
 def headline(run: RunDir) -> dict:
@@ -92,6 +100,9 @@ def headline(run: RunDir) -> dict:
         "reconstruction_r2": ssum.get("reconstruction_r2"),
         "reconstruction_r2_heldout": ssum.get("reconstruction_r2_heldout"),
         "reconstruction_r2_heldout_after_warmup": ssum.get("reconstruction_r2_heldout_after_warmup"),
+        "reconstruction_r2_block_heldout_after_warmup": ssum.get("reconstruction_r2_block_heldout_after_warmup"),
+        "token_split_r2_after_warmup": ssum.get("token_split_r2_after_warmup"),
+        "token_split_ceiling_r2_after_warmup": ssum.get("token_split_ceiling_r2_after_warmup"),
         "best_clock": ssum.get("best_clock"),
         "alpha_measured": ssum.get("alpha_measured"),
         "alpha_spectrum": ssum.get("alpha_spectrum"),
@@ -101,9 +112,17 @@ def headline(run: RunDir) -> dict:
 
 def format_headline(h: dict) -> str:
     """The demo's closing lines: shares as percentages, scores with 3 decimals, missing as n/a."""
-    def f3(key: str) -> str:
-        return fmt(h[key], ".3f")
+    def f3(key: str, d: dict = h) -> str:
+        return fmt(d.get(key), ".3f")
 
+    series = [("raw", h)] + ([("avg", h["avg"])] if h.get("avg") else [])
+    rows = [f"  {'-dL/dln(' + str(h['axis']) + ') R^2':<40}" + "".join(f"{w + ' weights':>16}" for w, _ in series)]
+    for key, label in (("reconstruction_r2", "in-sample"), ("reconstruction_r2_heldout", "held-out (every other)"),
+                       ("reconstruction_r2_heldout_after_warmup", "held-out, after warmup"),
+                       ("reconstruction_r2_block_heldout_after_warmup", "held-out blocks, after warmup"),
+                       ("token_split_r2_after_warmup", "token split, after warmup"),
+                       ("token_split_ceiling_r2_after_warmup", "token-split ceiling, after warmup")):
+        rows.append(f"  {label:<40}" + "".join(f"{f3(key, d):>16}" for _, d in series))
     return "\n".join([
         f"tokenclock demo: {h['run']}",
         f"  tokens traced            {h['tokens_traced']:,} x {h['checkpoints']} checkpoints",
@@ -111,6 +130,7 @@ def format_headline(h: dict) -> str:
         f"  reconstruction R^2 of -dL/dln({h['axis']}): in-sample {f3('reconstruction_r2')}, "
         f"held-out {f3('reconstruction_r2_heldout')}, held-out after warmup "
         f"{f3('reconstruction_r2_heldout_after_warmup')}; best clock {h['best_clock']}",
+        *rows,
         f"  power-law exponent: measured {f3('alpha_measured')}, from spectrum {f3('alpha_spectrum')}",
         f"  report: {h['report']}",
     ])

@@ -22,14 +22,45 @@ SCHEMA_VERSION = 1
 # ----------------------------------------------------------------------------- layout
 
 
+WEIGHT_SERIES = ("raw", "avg")
+# stages whose artifacts belong to one weight series: the averaged series keeps its own
+# ckpt_avg/, trace_avg/, fit_avg/, spectrum_avg/, report_avg/ and manifest entries <stage>_avg
+SERIES_STAGES = ("trace", "fit", "spectrum", "report")
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """Names of everything inside one run directory."""
+    """Names of everything inside one run directory, for one weight series: `weights="raw"` (the
+    trained weights: ckpt/, trace/, fit/, spectrum/, report/) or `weights="avg"` (the averaged
+    weights train.avg keeps: ckpt_avg/, trace_avg/, fit_avg/, spectrum_avg/, report_avg/). Both
+    series share everything else (corpus, tokens, ckpt/index.parquet, the resume state, the
+    manifest). `RunDir(run)` of a RunDir keeps its series."""
 
     root: Path
+    weights: str = "raw"
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: "str | Path | RunDir", weights: str | None = None):
+        if isinstance(root, RunDir):
+            weights = root.weights if weights is None else weights
+            root = root.root
+        weights = weights or "raw"
+        if weights not in WEIGHT_SERIES:
+            raise RunDirError(f"unknown weight series '{weights}'", "use raw or avg")
         object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "weights", weights)
+
+    def series(self, weights: str) -> "RunDir":
+        """The same run directory seen through another weight series (raw | avg)."""
+        return type(self)(self.root, weights)
+
+    @property
+    def suffix(self) -> str:
+        """'' for the raw series, '_avg' for the averaged one (folder and manifest names)."""
+        return "" if self.weights == "raw" else "_" + self.weights
+
+    def stage_key(self, stage: str) -> str:
+        """The manifest entry of `stage` in this series (trace, fit, spectrum, report: trace_avg ...)."""
+        return stage + self.suffix if stage in SERIES_STAGES else stage
 
     # top level
     @property
@@ -55,8 +86,14 @@ class RunDir:
     def token_counts(self) -> Path: return self.tokens_dir / "train_counts.npy"
     # ckpt/
     @property
-    def ckpt_dir(self) -> Path: return self.root / "ckpt"
-    def ckpt(self, step: int) -> Path: return self.ckpt_dir / f"step_{step:07d}"
+    def ckpt_dir(self) -> Path:
+        """ckpt/: the raw weights' folders, index.parquet, train_log.parquet and the resume state."""
+        return self.root / "ckpt"
+    @property
+    def weights_dir(self) -> Path:
+        """Where this series' checkpoint folders are: ckpt/ (raw) or ckpt_avg/ (averaged weights)."""
+        return self.root / ("ckpt" + self.suffix)
+    def ckpt(self, step: int) -> Path: return self.weights_dir / f"step_{step:07d}"
     def ckpt_sidecar(self, step: int) -> Path:
         """step, tokens_seen, lr, cum_lr and losses of one checkpoint, beside its weights."""
         return ckpt_sidecar(self.ckpt(step))
@@ -78,10 +115,11 @@ class RunDir:
         """ckpt/.zoom/: checkpoints a replay zoom wrote and has not yet matched (they move into
         ckpt/ once the replay reaches the next checkpoint of the series bit for bit)."""
         return self.ckpt_dir / ".zoom"
-    def ckpt_staged(self, step: int) -> Path: return self.ckpt_staging / f"step_{step:07d}"
+    def ckpt_staged(self, step: int) -> Path:
+        return self.ckpt_staging / (f"step_{step:07d}" + self.suffix)
     # trace/
     @property
-    def trace_dir(self) -> Path: return self.root / "trace"
+    def trace_dir(self) -> Path: return self.root / ("trace" + self.suffix)
     @property
     def trace_loss(self) -> Path: return self.trace_dir / "loss.npy"
     @property
@@ -100,7 +138,7 @@ class RunDir:
     def trace_meta(self) -> Path: return self.trace_dir / "meta.json"
     # fit/
     @property
-    def fit_dir(self) -> Path: return self.root / "fit"
+    def fit_dir(self) -> Path: return self.root / ("fit" + self.suffix)
     @property
     def fit_events(self) -> Path: return self.fit_clock_events()
     @property
@@ -127,7 +165,7 @@ class RunDir:
                 if p.is_dir() and self.fit_clock_events(p.name).is_file()]
     # spectrum/
     @property
-    def spectrum_dir(self) -> Path: return self.root / "spectrum"
+    def spectrum_dir(self) -> Path: return self.root / ("spectrum" + self.suffix)
     @property
     def spectrum_summary(self) -> Path: return self.spectrum_dir / "summary.json"
     def spectrum_curve(self, axis: str | None = None) -> Path:
@@ -135,6 +173,14 @@ class RunDir:
         return self.spectrum_dir / ("curve.parquet" if axis is None else f"{axis}_curve.parquet")
     def spectrum_density(self, axis: str | None = None) -> Path:
         return self.spectrum_dir / ("density.parquet" if axis is None else f"{axis}_density.parquet")
+    @property
+    def spectrum_replicate(self) -> Path:
+        """The replicate ceiling against another run (spectrum --replicate RUN2)."""
+        return self.spectrum_dir / "replicate.json"
+    @property
+    def spectrum_replicate_curve(self) -> Path:
+        """Both runs' measured and reconstructed -dL/du on their common checkpoints."""
+        return self.spectrum_dir / "replicate_series.parquet"
     def spectrum_clocks(self) -> list[str]:
         """The other clocks with an <axis>_curve.parquet in RUN/spectrum/, in file-name order."""
         if not self.spectrum_dir.is_dir():
@@ -142,7 +188,7 @@ class RunDir:
         return [p.name[: -len("_curve.parquet")] for p in sorted(self.spectrum_dir.glob("*_curve.parquet"))]
     # report/
     @property
-    def report_dir(self) -> Path: return self.root / "report"
+    def report_dir(self) -> Path: return self.root / ("report" + self.suffix)
     @property
     def report_html(self) -> Path: return self.report_dir / "index.html"
     @property
@@ -156,10 +202,10 @@ class RunDir:
     def ckpt_steps(self) -> list[int]:
         """Steps of complete checkpoints on disk (a checkpoint is complete when its folder exists;
         folders are written under a temporary name and renamed)."""
-        if not self.ckpt_dir.is_dir():
+        if not self.weights_dir.is_dir():
             return []
         steps = []
-        for p in self.ckpt_dir.iterdir():
+        for p in self.weights_dir.iterdir():
             if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit():
                 steps.append(int(p.name[5:]))
         return sorted(steps)
@@ -177,6 +223,12 @@ class RunDir:
 def ckpt_sidecar(step_dir: str | Path) -> Path:
     """tokenclock's metadata file inside any checkpoint folder (its own run's or train.init_from's)."""
     return Path(step_dir) / "tokenclock.json"
+
+
+def avg_sibling(step_dir: str | Path) -> Path:
+    """The averaged weights saved with a checkpoint folder: RUN/ckpt/step_X -> RUN/ckpt_avg/step_X."""
+    p = Path(step_dir)
+    return p.parent.parent / (p.parent.name + "_avg") / p.name
 
 
 def ckpt_optimizer(step_dir: str | Path) -> Path:
@@ -354,6 +406,7 @@ def update_stage(run: RunDir, stage: str, status: str, config: dict | None = Non
                  inputs: dict | None = None, seconds: float | None = None, **extra: Any) -> dict:
     """Record a stage's status ('running', 'done', 'failed') in manifest.json, atomically."""
     m = load_manifest(run)
+    stage = run.stage_key(stage)
     entry = m["stages"].get(stage, {})
     entry.update({"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if config is not None:
@@ -373,13 +426,13 @@ def update_stage(run: RunDir, stage: str, status: str, config: dict | None = Non
 def stage_status(run: RunDir, stage: str) -> str | None:
     if not run.manifest.is_file():
         return None
-    return load_manifest(run)["stages"].get(stage, {}).get("status")
+    return load_manifest(run)["stages"].get(run.stage_key(stage), {}).get("status")
 
 
 def stage_config(run: RunDir, stage: str) -> dict | None:
     if not run.manifest.is_file():
         return None
-    return load_manifest(run)["stages"].get(stage, {}).get("config")
+    return load_manifest(run)["stages"].get(run.stage_key(stage), {}).get("config")
 
 
 

@@ -26,6 +26,7 @@ from tokenclock.stages.report.figures import (
 from tokenclock.stages.report.load import RunView, load_run
 from tokenclock.stages.report.population import _section_classes, _section_frequency
 from tokenclock.stages.report.text import _not_computed, _ordered
+from tokenclock.stages.report.validation import _section_validation
 from tokenclock.text import fmt, html_page, pct
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
@@ -143,7 +144,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
             sections = [_section_headline(r, numbers), _section_loss_curve(r, figs),
                         _section_examples(r, figs), _section_spectrum(r, figs),
                         _section_resolution(r, figs, numbers),
-                        _section_reconstruction(r, figs, numbers),
+                        _section_reconstruction(r, figs, numbers), _section_validation(r, figs, numbers),
                         _section_classes(r, figs, numbers), _section_frequency(r, figs, numbers),
                         _section_provenance(r)]
         page = html_page(f"tokenclock report: {run.root.name}",

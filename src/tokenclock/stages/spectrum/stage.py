@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_parquet
+from tokenclock.artifacts import json_safe, read_json, read_npy, read_parquet, write_json, write_parquet
 from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.rundir import RunDir, load_manifest, stage_config
 from tokenclock.scores import fit_power_law, mean_rel_error, r2_score
@@ -30,6 +30,7 @@ from tokenclock.stages.spectrum.reconstruct import (
     reconstruct_curve,
     reconstruct_derivative,
 )
+from tokenclock.stages.spectrum.validation import block_mask, token_split_scores
 
 
 @dataclass
@@ -46,6 +47,11 @@ class SpectrumConfig:
     """Points of the uniform u grid on which rho(u) is written (density.parquet)."""
     heldout: bool = True
     """Refit events on every other kept checkpoint and score the reconstruction on the rest."""
+    block_size: int = 4
+    """Also hold out checkpoints in blocks of this many consecutive ones (every other block, the
+    first and last fitted) and score the refit there; 0 = off."""
+    token_split: bool = True
+    """Score how the events of a seeded half of the tokens predict the other half's -dL/du."""
     after_step: int | None = None
     """Post-warmup scores use checkpoints with step >= after_step; None = the run's
     train.warmup_steps from the manifest (0 if absent). Ignored when the axis table has no step."""
@@ -67,6 +73,9 @@ class SpectrumConfig:
             raise ConfigError(f"spectrum.after_step must be >= 0 or null, got {self.after_step}")
         if self.powerlaw_grid < 10:
             raise ConfigError(f"spectrum.powerlaw_grid must be >= 10, got {self.powerlaw_grid}")
+        if self.block_size < 0 or self.block_size == 1:
+            raise ConfigError(f"spectrum.block_size must be 0 (off) or >= 2, got {self.block_size}",
+                              "1 would be the alternating held-out split spectrum.heldout already scores")
         if self.chunk_columns < 1:
             raise ConfigError(f"spectrum.chunk_columns must be >= 1, got {self.chunk_columns}")
 
@@ -109,20 +118,12 @@ def _finite_events(events: dict) -> tuple[dict, int]:
     return {k: np.asarray(v)[ok] for k, v in events.items()}, int((~ok).sum())
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null (json.dumps would write the invalid token NaN)."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
-
-
 def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | None,
                   events: Mapping[str, Any], tokens_b: np.ndarray, after_mask: np.ndarray,
                   cfg: SpectrumConfig, heldout_events: Mapping[str, Any] | None = None,
-                  tokens_c: np.ndarray | None = None) -> tuple:
-    """Everything for one clock. u: (K',) kept axis in ln x; after_mask: (K',) post-warmup rows.
+                  tokens_c: np.ndarray | None = None, block: tuple | None = None) -> tuple:
+    """Everything for one clock. u: (K',) kept axis in ln x; after_mask: (K',) post-warmup rows;
+    block: (events fitted without the held-out blocks, (K',) mask of the held-out rows).
     Returns (scores dict, curve columns, density columns)."""
     N = loss_kn.shape[1]
     u = np.asarray(u, np.float64)
@@ -152,6 +153,19 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
         s["n_events_heldout_fit"] = int(len(heldout_events["a"]))
     else:
         s["reconstruction_r2_heldout"] = s["reconstruction_r2_heldout_after_warmup"] = float("nan")
+    rec_block, block_held = np.full(len(u), np.nan), np.zeros(len(u), bool)
+    if block is not None:
+        block_events, block_held = block
+        rec_block = reconstruct_derivative(block_events, N, u)
+        s["reconstruction_r2_block_heldout"] = r2_score(rec_block[block_held], meas[block_held])
+        s["reconstruction_r2_block_heldout_after_warmup"] = r2_score(rec_block[block_held & after_mask],
+                                                                     meas[block_held & after_mask])
+        s["n_ckpt_block_heldout"] = int(block_held.sum())
+        s["block_size"] = cfg.block_size
+    if cfg.token_split:
+        keep = np.ones(loss_kn.shape[0], bool) if keep_mask is None else np.asarray(keep_mask, bool)
+        s.update(token_split_scores(loss_kn, keep, u, events, after_mask, cfg.smoothing, heldout_events,
+                                    odd if heldout_events is not None else None, cfg.chunk_columns))
     s.update(event_share(events, N, u, L))
     # Power laws on the post-warmup part (early training is not a power law), if enough points.
     pl_mask = after_mask if after_mask.sum() >= 3 else np.ones(len(u), bool)
@@ -166,7 +180,7 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
     curve = {"x": x, "u": u, "loss_mean": L, "dldu_measured": meas, "dldu_reconstructed": rec,
              "loss_reconstructed": rec_L, "dldu_heldout": rec_held,
              "heldout": odd if heldout_events is not None else np.zeros(len(u), bool),
-             "after_warmup": after_mask}
+             "dldu_block_heldout": rec_block, "block_heldout": block_held, "after_warmup": after_mask}
     return s, curve, density
 
 
@@ -225,14 +239,20 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
                                                     columns=["tok_idx", "a", "mu", "width"]))
         tok_cols = read_parquet(run.fit_clock_tokens(fit_clock))
         tokens_b, tokens_c = tok_cols["b"], tok_cols.get("c")
-        held, note = None, None
+        held, block, note = None, None, None
         if cfg.heldout:
             rows = np.flatnonzero(keep)[0::2]
             try:
                 held = _heldout_events(loss, rows, u[0::2], run, axis, cfg, progress)
             except DataError as e:  # e.g. too few checkpoints left for the fitter
                 note = f"held-out fit skipped: {e}"
-        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held, tokens_c)
+        if cfg.block_size:
+            bm = block_mask(len(u), cfg.block_size)
+            try:
+                block = (_heldout_events(loss, np.flatnonzero(keep)[~bm], u[~bm], run, axis, cfg, progress), bm)
+            except DataError as e:
+                note = f"{note + '; ' if note else ''}block held-out fit skipped: {e}"
+        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held, tokens_c, block)
         s.update({"axis": axis, "after_step": after_step, "n_events_nonfinite_dropped": n_bad})
         if note:
             s["heldout_note"] = note
@@ -247,7 +267,7 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
         s["power_law"] = {"E": s["E"], "A": s["A"], "alpha": s["alpha_measured"], "r2": s["powerlaw_r2"]}
         s["power_law_spectrum"] = {"E": s["E_spectrum"], "A": s["A_spectrum"],
                                    "alpha": s["alpha_spectrum"], "r2": s["powerlaw_spectrum_r2"]}
-        scores[axis] = _clean(s)
+        scores[axis] = json_safe(s)
     return _summary(run, cfg, primary, scores)
 
 

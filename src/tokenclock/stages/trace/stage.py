@@ -53,6 +53,10 @@ class TraceConfig:
     prefetch: bool = True
     """Load the next checkpoint while scoring this one (two models in host memory at once: set
     false for models near the memory size)."""
+    weights: str = "raw"
+    """Which weight series to trace: raw (RUN/ckpt/ -> RUN/trace/) or avg (the averaged weights
+    train.avg keeps, RUN/ckpt_avg/ -> RUN/trace_avg/; fit, spectrum and report then take
+    --weights avg). A run traced both ways keeps both loss matrices."""
 
     def __post_init__(self) -> None:
         if self.seq_len == 0:
@@ -63,6 +67,8 @@ class TraceConfig:
             raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
+        if self.weights not in ("raw", "avg"):
+            raise ConfigError(f"unknown trace.weights '{self.weights}'", "use raw or avg")
 
     def resolved(self, seq_len: int, seed: int) -> "TraceConfig":
         """This config with seq_len and seed taken from the run (the given values) where None."""
@@ -266,8 +272,12 @@ def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:
 def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool = True) -> dict:
     """The stage for a tokenclock run: every checkpoint in RUN/ckpt/ x the seeded validation tokens."""
     quiet_transformers()
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, cfg.weights if cfg is not None else None)
     steps = run.ckpt_steps()
+    if run.weights == "avg" and not steps:
+        raise ConfigError(f"trace.weights=avg, but {run.root} has no averaged weights ({run.weights_dir} is missing)",
+                          "train with train.avg=ema (it keeps RUN/ckpt_avg/ beside RUN/ckpt/), or trace "
+                          "trace.weights=raw")
     if not steps:
         raise RunDirError(f"{run.ckpt_dir} holds no checkpoints",
                           f"train first: tokenclock train --config CONFIG --out {run.root}")
@@ -276,8 +286,11 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
                         "train longer or with more checkpoints per decade (train.ckpt_per_decade)")
     manifest = read_json(run.manifest) if run.manifest.is_file() else {"stages": {}}
     tconf = manifest["stages"].get("train", {}).get("config", {})
-    cfg = (cfg or TraceConfig()).resolved(tconf.get("train", {}).get("seq_len", 256), tconf.get("seed", 0))
+    cfg = dataclasses.replace(cfg or TraceConfig(), weights=run.weights)
+    cfg = cfg.resolved(tconf.get("train", {}).get("seq_len", 256), tconf.get("seed", 0))
     conf = dataclasses.asdict(cfg)
+    if cfg.weights == "raw":  # raw traces made before trace.weights existed keep their signature
+        conf.pop("weights")
 
     d = dist.init(resolve_device(cfg.device))  # under torchrun: sequences sharded over ranks
     meta = None
@@ -300,6 +313,14 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
             st.record(summary=meta)
     dist.barrier()  # the other ranks read what rank 0 wrote
     return meta if d.main else read_json(run.trace_meta)
+
+
+def _average_info(run: RunDir) -> dict | None:
+    """The averaged series' EMA (kind, sigma_rel, gamma, lag in ln step), from a checkpoint sidecar."""
+    if run.weights != "avg":
+        return None
+    side = run.ckpt_sidecar(run.ckpt_steps()[-1])
+    return read_json(side).get("average") if side.is_file() else None
 
 
 def _loader(path: Path) -> Callable:
@@ -327,6 +348,7 @@ def _write_trace(run: RunDir, rows: list[dict], inputs: np.ndarray, loss: np.nda
     meta = {"n_tok": int(loss.shape[1]), "n_ckpt": int(loss.shape[0]), "vocab_size": tok.get_vocab_size(),
             "seq_len": cfg.seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
             "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
+            "weights": cfg.weights, "average": _average_info(run),
             "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
     write_json(run.trace_meta, meta)
     return meta

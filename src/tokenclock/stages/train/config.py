@@ -98,6 +98,17 @@ class TrainConfig:
     batch_size / (processes * micro_batch_size) passes (0 = one pass)."""
     compile: bool = False
     """torch.compile the model (GPU throughput; 10-60 s of compiling first)."""
+    avg: str = "none"
+    """Averaged weights kept beside the trained ones: none | ema, the power-function EMA of
+    Karras et al. 2024 (EDM2; window proportional to the step, so constant in ln(step)), saved at
+    every checkpoint as RUN/ckpt_avg/step_XXXXXXX/ (a Hugging Face folder); trace it with
+    trace.weights=avg. Costs one fused lerp over the parameters per step (stages/train/average.py)."""
+    avg_sigma_rel: float = 0.1
+    """train.avg=ema: the average's relative width (std of its profile / step); its mean lags the
+    step by about this much in ln(step)."""
+    data_seed: int | None = None
+    """Seed of the batch order (windows.batch_offsets); None = the run's seed. Two runs that differ
+    only here share their initial weights and traced tokens: replicates (spectrum --replicate)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "val_seqs"):
@@ -111,6 +122,11 @@ class TrainConfig:
             raise ConfigError(f"train.lr_peak must be > 0, got {self.lr_peak}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ConfigError(f"train.warmup_steps must be in [0, train.steps], got {self.warmup_steps}")
+        if self.avg not in ("none", "ema"):
+            raise ConfigError(f"unknown train.avg '{self.avg}'", "use none or ema")
+        if not 0.01 <= self.avg_sigma_rel <= 0.25:
+            raise ConfigError(f"train.avg_sigma_rel must be in [0.01, 0.25], got {self.avg_sigma_rel}",
+                              "e.g. 0.05 (EDM2's range is 0.05-0.15)")
         if self.micro_batch_size < 0:
             raise ConfigError(f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
         self._check_kept_states()

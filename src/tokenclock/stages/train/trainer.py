@@ -15,9 +15,10 @@ import numpy as np
 
 from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
-from tokenclock.errors import ConfigError, TrainingError
+from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.forward import autocast_dtype, resolve_device, token_losses
-from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar
+from tokenclock.rundir import RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar
+from tokenclock.stages.train.average import WeightAverage
 from tokenclock.stages.train.checkpoint import (
     load_state,
     load_weights,
@@ -79,6 +80,9 @@ class Trainer:
             raise ConfigError(f"train.micro_batch_size {self.micro} does not divide the {per_rank} sequences "
                               f"each of {d.world} process(es) takes per step",
                               "pick a micro batch that divides train.batch_size / processes")
+        if tc.avg != "none" and tc.fsdp:
+            raise ConfigError("train.avg keeps a full copy of the weights and does not work with train.fsdp yet",
+                              "drop train.avg, or train with DDP (train.fsdp=false)")
         if tc.seq_len > cfg.model.max_seq_len:
             raise ConfigError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
         self.n_micro = per_rank // self.micro
@@ -95,6 +99,7 @@ class Trainer:
         self.ckpt_seconds, self.bar = 0.0, None  # seconds spent in `checkpoint` (left out of the rate)
         self.t0 = self.t_warm = self.t_start
         self.ckpt_warm, self.warm_at, self.loop_seconds, self.seconds = 0.0, 0, 0.0, 0.0
+        self.avg: WeightAverage | None = None  # train.avg (rank 0 only): the averaged weights
 
     # ------------------------------------------------------------------------- setup and resume
 
@@ -117,6 +122,8 @@ class Trainer:
             load_weights(model, start_weights, mc.tie_embeddings)
         if self.device.startswith("cuda"):
             torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside autocast
+        if tc.avg == "ema" and self.d.main:  # a copy of the start weights, before compile and DDP
+            self.avg = WeightAverage(model, tc.avg_sigma_rel)
         self.model, self.net = self._wrap(model)
         self.fpt = flops_per_token(self.n_params, data.vocab_size, mc.hidden_size, mc.num_layers, tc.seq_len)
         self.peak = peak_flops(self.device)
@@ -177,6 +184,27 @@ class Trainer:
                       "(set train.keep_state_steps in the source run to keep it)")
             if self.start >= self.tc.steps:
                 raise ConfigError(f"train.init_from is at step {self.start}, not before train.steps={self.tc.steps}")
+        self.resume_average()
+
+    def resume_average(self) -> None:
+        """The averaged weights at `start`: ckpt_avg/step_<start> when resuming, the source's
+        ckpt_avg/ sibling for train.init_from (else its weights: the average restarts there), the
+        seeded init at step 0 (the copy `setup` made)."""
+        if self.avg is None:
+            return
+        if self.resuming:
+            folder = self.run.series("avg").ckpt(self.start)
+            if not folder.is_dir():
+                raise RunDirError(f"{folder} is missing, so the averaged weights cannot resume",
+                                  "the run was trained without train.avg: keep its setting, or use a new --out")
+            self.avg.load(folder, self.cfg.model.tie_embeddings)
+        elif self.init_src is not None:
+            sib = avg_sibling(self.init_src)
+            if sib.is_dir():
+                self.avg.load(sib, self.cfg.model.tie_embeddings)
+            else:
+                print(f"tokenclock: warning: {self.init_src} has no averaged weights ({sib}); the average "
+                      "starts from its weights")
 
     # ------------------------------------------------------------------------- the loop
 
@@ -217,7 +245,8 @@ class Trainer:
         seeded uniform draw."""
         if self.data.schedule is not None:
             return self.data.schedule[step]
-        return batch_offsets(self.cfg.seed, step, len(self.data.stream), self.tc.batch_size, self.tc.seq_len)
+        seed = self.cfg.seed if self.tc.data_seed is None else self.tc.data_seed
+        return batch_offsets(seed, step, len(self.data.stream), self.tc.batch_size, self.tc.seq_len)
 
     def step(self, step: int):
         """One update: the lr of `step`, this rank's share of its batch in n_micro forward and
@@ -239,6 +268,8 @@ class Trainer:
                                                tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
         self.opt.step()
+        if self.avg is not None:
+            self.avg.update(step + 1)
         self.cum_lr += lr
         self.pending.append((step, lr, loss_sum, gnorm.detach()))
         return loss_sum
@@ -322,6 +353,7 @@ class Trainer:
         state, and the kept optimizer state when train.keep_state_* names the step."""
         save_checkpoint(self.run, self.model, self.data.hf_tok, step, row | {"n_params": self.n_params},
                         state_dict=full_sd)
+        self.save_average(step, row)
         self.rows.append(row)
         write_parquet(self.run.ckpt_index, {k: [r[k] for r in self.rows] for k in row})
         if self.log:
@@ -329,6 +361,14 @@ class Trainer:
         save_state(self.run.train_state, self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
         if self.tc.keeps_state(step):
             save_state(self.run.ckpt_optimizer(step), self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
+
+    def save_average(self, step: int, row: dict, final: Path | None = None) -> None:
+        """The averaged weights of checkpoint `step` into ckpt_avg/step_X/ (or `final`), before the
+        resume state that points at it."""
+        if self.avg is not None:
+            save_checkpoint(self.run.series("avg"), self.avg.model, self.data.hf_tok, step,
+                            row | {"n_params": self.n_params, "weights": "avg", "average": self.avg.info()},
+                            final=final)
 
     def val_loss(self) -> float:
         """Mean loss of the validation batch under the current weights."""
@@ -368,4 +408,5 @@ class Trainer:
                 "loop_tokens_per_second": loop_rate, "flops_per_token": self.fpt,
                 "mfu": loop_rate * self.fpt / (self.peak * d.world) if (self.peak and loop_rate) else None,
                 "device": self.device, "dtype": "bf16" if self.amp is not None else "fp32",
-                "micro_batches": self.n_micro, "compiled": tc.compile, "resumed_from": self.start}
+                "micro_batches": self.n_micro, "compiled": tc.compile, "resumed_from": self.start,
+                "average": self.avg.info() if self.avg is not None else None}

@@ -24,7 +24,7 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.lock import run_lock
-from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest, update_stage
+from tokenclock.rundir import RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar, load_manifest, update_stage
 from tokenclock.stages.train.checkpoint import (
     load_state,
     optimizer_tensors,
@@ -238,6 +238,12 @@ class Replay(Trainer):
         if self.start != p.start_step:
             raise RunDirError(f"{p.state} holds the state of step {self.start}, not {p.start_step}",
                               "the kept state was overwritten: retrain the run into a new --out")
+        if self.avg is not None and p.weights:  # the averaged weights at S (train.avg)
+            sib = avg_sibling(p.weights)
+            if not sib.is_dir():
+                raise RunDirError(f"{sib} is missing, so the averaged weights cannot be replayed from step "
+                                  f"{p.start_step}", "the run was trained without train.avg: keep its setting")
+            self.avg.load(sib, self.cfg.model.tie_embeddings)
 
     def loop(self) -> None:
         from tqdm.auto import tqdm
@@ -282,6 +288,7 @@ class Replay(Trainer):
                         state_dict=full_sd, final=folder)
         if self.tc.keeps_state(step):
             save_state(ckpt_optimizer(folder), self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
+        self.save_average(step, row, final=self.run.series("avg").ckpt_staged(step))
         self.staged.append(step)
 
     def match(self, step: int) -> None:
@@ -299,6 +306,10 @@ class Replay(Trainer):
 
         sd = full_sd if full_sd is not None else self.model.state_dict()
         _same(load_file(str(self.run.ckpt(step) / "model.safetensors")), sd, f"checkpoint {step}")
+        avg = self.run.series("avg")
+        if self.avg is not None:
+            _same(load_file(str(avg.ckpt(step) / "model.safetensors")), self.avg.model.state_dict(),
+                  f"the averaged weights of {step}")
         kept = self.run.ckpt_optimizer(step)
         if kept.is_file():
             _same(load_file(str(kept)), opt_full or optimizer_tensors(self.opt), f"the optimizer state of {step}")
@@ -306,6 +317,9 @@ class Replay(Trainer):
             save_state(kept, self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
         for s in self.staged:
             os.replace(self.run.ckpt_staged(s), self.run.ckpt(s))
+            if self.avg is not None:
+                avg.weights_dir.mkdir(exist_ok=True)
+                os.replace(avg.ckpt_staged(s), avg.ckpt(s))
         self.staged = []
         merge_index(self.run)
         self.matched.append(step)
