@@ -1,0 +1,281 @@
+"""The explorer's questions about many tokens, answered from an opened run (data.RunData): a window
+of the validation text and its colours, search, the filter table (paged, sorted) and the spectrum
+brush (events whose learning time falls in a range). Only the rows on screen leave here; their
+contexts come from trace/tokens.parquet through DuckDB (db.py).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from tokenclock.explore.data import ExploreError, FitIndex, RunData, parquet_file
+from tokenclock.explore.db import duck
+
+WINDOW_MAX = 4096
+PAGE_MAX = 500
+COLOURS = ("learning_time", "class", "final_loss", "total_drop", "n_events")
+SORTS = ("tok_idx", "learning_time", "a", "r2", "final_loss", "total_drop", "count", "n_events")
+
+def need_fit(d: RunData, what: str) -> FitIndex:
+    if d.fit is None:
+        raise ExploreError(f"{what} needs the fit of run {d.name}", f"run `tokenclock fit {d.run.root}`",
+                           status=409)
+    return d.fit
+
+
+def _span(d: RunData, start: int, n: int) -> tuple[int, int]:
+    if n < 1 or n > WINDOW_MAX:
+        raise ExploreError(f"window size {n} is not in 1..{WINDOW_MAX}")
+    start = d.check_col(start)
+    return start, min(d.n_tok, start + n)
+
+
+# ----------------------------------------------------------------------------- the text window
+
+
+def window(d: RunData, start: int, n: int) -> dict:
+    """Texts of tokens start..start+n and where each new validation sequence begins."""
+    start, stop = _span(d, start, n)
+    seq = d.sequence[start:stop]
+    texts = d.vocab_text[d.token_id[start:stop]].tolist() if d.token_id is not None else None
+    return {"start": start, "stop": stop, "texts": texts, "first_sequence": int(seq[0]),
+            "breaks": (np.flatnonzero(np.diff(seq) != 0) + 1 + start).tolist()}
+
+
+def colours(d: RunData, by: str, start: int, n: int) -> np.ndarray:
+    """float32 (stop - start,) value of `by` per token (NaN: none); learning time in ln x."""
+    if by not in COLOURS:
+        raise ExploreError(f"unknown colour {by!r}", f"choose one of: {', '.join(COLOURS)}")
+    start, stop = _span(d, start, n)
+    if by == "final_loss":
+        return d.final[start:stop]
+    if by == "total_drop":
+        return d.drop[start:stop]
+    fi = need_fit(d, f"colouring by {by.replace('_', ' ')}")
+    if by == "learning_time":
+        return fi.mu[start:stop]
+    v = (fi.cls if by == "class" else fi.n_events)[start:stop].astype(np.float32)
+    v[fi.cls[start:stop] < 0] = np.nan
+    return v
+
+
+def matching_ids(d: RunData, q: str, regex: bool) -> np.ndarray:
+    """bool (V,): token ids whose text contains q (or matches the regex q)."""
+    if d.vocab_text is None:
+        raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)", status=409)
+    if regex:
+        try:
+            pat = re.compile(q)
+        except re.error as e:
+            raise ExploreError(f"{q!r} is not a valid regular expression ({e})") from None
+        return np.fromiter((pat.search(t) is not None for t in d.vocab_text), bool, len(d.vocab_text))
+    return np.fromiter((q in t for t in d.vocab_text), bool, len(d.vocab_text))
+
+
+def search(d: RunData, q: str, regex: bool, start: int, backward: bool = False) -> dict:
+    """The next (or previous) token from `start` whose text matches, wrapping around; and how many match."""
+    if not q:
+        raise ExploreError("empty search")
+    start = d.check_col(start)
+    hit = matching_ids(d, q, regex)[d.token_id]
+    total = int(hit.sum())
+    if not total:
+        return {"i": None, "total": 0}
+    if backward:
+        before = np.flatnonzero(hit[:start])
+        return {"i": int(before[-1] if len(before) else np.flatnonzero(hit)[-1]), "total": total}
+    nxt = start + 1
+    j = int(hit[nxt:].argmax()) + nxt if nxt < d.n_tok else 0
+    return {"i": j if hit[j] else int(hit.argmax()), "total": total}
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def number(params: Mapping[str, str], key: str) -> float | None:
+    v = params.get(key)
+    if v is None or str(v).strip() == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise ExploreError(f"{key}={v!r} is not a number") from None
+
+
+def integer(params: Mapping[str, str], key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+    v = number(params, key)
+    if v is None:
+        return default
+    if v != int(v) or v < lo or (hi is not None and v > hi):
+        raise ExploreError(f"{key}={params[key]!r} is not an integer in {lo}..{hi if hi is not None else ''}")
+    return int(v)
+
+
+@dataclass
+class Filter:
+    """The filter form: classes, token text (substring or regex), training-count range, learning-time
+    range (axis units, e.g. steps) and r2 range; None is no bound."""
+
+    classes: list[str] | None = None
+    q: str = ""
+    regex: bool = False
+    count_min: float | None = None
+    count_max: float | None = None
+    x_min: float | None = None
+    x_max: float | None = None
+    r2_min: float | None = None
+    r2_max: float | None = None
+
+    @classmethod
+    def parse(cls, p: Mapping[str, str]) -> "Filter":
+        classes = [c for c in (p.get("class") or "").split(",") if c]
+        return cls(classes or None, p.get("q") or "", p.get("regex") in ("1", "true", "on"),
+                   *(number(p, k) for k in ("count_min", "count_max", "x_min", "x_max", "r2_min", "r2_max")))
+
+
+def _between(v: np.ndarray, lo, hi) -> np.ndarray:
+    m = np.ones(len(v), bool)
+    if lo is not None:
+        m &= v >= lo
+    if hi is not None:
+        m &= v <= hi
+    return m
+
+
+def _log(x: float | None, what: str) -> float | None:
+    if x is None:
+        return None
+    if x <= 0:
+        raise ExploreError(f"{what} {x:g} is not > 0 (learning times are on a log axis)")
+    return float(np.log(x))
+
+
+def mask(d: RunData, f: Filter) -> np.ndarray:
+    """bool (N,) of the tokens the filter keeps."""
+    keep = np.ones(d.n_tok, bool)
+    if f.q or f.count_min is not None or f.count_max is not None:
+        if d.token_id is None:
+            raise ExploreError(f"run {d.name} has no token ids or text (an imported loss matrix)", status=409)
+        ok = matching_ids(d, f.q, f.regex) if f.q else np.ones(len(d.vocab_text), bool)
+        if f.count_min is not None or f.count_max is not None:
+            if d.vocab_count is None:
+                raise ExploreError(f"run {d.name} records no training-set counts (a series traced without "
+                                   "its training data)", status=409)
+            ok &= _between(d.vocab_count, f.count_min, f.count_max)
+        keep &= ok[d.token_id]
+    if f.classes or any(v is not None for v in (f.x_min, f.x_max, f.r2_min, f.r2_max)):
+        fi = need_fit(d, "filtering by class, learning time or r2")
+        if f.classes:
+            unknown = [c for c in f.classes if c not in fi.classes]
+            if unknown:
+                raise ExploreError(f"unknown class {unknown[0]!r}", f"classes: {', '.join(fi.classes)}")
+            keep &= np.isin(fi.cls, [fi.classes.index(c) for c in f.classes])
+        if f.x_min is not None or f.x_max is not None:
+            keep &= _between(fi.mu, _log(f.x_min, "x_min"), _log(f.x_max, "x_max"))
+        if f.r2_min is not None or f.r2_max is not None:
+            keep &= _between(fi.r2, f.r2_min, f.r2_max)
+    return keep
+
+
+def sort_key(d: RunData, sort: str) -> np.ndarray:
+    if sort not in SORTS:
+        raise ExploreError(f"unknown sort {sort!r}", f"choose one of: {', '.join(SORTS)}")
+    if sort == "final_loss":
+        return d.final
+    if sort == "total_drop":
+        return d.drop
+    if sort == "count":
+        if d.vocab_count is None:
+            raise ExploreError(f"run {d.name} records no training-set counts", status=409)
+        return d.vocab_count[d.token_id]
+    fi = need_fit(d, f"sorting by {sort}")
+    return {"learning_time": fi.mu, "a": fi.a, "r2": fi.r2, "n_events": fi.n_events}[sort]
+
+
+def top(key: np.ndarray, desc: bool, offset: int, limit: int) -> np.ndarray:
+    """Positions of rows offset..offset+limit of `key` sorted (NaN last) without sorting it all."""
+    k = np.where(np.isnan(key), np.inf, -key if desc else key) if key.dtype.kind == "f" else \
+        (-key.astype(np.int64) if desc else key)
+    stop = min(len(k), offset + limit)
+    if stop <= offset:
+        return np.zeros(0, np.int64)
+    part = np.argpartition(k, stop - 1)[:stop] if stop < len(k) else np.arange(len(k))
+    part = part[np.argsort(k[part], kind="stable")]
+    return part[offset:stop]
+
+
+def table(d: RunData, f: Filter, sort: str = "tok_idx", desc: bool = False, offset: int = 0,
+          limit: int = 50) -> dict:
+    """One page of the filtered tokens, sorted by `sort`."""
+    cols = np.flatnonzero(mask(d, f))
+    if sort == "tok_idx":
+        page = (cols[::-1] if desc else cols)[offset:offset + limit]
+    else:
+        page = cols[top(sort_key(d, sort)[cols], desc, offset, limit)]
+    return {"total": int(len(cols)), "offset": offset, "rows": rows(d, page)}
+
+
+def contexts(d: RunData, cols: np.ndarray) -> list[str | None]:
+    """trace/tokens.parquet's context of each token (DuckDB semi-join on tok_idx)."""
+    names = set(parquet_file(d.run.trace_tokens).schema_arrow.names)
+    if not len(cols) or not {"context", "tok_idx"} <= names:
+        return [None] * len(cols)
+    tok = d.tok_idx_of(cols).astype(np.int64)
+    got = duck().execute("SELECT tok_idx, context FROM read_parquet(?) WHERE tok_idx IN "
+                         "(SELECT unnest(?::BIGINT[]))", [str(d.run.trace_tokens), tok.tolist()]).fetchall()
+    by = dict(got)
+    return [by.get(int(t)) for t in tok]
+
+
+def rows(d: RunData, cols: np.ndarray) -> list[dict]:
+    """The table's fields for tokens `cols` (columns of loss.npy)."""
+    cols = np.asarray(cols, dtype=np.int64)
+    out = {"i": cols.tolist(), "tok_idx": d.tok_idx_of(cols).tolist(), "sequence": d.sequence[cols].tolist(),
+           "final_loss": d.final[cols].tolist(), "total_drop": d.drop[cols].tolist(),
+           "context": contexts(d, cols)}
+    if d.token_id is not None:
+        ids = d.token_id[cols]
+        out["text"] = d.vocab_text[ids].tolist()
+        out["count"] = d.vocab_count[ids].tolist() if d.vocab_count is not None else [None] * len(cols)
+    if d.fit is not None:
+        fi = d.fit
+        out["class"] = [fi.classes[c] if c >= 0 else None for c in fi.cls[cols]]
+        out["model"] = [fi.models[c] if c >= 0 else None for c in fi.model[cols]]
+        out.update(r2=fi.r2[cols].tolist(), n_events=fi.n_events[cols].tolist(),
+                   learning_time=np.exp(fi.mu[cols].astype(np.float64)).tolist(), a=fi.a[cols].tolist())
+    return [dict(zip(out, vals)) for vals in zip(*out.values())]
+
+
+# ----------------------------------------------------------------------------- the spectrum brush
+
+
+def brush(d: RunData, x_min: float, x_max: float, sign: str = "learn", sort: str = "a",
+          offset: int = 0, limit: int = 50) -> dict:
+    """Events with learning time in [x_min, x_max] (axis units): one page, sorted by amplitude
+    (`a` largest first, `-a` smallest first, `abs` largest |a|) or by learning time (`mu`)."""
+    fi = need_fit(d, "the spectrum brush")
+    lo, hi = _log(x_min, "x_min"), _log(x_max, "x_max")
+    if lo > hi:
+        raise ExploreError(f"x_min {x_min:g} is above x_max {x_max:g}")
+    if sign not in ("learn", "rise", "all"):
+        raise ExploreError(f"unknown sign {sign!r}", "choose learn (a > 0), rise (a < 0) or all")
+    if sort not in ("a", "-a", "abs", "mu"):
+        raise ExploreError(f"unknown sort {sort!r}", "choose a, -a, abs or mu")
+    s, e = np.searchsorted(fi.ev_mu, lo, "left"), np.searchsorted(fi.ev_mu, hi, "right")
+    mu, a, col = fi.ev_mu[s:e], fi.ev_a[s:e], fi.ev_col[s:e]
+    if sign != "all":
+        keep = a > 0 if sign == "learn" else a < 0
+        mu, a, col = mu[keep], a[keep], col[keep]
+    if sort == "mu":
+        pick = np.arange(offset, min(len(mu), offset + limit))
+    else:
+        pick = top(np.abs(a) if sort == "abs" else a, sort != "-a", offset, limit)
+    out = rows(d, col[pick])
+    for r, ai, mi in zip(out, a[pick].tolist(), mu[pick].tolist()):
+        r.update(event_a=ai, event_mu=mi, event_x=float(np.exp(mi)))
+    return {"total": int(len(a)), "sum_a": float(a.sum(dtype=np.float64)),
+            "share_of_spectrum": float(a.sum(dtype=np.float64) / max(1, d.n_tok)), "offset": offset,
+            "rows": out}
