@@ -10,6 +10,8 @@ The Python API is one function per CLI command, named for it; the code of each s
     tc.fit("runs/demo", cfg.fit)      # sigmoid learning events
     tc.spectrum("runs/demo")          # spectrum + reconstruction of -dL/dln(step)
     tc.report("runs/demo")            # runs/demo/report/index.html
+    avg = tc.RunDir("runs/demo", weights="avg")  # the averaged weights (train.avg=ema), any stage
+    tc.spectrum(avg); tc.replicate("runs/demo", "runs/demo-seed1")  # replicate ceiling
 
 Importing tokenclock is cheap (numpy, pyyaml); torch, transformers and matplotlib load on first use.
 """
@@ -27,6 +29,7 @@ from tokenclock.stages.fit.fitter import fit_matrix, fit_trajectories
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.reshape.stage import reshape
+from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
@@ -34,5 +37,5 @@ from tokenclock.stages.trace.stage import trace
 
 __all__ = ["Config", "RunDir", "TokenclockError", "build_corpus", "demo", "export_npz", "fit",
            "fit_matrix", "fit_trajectories", "import_npz", "load_config", "read_documents",
-           "read_losses_npz", "report", "reshape", "spectrum", "tokenize", "trace", "trace_checkpoints",
+           "read_losses_npz", "replicate", "report", "reshape", "spectrum", "tokenize", "trace", "trace_checkpoints",
            "train"]

@@ -104,6 +104,6 @@ def test_replicate_refusals(replicates, tmp_path, texts_dir):
 
 
 def test_avg_trace_without_averages_is_refused(tiny_run, capsys):
-    assert main(["trace", str(tiny_run), "--quiet", "--weights", "avg"]) == 2
+    assert main(["trace", str(tiny_run), "--quiet", "--weights", "avg"]) == 3  # ConfigError
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("tokenclock: error: trace.weights=avg") and "train.avg=ema" in last
