@@ -186,6 +186,26 @@ def case_export_unknown_axis(tmp):
     return ["export", str(_traced_run(tmp)), "--npz", str(tmp / "x.npz"), "--axis", "cum_lr"], 4, "no axis 'cum_lr'"
 
 
+def case_explore_not_a_run(tmp):
+    (tmp / "r").mkdir()
+    return ["explore", str(tmp / "r"), "--no-browser"], 6, "is not a tokenclock run"
+
+
+def case_explore_without_trace(tmp):
+    (tmp / "r" / "tokens").mkdir(parents=True)
+    return ["explore", str(tmp / "r"), "--no-browser"], 6, f"has no trace to explore (it has: tokens/) (run `tokenclock trace {tmp / 'r'}`"
+
+
+def case_explore_port_in_use(tmp):
+    holder = subprocess.Popen([sys.executable, "-c", "import socket, time; s = socket.socket(); "
+                               "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    tmp.joinpath("holder.pid").write_text(str(holder.pid))
+    port = holder.stdout.readline().strip()
+    return (["explore", str(_traced_run(tmp)), "--port", port, "--no-browser"], 11,
+            f"port {port} on 127.0.0.1 is in use")
+
+
 @functools.lru_cache(maxsize=None)
 def _zoom_source() -> tuple[Path, tuple[str, ...]]:
     """A tiny trained run (40 steps, optimizer state kept at step 5) and its --set overrides,

@@ -274,7 +274,11 @@ def serve(paths: list[str | Path], host: str = "127.0.0.1", port: int = 8765, op
     log(f"tokenclock explore: {len(runs)} run(s) at {url} (read-only; Ctrl-C to stop)")
     if open_browser:
         threading.Timer(0.5, _open_browser, [url]).start()
-    _server(runs).run(sockets=[sock])
+    try:
+        _server(runs).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the normal end here
+        pass
+    log("tokenclock explore: stopped")
     return url
 
 

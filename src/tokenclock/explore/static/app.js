@@ -10,7 +10,7 @@ const el = (tag, attrs = {}, text) => {
   return e;
 };
 const S = {runs: [], r: 0, start: 0, n: 2048, colour: "learning_time", sel: null, plots: {},
-  brush: null, brushOffset: 0, filterOffset: 0, sort: "tok_idx", desc: false, limit: 50};
+  brush: null, brushOffset: 0, refused: [], filterOffset: 0, sort: "tok_idx", desc: false, limit: 50};
 const run = () => S.runs[S.r];
 const api = (path) => `/api/run/${S.r}/${path}`;
 
@@ -194,7 +194,8 @@ async function drawTrajectory(i, detail) {
   const label = shared ? run().axis : "position along each run's ln axis (0 first, 1 last checkpoint)";
   const opts = {...axisOpts(label, shared), series, hooks: {draw: shared ? [eventHook(detail.events)] : []}};
   plot("#traj-plot", opts, data);
-  $("#compare-msg").textContent = others.length ? `overlaid: ${others.map((o) => S.runs[o].name).join(", ")}` : $("#compare-msg").textContent;
+  const overlaid = others.length ? [`overlaid: ${others.map((o) => S.runs[o].name).join(", ")}`] : [];
+  $("#compare-msg").textContent = [...overlaid, ...S.refused].join("; ");
 }
 
 function metaTable(d) {
@@ -380,7 +381,8 @@ function setupRun() {
   const others = Object.entries(R.compare);
   $("#compare-box").hidden = !others.length;
   $("#compare").disabled = !others.some(([, why]) => why === null);
-  $("#compare-msg").textContent = others.filter(([, why]) => why).map(([, why]) => `compare refused: ${why}`).join("; ");
+  S.refused = others.filter(([, why]) => why).map(([, why]) => `compare refused: ${why}`);
+  $("#compare-msg").textContent = S.refused.join("; ");
   sources();
 }
 
