@@ -241,3 +241,32 @@ def test_init_from_recorded_relative_or_absolute_is_the_same_run(tmp_path):
     _check_same_run(run, {**conf, "train": {**conf["train"], "init_from": "/x/ckpt/step_0000012"}})
     with pytest.raises(RunDirError, match="train.init_from"):
         _check_same_run(run, {**conf, "train": {**conf["train"], "init_from": "/y/ckpt/step_0000012"}})
+
+
+def test_data_seeds_share_the_init_and_axes_record_a_ceiling(tmp_path):
+    """study.seed_kind=data: every seed keeps the base seed (same initial weights) and changes
+    train.data_seed; an axis with two seeds records the R^2 between their measured -dL/du, and
+    one with a single seed says it needs two."""
+    from tokenclock.artifacts import read_parquet
+    from tokenclock.rundir import RunDir
+    from tokenclock.study.axes import replicate_ceiling
+    from tokenclock.study.config import load_study
+
+    st = load_study("study-tiny", ["study.seeds=[0,3]", "study.seed_kind=data"])
+    cfgs = [st.run_config(s, "llama-100k", {"steps": 24}) for s in (0, 3)]
+    assert [c.seed for c in cfgs] == [0, 0] and [c.train.data_seed for c in cfgs] == [0, 3]
+    full = load_study("study-tiny", ["study.seeds=[0,3]"]).run_config(3, "llama-100k", {})
+    assert full.seed == 3 and full.train.data_seed is None
+    with pytest.raises(ConfigError, match="seed_kind"):
+        load_study("study-tiny", ["study.seed_kind=init"])
+    x = np.array([100, 200, 400, 800, 1600, 3200])
+    rng = np.random.default_rng(0)
+    base = 5 - 2 / (1 + np.exp(-(np.log(x) - 6.5) / 0.6))  # a learning event along the axis
+    per = [{0: np.full(50, b) + rng.normal(0, 0.01, 50), 3: np.full(50, b) + rng.normal(0, 0.01, 50)}
+           for b in base]
+    ax = RunDir(tmp_path / "axis")
+    rep = replicate_ceiling(ax, x, per, smoothing=1)
+    assert rep["n_seeds"] == 2 and 0.5 < rep["replicate_ceiling_r2"] <= 1.0
+    assert set(read_parquet(ax.spectrum_replicate_curve)) >= {"x", "dldu_measured_seed0", "dldu_measured_seed3"}
+    one = replicate_ceiling(ax, x, [{0: p[0]} for p in per], smoothing=1)
+    assert one["replicate_ceiling_r2"] is None and "two or more" in one["replicate_note"]

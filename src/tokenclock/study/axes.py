@@ -14,15 +14,18 @@ from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, wri
 from tokenclock.errors import TokenclockError, TrainingError
 from tokenclock.forward import resolve_device, token_losses, trace_dtype
 from tokenclock.rundir import RunDir, StudyDir, stage_status
+from tokenclock.scores import r2_score
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.fit.stage import fit
+from tokenclock.stages.spectrum.reconstruct import measured_derivative
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.npz import export_npz
 from tokenclock.stages.trace.stage import token_table, trace
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.config import MIN_POINTS, Study
 
-AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "mean_rel_error", "loss_r2",
+AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_block_heldout",
+             "token_split_r2", "token_split_ceiling_r2", "mean_rel_error", "loss_r2",
              "event_share", "alpha_measured", "alpha_spectrum", "n_events", "n_ckpt")
 T_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "alpha_measured", "alpha_spectrum", "n_ckpt")
 
@@ -80,6 +83,30 @@ def analyze_axis(sd: StudyDir, name: str, column: str, kind: str, cfg, progress:
                                                   "sigmoid_share": fsum.get("sigmoid_share")}
 
 
+def seed_losses(sd: StudyDir, good: dict, model: str, steps: int) -> dict[int, np.ndarray]:
+    """{seed: per-token final loss} of (model, budget), for the seeds that finished."""
+    return {int(s["seed"]): read_npy(sd.final_losses(n)) for n, s in good.items()
+            if s["model"] == model and s["steps"] == steps}
+
+
+def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.ndarray]], smoothing: int) -> dict:
+    """The axis' replicate ceiling: the R^2 between the measured -dL/du of two seeds along the
+    axis points every seed finished (each way, averaged over all pairs of seeds), and the per-seed
+    curves in the axis' spectrum/replicate_series.parquet. Needs two seeds."""
+    seeds = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
+    if len(seeds) < 2:
+        return {"replicate_ceiling_r2": None, "n_seeds": len(seeds),
+                "replicate_note": "the replicate ceiling needs two or more study.seeds"}
+    u = np.log(np.asarray(x, np.float64))
+    meas = {s: measured_derivative(np.array([p[s].mean(dtype=np.float64) for p in per_seed]), u, smoothing)
+            for s in seeds}
+    pairs = [r2_score(meas[a], meas[b]) for a in seeds for b in seeds if a != b]
+    cols = {"x": np.asarray(x, np.float64), "u": u, **{f"dldu_measured_seed{s}": meas[s] for s in seeds}}
+    write_parquet(ax.spectrum_replicate_curve, cols)
+    finite = [p for p in pairs if np.isfinite(p)]
+    return {"replicate_ceiling_r2": float(np.mean(finite)) if finite else None, "n_seeds": len(seeds)}
+
+
 def _mean_final_loss(sd: StudyDir, good: dict, model: str, steps: int) -> np.ndarray | None:
     """Per-token final loss of (model, budget), averaged over the seeds that finished."""
     names = [n for n, s in good.items() if s["model"] == model and s["steps"] == steps]
@@ -117,6 +144,13 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
                               "x": x[order].tolist(), **analyze_axis(sd, name, column, kind, cfg0, progress)}
             except TokenclockError as e:
                 axes[name] = {"status": "failed", "error": str(e).splitlines()[0]}
+                continue
+            per_seed = [seed_losses(sd, good, *((key, pts[i][0]) if kind == "D" else (pts[i][0], key)))
+                        for i in order]
+            rep = replicate_ceiling(sd.axis(name), x[order], per_seed, cfg0.spectrum.smoothing)
+            held, ceil = axes[name].get("reconstruction_r2_heldout"), rep["replicate_ceiling_r2"]
+            rep["heldout_ratio_to_ceiling"] = held / ceil if held is not None and ceil and ceil > 0 else None
+            axes[name].update(rep)
     return axes
 
 
@@ -148,7 +182,14 @@ def axes_summary(axes: dict, t: dict) -> dict:
         r2 = [a["reconstruction_r2"] for a in done if a.get("reconstruction_r2") is not None]
         am = [a["alpha_measured"] for a in done if a.get("alpha_measured") is not None]
         asp = [a["alpha_spectrum"] for a in done if a.get("alpha_spectrum") is not None]
+        def mean(key: str):
+            v = [a[key] for a in done if a.get(key) is not None]
+            return float(np.mean(v)) if v else None
+
         out[kind] = {"n_axes": len(done), "reconstruction_r2_mean": float(np.mean(r2)) if r2 else None,
+                     "reconstruction_r2_heldout_mean": mean("reconstruction_r2_heldout"),
+                     "replicate_ceiling_r2_mean": mean("replicate_ceiling_r2"),
+                     "heldout_ratio_to_ceiling_mean": mean("heldout_ratio_to_ceiling"),
                      "reconstruction_r2_min": float(np.min(r2)) if r2 else None,
                      "alpha_measured_median": float(np.median(am)) if am else None,
                      "alpha_spectrum_median": float(np.median(asp)) if asp else None}

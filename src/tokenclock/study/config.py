@@ -28,7 +28,12 @@ class StudyConfig:
     budgets_tokens: list[int] = field(default_factory=list)
     """Token budgets in tokens, rounded to whole steps; give this or budgets_steps."""
     seeds: list[int] = field(default_factory=lambda: [0])
-    """One run per seed; axes average the per-token final losses over seeds."""
+    """One run per seed; axes average the per-token final losses over seeds, and with two or more
+    seeds each axis records its replicate ceiling (the R^2 between seeds' measured -dL/du)."""
+    seed_kind: str = "full"
+    """What a seed changes: full (the run's seed: initial weights and data order) or data
+    (train.data_seed only: same initial weights, another batch order, as PolyPythias separate
+    the two; the replicate ceiling then measures data-order noise alone)."""
     mode: str = "branches"
     """branches: WSD cooldown branches off one stable run per model (cheap); full: one run per
     budget with the base schedule (the classical grid)."""
@@ -53,6 +58,10 @@ class StudyConfig:
             raise ConfigError("study budgets must be >= 1")
         if not 0 < self.decay_fraction < 1:
             raise ConfigError(f"study.decay_fraction must be in (0, 1), got {self.decay_fraction}")
+        if self.seed_kind not in ("full", "data"):
+            raise ConfigError(f"unknown study.seed_kind '{self.seed_kind}'", "use full or data")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"study.seeds has a repeated seed: {self.seeds}", "list each seed once")
         if not self.seeds:
             raise ConfigError("study.seeds is empty", "write seeds: [0]")
         if len(set(self.models)) < MIN_POINTS:
@@ -76,6 +85,11 @@ class Study:
     """The `base:` section, a normal tokenclock config as a dict."""
 
     def run_config(self, seed: int, model: str, train_over: dict):
+        """The config of one run: `seed` is the run's seed, or (study.seed_kind data) its
+        train.data_seed under the base config's seed."""
+        if self.study.seed_kind == "data":
+            return config_from_dict(merge(self.base, {"model": {"preset": model},
+                                                       "train": {**train_over, "data_seed": seed}}))
         return config_from_dict(merge(self.base, {"seed": seed, "model": {"preset": model},
                                                    "train": train_over}))
 

@@ -56,10 +56,11 @@ def study_report(study_dir: str | Path) -> Path:
         f"{html.escape(str(root))}</code>; numbers from <code>study.json</code>, figures from each axis's "
         "<code>spectrum/curve.parquet</code>, <code>density.parquet</code> and <code>trace/loss.npy</code>.</p>"
         '<h2>Reconstruction along T, D and M</h2><table class="num"><tr><th>axis</th><th>matrices</th>'
-        "<th>R^2 mean</th><th>R^2 min</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
+        "<th>R^2 mean</th><th>R^2 min</th><th>held-out R^2 mean</th><th>replicate ceiling mean</th>"
+        "<th>held-out / ceiling</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
         f'{_summary_rows(man)}</table><img src="{panels}" alt="T, D and M panels"><h2>Axes</h2>'
-        '<table class="num"><tr><th>axis</th><th>status</th><th>points</th><th>R^2</th>'
-        "<th>alpha meas.</th><th>alpha spec.</th><th>event share</th><th>note</th>"
+        '<table class="num"><tr><th>axis</th><th>status</th><th>points</th><th>R^2</th><th>held-out R^2</th>'
+        "<th>replicate ceiling</th><th>held-out / ceiling</th><th>alpha meas.</th><th>alpha spec.</th><th>event share</th><th>note</th>"
         f"</tr>{_axis_rows(man)}</table><h2>Classical baseline (Chinchilla approach 3)</h2>"
         f"{_chinchilla_html(ch, ch_fig)}{_branch_html(man)}"
         '<h2>Runs</h2><table class="num"><tr><th>run</th><th>model</th><th>params</th><th>steps</th>'
@@ -100,6 +101,10 @@ def _axes_figure(sd: StudyDir, dirs: dict[str, list[tuple[str, RunDir]]]) -> str
             c = read_parquet(rd.spectrum_curve())
             a0.plot(c["x"], c["dldu_measured"], "o-", color=color, ms=3, lw=1, label=f"{label} measured")
             a0.plot(c["x"], c["dldu_reconstructed"], "--", color=color, lw=1.2)
+            if rd.spectrum_replicate_curve.is_file():  # the seeds' spread: the replicate band
+                rc = read_parquet(rd.spectrum_replicate_curve)
+                seeds = np.stack([v for k, v in rc.items() if k.startswith("dldu_measured_seed")])
+                a0.fill_between(rc["x"], seeds.min(axis=0), seeds.max(axis=0), color=color, alpha=0.15, lw=0)
             d = read_parquet(rd.spectrum_density())
             a1.plot(d["x"], d["rho"], color=color, lw=1, label=label)
             if i == len(dirs[kind]) - 1:  # examples from the last (largest) curve of the axis
@@ -108,7 +113,7 @@ def _axes_figure(sd: StudyDir, dirs: dict[str, list[tuple[str, RunDir]]]) -> str
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short axes
         a0.set_title(titles[kind])
-        a0.set_ylabel("-dL/dln x (solid: measured, dashed: spectrum)")
+        a0.set_ylabel("-dL/dln x (solid: measured, dashed: spectrum, band: seeds)")
         a1.set_ylabel("rho(ln x)  (events' drop per token)")
         a2.set_ylabel("per-token loss (nats)")
         a2.set_xlabel({"T": "step", "D": "tokens seen", "M": "non-embedding params"}[kind])
@@ -146,6 +151,8 @@ def _summary_rows(man: dict) -> str:
         f"<tr><th>{k}</th><td>{_cell(v.get('n_axes', 1 if k == 'T' else None))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_mean', v.get('reconstruction_r2')))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_min'))}</td>"
+        f"<td>{_cell(v.get('reconstruction_r2_heldout_mean', v.get('reconstruction_r2_heldout')))}</td>"
+        f"<td>{_cell(v.get('replicate_ceiling_r2_mean'))}</td><td>{_cell(v.get('heldout_ratio_to_ceiling_mean'))}</td>"
         f"<td>{_cell(v.get('alpha_measured_median', v.get('alpha_measured')))}</td>"
         f"<td>{_cell(v.get('alpha_spectrum_median', v.get('alpha_spectrum')))}</td></tr>"
         for k, v in ((k, summ.get(k, {})) for k in ("T", "D", "M")))
@@ -154,9 +161,11 @@ def _summary_rows(man: dict) -> str:
 def _axis_rows(man: dict) -> str:
     return "".join(
         f"<tr><td>{html.escape(n)}</td><td>{_cell(a.get('status'))}</td><td>{_cell(a.get('n_ckpt'))}</td>"
-        f"<td>{_cell(a.get('reconstruction_r2'))}</td><td>{_cell(a.get('alpha_measured'))}</td>"
+        f"<td>{_cell(a.get('reconstruction_r2'))}</td><td>{_cell(a.get('reconstruction_r2_heldout'))}</td>"
+        f"<td>{_cell(a.get('replicate_ceiling_r2'))}</td><td>{_cell(a.get('heldout_ratio_to_ceiling'))}</td>"
+        f"<td>{_cell(a.get('alpha_measured'))}</td>"
         f"<td>{_cell(a.get('alpha_spectrum'))}</td><td>{_cell(a.get('event_share'))}</td>"
-        f"<td style='text-align:left'>{_cell(a.get('error'))}</td></tr>"
+        f"<td style='text-align:left'>{_cell(a.get('error') or a.get('replicate_note'))}</td></tr>"
         for n, a in sorted(man.get("axes", {}).items()))
 
 

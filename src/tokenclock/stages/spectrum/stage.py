@@ -246,8 +246,10 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
                 held = _heldout_events(loss, rows, u[0::2], run, axis, cfg, progress)
             except DataError as e:  # e.g. too few checkpoints left for the fitter
                 note = f"held-out fit skipped: {e}"
-        if cfg.block_size:
-            bm = block_mask(len(u), cfg.block_size)
+        bm = block_mask(len(u), cfg.block_size) if cfg.block_size else None
+        if bm is not None and not bm.any():
+            note = f"{note + '; ' if note else ''}no held-out block: {len(u)} checkpoints for blocks of {cfg.block_size}"
+        elif bm is not None:
             try:
                 block = (_heldout_events(loss, np.flatnonzero(keep)[~bm], u[~bm], run, axis, cfg, progress), bm)
             except DataError as e:
