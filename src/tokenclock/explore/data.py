@@ -6,6 +6,7 @@ page's colours and filters need from trace/tokens.parquet, fit/tokens.parquet an
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,10 @@ import numpy as np
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError, TokenclockError
-from tokenclock.explore.db import duck
+from tokenclock.explore.db import batches, duck, parquet_file
+from tokenclock.explore.index import FitIndex, fit_index
 from tokenclock.rundir import RunDir
-from tokenclock.stages.report.text import CLASS_ORDER
 
-BATCH_ROWS = 1 << 20
 FIT_POINTS = 160  # points of the fitted curve drawn between the first and last kept checkpoint
 
 
@@ -32,24 +32,6 @@ class ExploreError(TokenclockError):
 
 
 @dataclass
-class FitIndex:
-    """Per-token fit results (N,) and every event sorted by its learning time mu (ln x)."""
-
-    axis: str
-    classes: list[str]
-    cls: np.ndarray          # int8 (N,): index into classes, -1 for a token without a fit row
-    models: list[str]
-    model: np.ndarray        # int8 (N,): index into models, -1 without a row
-    r2: np.ndarray           # float32 (N,)
-    n_events: np.ndarray     # int8 (N,)
-    mu: np.ndarray           # float32 (N,): midpoint of the token's largest learning event (a > 0), NaN if none
-    a: np.ndarray            # float32 (N,): that event's drop in nats
-    ev_mu: np.ndarray        # float32 (M,) sorted, finite
-    ev_a: np.ndarray         # float32 (M,)
-    ev_col: np.ndarray       # int32 (M,): the event's token (column of loss.npy)
-
-
-@dataclass
 class RunData:
     """One opened run: the memmap, the axis, per-token arrays and what each view reads."""
 
@@ -59,12 +41,11 @@ class RunData:
     axis: str                             # the fitted axis (clock), a column of trace/axis.parquet
     x: np.ndarray                         # (K,) float64 axis values of every checkpoint
     axis_table: dict[str, np.ndarray]
-    sequence: np.ndarray                  # int32 (N,)
+    sequences: tuple[np.ndarray, np.ndarray | None]  # (ids, starts): see seq()
     token_id: np.ndarray | None           # int32 (N,), None when the trace has no token ids (npz)
     vocab_text: np.ndarray | None         # object (V,): text of each token id
     vocab_count: np.ndarray | None        # float64 (V,): training-set count per token id, NaN unknown
-    final: np.ndarray                     # float32 (N,) loss at the last checkpoint
-    drop: np.ndarray                      # float32 (N,) loss at the first minus at the last checkpoint
+    final: np.ndarray | None              # float32 (N,) loss at the last checkpoint
     fit: FitIndex | None = None
     has_spectrum: bool = False
     tok_idx: np.ndarray | None = None     # int64 (N,) when trace/tokens.parquet's tok_idx is not 0..N-1
@@ -92,6 +73,44 @@ class RunData:
         xs = self.x[self.keep]
         return np.geomspace(xs[0], xs[-1], FIT_POINTS) if len(xs) >= 2 else xs
 
+    def _fd(self) -> int:
+        if "fd" not in self.cache:
+            self.cache["fd"] = os.open(self.run.trace_loss, os.O_RDONLY)
+        return self.cache["fd"]
+
+    def _at(self, k: int, i: int) -> int:
+        """Byte offset of loss[k, i] in trace/loss.npy (the memmap's header offset and strides)."""
+        return self.loss.offset + k * self.loss.strides[0] + i * self.loss.strides[1]
+
+    def column(self, i: int) -> np.ndarray:
+        """float32 (K,) losses of token i: K reads at their offsets (os.pread). A page fault of the
+        memmap would map a whole page-cache folio per checkpoint into the server (~13 MB of RSS per
+        token at 200 checkpoints, measured); a read leaves those pages to the page cache."""
+        size, fd = self.loss.dtype.itemsize, self._fd()
+        buf = b"".join(os.pread(fd, size, self._at(k, i)) for k in range(self.n_ckpt))
+        return np.frombuffer(buf, dtype=self.loss.dtype).astype(np.float32)
+
+    def row(self, k: int, sel=slice(None)) -> np.ndarray:
+        """float32 losses at checkpoint k of tokens `sel` (a slice with step 1, or indices), read
+        with os.pread like column()."""
+        size, fd, dt = self.loss.dtype.itemsize, self._fd(), self.loss.dtype
+        if isinstance(sel, slice) and sel.step in (None, 1):
+            a, b, _ = sel.indices(self.n_tok)
+            if self.loss.strides[1] == size:  # C order: one contiguous read
+                return np.frombuffer(os.pread(fd, (b - a) * size, self._at(k, a)), dt).astype(np.float32)
+            sel = np.arange(a, b)
+        idx = np.arange(self.n_tok)[sel] if isinstance(sel, slice) else np.atleast_1d(np.asarray(sel))
+        if len(idx) > 4096:
+            return self.row(k)[idx]
+        buf = b"".join(os.pread(fd, size, self._at(k, int(i))) for i in idx)
+        out = np.frombuffer(buf, dt).astype(np.float32)
+        return out if np.ndim(sel) or isinstance(sel, slice) else out[0]
+
+    def drop(self, sel=slice(None)) -> np.ndarray:
+        """float32 total drop (loss at the first minus at the last checkpoint) of tokens `sel`; the
+        first row is read when asked, never kept."""
+        return self.row(0, sel) - self.final[sel]
+
     def tok_idx_of(self, col: np.ndarray) -> np.ndarray:
         return np.asarray(col) if self.tok_idx is None else self.tok_idx[col]
 
@@ -104,6 +123,15 @@ class RunData:
         pos = np.clip(np.searchsorted(self.tok_idx, t, sorter=order), 0, self.n_tok - 1)
         cols = order[pos]
         return np.where(self.tok_idx[cols] == t, cols, -1)
+
+    def seq(self, sel) -> np.ndarray:
+        """Validation sequence of tokens `sel`. Kept as (ids, starts) of each run of equal ids when
+        the column is sorted (the trace writes sequences one after another), else (ids per token, None)."""
+        ids, starts = self.sequences
+        if starts is None:
+            return ids[sel]
+        idx = np.arange(self.n_tok)[sel] if isinstance(sel, slice) else np.asarray(sel)
+        return ids[np.searchsorted(starts, idx, side="right") - 1]
 
     def check_col(self, i: int) -> int:
         if not 0 <= i < self.n_tok:
@@ -175,16 +203,16 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
     if len(x) != k:
         raise RunDirError(f"{run.trace_axis} has {len(x)} rows but {run.trace_loss} has {k} checkpoints",
                           f"rerun `tokenclock trace {run.root}`")
-    tok_idx, sequence, token_id = _token_columns(run, n)
+    tok_idx, sequences, token_id = _token_columns(run, n)
     text, count = _vocab(run, token_id)
-    final = np.asarray(loss[k - 1], dtype=np.float32)
     data = RunData(run=run, name=name or run.root.name, loss=loss, axis=axis, x=x, axis_table=axis_table,
-                   sequence=sequence, token_id=token_id, vocab_text=text, vocab_count=count, final=final,
-                   drop=np.asarray(loss[0], dtype=np.float32) - final, tok_idx=tok_idx)
+                   sequences=sequences, token_id=token_id, vocab_text=text, vocab_count=count, final=None,
+                   tok_idx=tok_idx)
+    data.final = data.row(k - 1)
     data.series = getattr(run, "weights", "raw")
     data.signature = _signature(data)
     if run.fit_tokens.is_file() and run.fit_events.is_file():
-        data.fit = _fit_index(data)
+        data.fit = fit_index(run, axis, n, data.cols_of)
         data.has_spectrum = run.spectrum_curve().is_file() and run.spectrum_density().is_file()
         if not data.has_spectrum:
             data.notes.append(f"no spectrum/: the spectrum view shows a histogram of fit/events.parquet; run "
@@ -192,7 +220,15 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
     else:
         data.notes.append(f"no fit/: trajectories and the text coloured by final loss or total drop only; run "
                           f"`tokenclock fit {run.root}` for learning times, classes, filters and the spectrum")
+    _release_unused()
     return data
+
+
+def _release_unused() -> None:
+    """Hand the batches' decoding buffers back (pyarrow's pool keeps freed memory otherwise)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _fitted_axis(run: RunDir, table: dict) -> str:
@@ -202,24 +238,6 @@ def _fitted_axis(run: RunDir, table: dict) -> str:
         raise RunDirError(f"{run.trace_axis} has no column {axis!r} (the fitted axis)",
                           f"rerun `tokenclock fit {run.root}`")
     return axis
-
-
-def parquet_file(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise RunDirError(f"{path} is not a readable parquet file ({type(e).__name__})",
-                          "rerun the stage that writes it") from None
-
-
-def _batches(path: Path, columns: list[str]):
-    """(start row, record batch) over a parquet file, BATCH_ROWS rows at a time."""
-    start = 0
-    for batch in parquet_file(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
-        yield start, batch
-        start += batch.num_rows
 
 
 def _token_columns(run: RunDir, n: int):
@@ -234,7 +252,7 @@ def _token_columns(run: RunDir, n: int):
     seq = np.zeros(n, np.int32)
     ids = np.empty(n, np.int32) if "token_id" in names else None
     identity = True
-    for s, b in _batches(run.trace_tokens, cols):
+    for s, b in batches(run.trace_tokens, cols):
         e = s + b.num_rows
         if tok is not None:
             tok[s:e] = b.column("tok_idx").to_numpy()
@@ -243,7 +261,10 @@ def _token_columns(run: RunDir, n: int):
             seq[s:e] = b.column("sequence").to_numpy()
         if ids is not None:
             ids[s:e] = b.column("token_id").to_numpy()
-    return (None if identity else tok), seq, ids
+    if len(seq) and (np.diff(seq) >= 0).all():
+        starts = np.r_[0, np.flatnonzero(np.diff(seq)) + 1]
+        return (None if identity else tok), (seq[starts].copy(), starts), ids
+    return (None if identity else tok), (seq, None), ids
 
 
 def _vocab(run: RunDir, token_id: np.ndarray | None):
@@ -276,67 +297,8 @@ def _vocab(run: RunDir, token_id: np.ndarray | None):
 def _signature(d: RunData) -> str:
     """A hash of the validation tokens (count, sequence, token ids): runs compare when it is equal."""
     h = hashlib.sha1(str(d.n_tok).encode())
-    h.update(np.ascontiguousarray(d.sequence).tobytes())
+    for part in d.sequences:
+        h.update(b"" if part is None else np.ascontiguousarray(part).tobytes())
     if d.token_id is not None:
         h.update(np.ascontiguousarray(d.token_id).tobytes())
     return h.hexdigest()
-
-
-def _codes(values, names: list[str]) -> np.ndarray:
-    """int8 index of each string of a pyarrow array in `names` (extended with new names)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for v in pc.unique(values).to_pylist():
-        if v is not None and v not in names:
-            names.append(v)
-    idx = pc.index_in(values, value_set=pa.array(names, pa.string()))
-    return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8)
-
-
-def _fit_index(d: RunData) -> FitIndex:
-    run, n = d.run, d.n_tok
-    fi = FitIndex(axis=d.axis, classes=list(CLASS_ORDER), cls=np.full(n, -1, np.int8), models=[],
-                  model=np.full(n, -1, np.int8), r2=np.full(n, np.nan, np.float32),
-                  n_events=np.zeros(n, np.int8), mu=np.full(n, np.nan, np.float32),
-                  a=np.full(n, np.nan, np.float32), ev_mu=np.zeros(0, np.float32),
-                  ev_a=np.zeros(0, np.float32), ev_col=np.zeros(0, np.int32))
-    names = set(parquet_file(run.fit_tokens).schema_arrow.names)
-    want = [c for c in ("tok_idx", "class", "model", "r2", "n_events") if c in names]
-    for _, b in _batches(run.fit_tokens, want):
-        cols = d.cols_of(b.column("tok_idx").to_numpy())
-        ok = cols >= 0
-        if "class" in names:
-            fi.cls[cols[ok]] = _codes(b.column("class"), fi.classes)[ok]
-        if "model" in names:
-            fi.model[cols[ok]] = _codes(b.column("model"), fi.models)[ok]
-        for c in ("r2", "n_events"):
-            if c in names:
-                getattr(fi, c)[cols[ok]] = b.column(c).to_numpy(zero_copy_only=False)[ok]
-    _event_index(d, fi)
-    return fi
-
-
-def _event_index(d: RunData, fi: FitIndex) -> None:
-    """fi.ev_* (every event, sorted by mu) and fi.mu / fi.a (each token's largest learning event)."""
-    m = parquet_file(d.run.fit_events).metadata.num_rows
-    mu, a, col = np.empty(m, np.float32), np.empty(m, np.float32), np.empty(m, np.int32)
-    for s, b in _batches(d.run.fit_events, ["tok_idx", "a", "mu"]):
-        e = s + b.num_rows
-        col[s:e] = d.cols_of(b.column("tok_idx").to_numpy())
-        a[s:e] = b.column("a").to_numpy(zero_copy_only=False)
-        mu[s:e] = b.column("mu").to_numpy(zero_copy_only=False)
-        t, ab, mb = col[s:e], a[s:e], mu[s:e]
-        pos = (ab > 0) & (t >= 0) & np.isfinite(mb)
-        t, ab, mb = t[pos], ab[pos], mb[pos]
-        order = np.lexsort((ab, t))  # largest a last within each token
-        t, ab, mb = t[order], ab[order], mb[order]
-        last = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, bool)
-        t, ab, mb = t[last], ab[last], mb[last]
-        better = ~(fi.a[t] >= ab)  # NaN (no event yet) counts as smaller
-        fi.a[t[better]], fi.mu[t[better]] = ab[better], mb[better]
-    good = np.isfinite(mu) & np.isfinite(a) & (col >= 0)
-    if not good.all():
-        mu, a, col = mu[good], a[good], col[good]
-    order = np.argsort(mu, kind="stable")
-    fi.ev_mu, fi.ev_a, fi.ev_col = mu[order], a[order], col[order]

@@ -1,6 +1,7 @@
-"""The explorer's one DuckDB database, in memory (nothing on disk: its spill folder is a new
-temporary directory): SQL over the run's parquet tables, whose row-group statistics (zone maps) let
-a lookup by tok_idx skip the row groups it does not need.
+"""How the explorer reads the run's parquet tables: pyarrow batches (for building its in-memory
+index) and one DuckDB database, in memory (nothing on disk: its spill folder is a new temporary
+directory), for SQL over the tables, whose row-group statistics (zone maps) let a lookup by tok_idx
+skip the row groups it does not need.
 """
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import os
 import shutil
 import tempfile
 import threading
+from pathlib import Path
+
+from tokenclock.errors import RunDirError
+
+BATCH_ROWS = 1 << 20
 
 _db = None
 _db_lock = threading.Lock()
@@ -32,3 +38,21 @@ def duck():
             except Exception:  # older DuckDB: the setting is named enable_object_cache
                 _db.execute("SET enable_object_cache = true")
         return _db.cursor()
+
+
+def parquet_file(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise RunDirError(f"{path} is not a readable parquet file ({type(e).__name__})",
+                          "rerun the stage that writes it") from None
+
+
+def batches(path: Path, columns: list[str]):
+    """(start row, record batch) over a parquet file, BATCH_ROWS rows at a time."""
+    start = 0
+    for batch in parquet_file(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        yield start, batch
+        start += batch.num_rows

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from tokenclock.artifacts import read_json, read_parquet
-from tokenclock.explore.data import ExploreError, RunData, parquet_file
-from tokenclock.explore.db import duck
+from tokenclock.explore.data import ExploreError, RunData
+from tokenclock.explore.db import duck, parquet_file
 from tokenclock.explore.queries import Filter, mask, need_fit, number
 
 SUMMARY_KEYS = ("n_events", "reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_after_warmup",
@@ -97,14 +97,15 @@ def spectrum(d: RunData) -> dict:
             out["density"]["rho_learn"] = dens["rho"].tolist()
     else:
         u = np.log(d.x[d.keep])
-        edges = np.linspace(min(u[0], fi.ev_mu[0]) if len(fi.ev_mu) else u[0],
-                            max(u[-1], fi.ev_mu[-1]) if len(fi.ev_mu) else u[-1], HIST_BINS + 1)
+        mu, a = fi.ev_mu[fi.by_mu], fi.ev_a[fi.by_mu]  # finite events, in order of mu
+        edges = np.linspace(min(u[0], mu[0]) if len(mu) else u[0], max(u[-1], mu[-1]) if len(mu) else u[-1],
+                            HIST_BINS + 1)
         width = np.diff(edges)
-        learn = np.histogram(fi.ev_mu, edges, weights=np.maximum(fi.ev_a, 0))[0] / width / d.n_tok
-        rise = np.histogram(fi.ev_mu, edges, weights=np.minimum(fi.ev_a, 0))[0] / width / d.n_tok
+        learn = np.histogram(mu, edges, weights=np.maximum(a, 0))[0] / width / d.n_tok
+        rise = np.histogram(mu, edges, weights=np.minimum(a, 0))[0] / width / d.n_tok
         out = {"source": "histogram", "density": {"x": np.exp((edges[1:] + edges[:-1]) / 2).tolist(),
                                                   "rho_learn": learn.tolist(), "rho_rise": rise.tolist()},
-               "curve": None, "summary": {"n_events": int(len(fi.ev_mu))}}
+               "curve": None, "summary": {"n_events": int(len(mu))}}
     from tokenclock.explore.token import plain
 
     d.cache["spectrum"] = out = plain(out)
@@ -122,7 +123,7 @@ def _selection(d: RunData, cols: np.ndarray):
     import pyarrow as pa
 
     table = {"tok_idx": d.tok_idx_of(cols).astype(np.int64), "final_loss": d.final[cols],
-             "total_drop": d.drop[cols]}
+             "total_drop": d.drop(cols)}
     if d.fit is not None:
         table.update(learning_time=np.exp(d.fit.mu[cols].astype(np.float64)), learning_time_ln=d.fit.mu[cols],
                      main_event_a=d.fit.a[cols])

@@ -11,8 +11,9 @@ from typing import Mapping
 
 import numpy as np
 
-from tokenclock.explore.data import ExploreError, FitIndex, RunData, parquet_file
-from tokenclock.explore.db import duck
+from tokenclock.explore.data import ExploreError, RunData
+from tokenclock.explore.db import duck, parquet_file
+from tokenclock.explore.index import FitIndex
 
 WINDOW_MAX = 4096
 PAGE_MAX = 500
@@ -39,7 +40,7 @@ def _span(d: RunData, start: int, n: int) -> tuple[int, int]:
 def window(d: RunData, start: int, n: int) -> dict:
     """Texts of tokens start..start+n and where each new validation sequence begins."""
     start, stop = _span(d, start, n)
-    seq = d.sequence[start:stop]
+    seq = d.seq(slice(start, stop))
     texts = d.vocab_text[d.token_id[start:stop]].tolist() if d.token_id is not None else None
     return {"start": start, "stop": stop, "texts": texts, "first_sequence": int(seq[0]),
             "breaks": (np.flatnonzero(np.diff(seq) != 0) + 1 + start).tolist()}
@@ -53,7 +54,7 @@ def colours(d: RunData, by: str, start: int, n: int) -> np.ndarray:
     if by == "final_loss":
         return d.final[start:stop]
     if by == "total_drop":
-        return d.drop[start:stop]
+        return d.drop(slice(start, stop))
     fi = need_fit(d, f"colouring by {by.replace('_', ' ')}")
     if by == "learning_time":
         return fi.mu[start:stop]
@@ -186,7 +187,7 @@ def sort_key(d: RunData, sort: str) -> np.ndarray:
     if sort == "final_loss":
         return d.final
     if sort == "total_drop":
-        return d.drop
+        return d.drop()
     if sort == "count":
         if d.vocab_count is None:
             raise ExploreError(f"run {d.name} records no training-set counts", status=409)
@@ -233,8 +234,8 @@ def contexts(d: RunData, cols: np.ndarray) -> list[str | None]:
 def rows(d: RunData, cols: np.ndarray) -> list[dict]:
     """The table's fields for tokens `cols` (columns of loss.npy)."""
     cols = np.asarray(cols, dtype=np.int64)
-    out = {"i": cols.tolist(), "tok_idx": d.tok_idx_of(cols).tolist(), "sequence": d.sequence[cols].tolist(),
-           "final_loss": d.final[cols].tolist(), "total_drop": d.drop[cols].tolist(),
+    out = {"i": cols.tolist(), "tok_idx": d.tok_idx_of(cols).tolist(), "sequence": d.seq(cols).tolist(),
+           "final_loss": d.final[cols].tolist(), "total_drop": d.drop(cols).tolist(),
            "context": contexts(d, cols)}
     if d.token_id is not None:
         ids = d.token_id[cols]
@@ -264,17 +265,18 @@ def brush(d: RunData, x_min: float, x_max: float, sign: str = "learn", sort: str
         raise ExploreError(f"unknown sign {sign!r}", "choose learn (a > 0), rise (a < 0) or all")
     if sort not in ("a", "-a", "abs", "mu"):
         raise ExploreError(f"unknown sort {sort!r}", "choose a, -a, abs or mu")
-    s, e = np.searchsorted(fi.ev_mu, lo, "left"), np.searchsorted(fi.ev_mu, hi, "right")
-    mu, a, col = fi.ev_mu[s:e], fi.ev_a[s:e], fi.ev_col[s:e]
+    ev = fi.mu_range(lo, hi)  # event rows in order of mu
+    a = fi.ev_a[ev]
     if sign != "all":
-        keep = a > 0 if sign == "learn" else a < 0
-        mu, a, col = mu[keep], a[keep], col[keep]
+        ev = ev[a > 0] if sign == "learn" else ev[a < 0]
+        a = fi.ev_a[ev]
     if sort == "mu":
-        pick = np.arange(offset, min(len(mu), offset + limit))
+        pick = np.arange(offset, min(len(ev), offset + limit))
     else:
         pick = top(np.abs(a) if sort == "abs" else a, sort != "-a", offset, limit)
-    out = rows(d, col[pick])
-    for r, ai, mi in zip(out, a[pick].tolist(), mu[pick].tolist()):
+    mu, col = fi.ev_mu[ev[pick]], fi.token_of(ev[pick])
+    out = rows(d, col)
+    for r, ai, mi in zip(out, a[pick].tolist(), mu.tolist()):
         r.update(event_a=ai, event_mu=mi, event_x=float(np.exp(mi)))
     return {"total": int(len(a)), "sum_a": float(a.sum(dtype=np.float64)),
             "share_of_spectrum": float(a.sum(dtype=np.float64) / max(1, d.n_tok)), "offset": offset,

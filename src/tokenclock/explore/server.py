@@ -81,7 +81,7 @@ def run_info(runs: list[RunData], r: int) -> dict:
         if len(xs) else [0, 1], "has_fit": fi is not None, "has_spectrum": d.has_spectrum,
         "has_text": d.token_id is not None, "has_counts": d.vocab_count is not None,
         "classes": fi.classes if fi else [], "models": fi.models if fi else [],
-        "final_range": _range(d.final), "drop_range": _range(d.drop), "notes": d.notes,
+        "final_range": _range(d.final), "drop_range": _range(d.drop(slice(None, None, max(1, d.n_tok // 200_000)))), "notes": d.notes,
         "sources": files.sources(d), "window_max": queries.WINDOW_MAX,
         "compare": {str(o): token.mismatch(d, runs[o]) for o in range(len(runs)) if o != r},
         "series": d.series, "siblings": {o.series: k for k, o in enumerate(runs) if o.run.root == d.run.root}})
@@ -210,7 +210,9 @@ def open_runs(paths: list[str | Path], log=print) -> list[RunData]:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port, or one line saying the port is taken and which one is free."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP (else each
+    # response waits ~40 ms for a delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

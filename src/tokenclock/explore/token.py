@@ -1,7 +1,7 @@
-"""One token of an opened run: its rows of trace/tokens.parquet, fit/tokens.parquet and
-fit/events.parquet (DuckDB lookups by tok_idx), its trajectory from the memory-mapped
-trace/loss.npy with the fitted curve of tokenclock.curves as float32 bytes, and the check that
-runs share their validation tokens before their trajectories are overlaid.
+"""One token of an opened run: its fit and events from the in-memory index, the rest of its rows of
+trace/tokens.parquet and fit/tokens.parquet (DuckDB lookups by tok_idx), its trajectory from
+trace/loss.npy with the fitted curve of tokenclock.curves as float32 bytes, and the check that runs
+share their validation tokens before their trajectories are overlaid.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from tokenclock.curves import curve
-from tokenclock.explore.data import ExploreError, RunData, parquet_file
-from tokenclock.explore.db import duck
+from tokenclock.explore.data import ExploreError, RunData
+from tokenclock.explore.db import duck, parquet_file
 
 CACHE_TOKENS = 256
 
@@ -29,70 +29,86 @@ def plain(v):
     return v
 
 
-def _rows(path, tok: int) -> list[dict]:
-    """The rows of a parquet table whose tok_idx is `tok`."""
-    if "tok_idx" not in parquet_file(path).schema_arrow.names:
-        return []
-    cur = duck().execute("SELECT * FROM read_parquet(?) WHERE tok_idx = ?", [str(path), tok])
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+TRACE_COLUMNS = ("tok_idx", "sequence", "position", "context", "unigram_loss")
+FIT_EXTRA = ("bic_gap", "sse", "spread")  # fit/tokens.parquet columns not kept in memory
+
+
+def _row(path, tok: int, wanted: tuple[str, ...]) -> dict:
+    """Columns `wanted` (those the table has) of the row of a parquet table whose tok_idx is `tok`."""
+    if not path.is_file():
+        return {}
+    names = parquet_file(path).schema_arrow.names
+    cols = [c for c in wanted if c in names]
+    if "tok_idx" not in names or not cols:
+        return {}
+    got = duck().execute(f"SELECT {', '.join(repr(c).replace(chr(39), chr(34)) for c in cols)} FROM read_parquet(?) "
+                         "WHERE tok_idx = ? LIMIT 1", [str(path), tok]).fetchone()
+    return dict(zip(cols, got)) if got else {}
 
 
 def lookup(d: RunData, i: int) -> dict:
-    """{trace: row, fit: row or None, events: [rows sorted by mu]} of column i (cached)."""
+    """The rows of trace/tokens.parquet and fit/tokens.parquet (the columns not in memory) of column i,
+    by two DuckDB lookups (cached for the last CACHE_TOKENS tokens)."""
     i = d.check_col(i)
-    cache = d.cache
-    if i in cache:
-        return cache[i]
-    tok = int(d.tok_idx_of(i))
-    trace = _rows(d.run.trace_tokens, tok)
-    out = {"trace": trace[0] if trace else {"tok_idx": tok}, "fit": None, "events": []}
-    if d.fit is not None:
-        fit = _rows(d.run.fit_tokens, tok)
-        out["fit"] = fit[0] if fit else None
-        out["events"] = sorted(_rows(d.run.fit_events, tok), key=lambda e: e.get("mu", 0))
-    if len(cache) >= CACHE_TOKENS:
-        cache.clear()
-    cache[i] = out
-    return out
+    cache = d.cache.setdefault("tokens", {})
+    if i not in cache:
+        if len(cache) >= CACHE_TOKENS:
+            cache.clear()
+        tok = int(d.tok_idx_of(i))
+        cache[i] = {"trace": _row(d.run.trace_tokens, tok, TRACE_COLUMNS) or {"tok_idx": tok},
+                    "fit": _row(d.run.fit_tokens, tok, FIT_EXTRA) if d.fit is not None else {}}
+    return cache[i]
+
+
+def _fit_of(d: RunData, i: int) -> dict | None:
+    fi = d.fit
+    if fi is None or fi.cls[i] < 0:
+        return None
+    return {"class": fi.classes[fi.cls[i]], "model": fi.models[fi.model[i]] if fi.model[i] >= 0 else None,
+            "r2": fi.r2[i], "n_events": fi.n_events[i], "b": fi.b[i], "c": 0.0 if fi.c is None else fi.c[i]}
 
 
 def detail(d: RunData, i: int) -> dict:
     """Everything the token panel shows about column i."""
     got = lookup(d, i)
-    tr, fit = dict(got["trace"]), got["fit"]
+    tr = got["trace"]
+    fit = _fit_of(d, i)
+    if fit is not None:
+        fit.update(got["fit"])
     count = None
     if d.token_id is not None and d.vocab_count is not None:
         count = d.vocab_count[d.token_id[i]]
-    out = {"i": i, "tok_idx": tr.get("tok_idx"), "sequence": tr.get("sequence"), "position": tr.get("position"),
-           "token_id": tr.get("token_id"), "text": tr.get("token_text"), "context": tr.get("context"),
+    text = d.vocab_text[d.token_id[i]] if d.token_id is not None else None
+    out = {"i": i, "tok_idx": tr.get("tok_idx"), "sequence": int(d.seq([i])[0]), "position": tr.get("position"),
+           "token_id": None if d.token_id is None else d.token_id[i], "text": text, "context": tr.get("context"),
            "train_count": count, "unigram_loss": tr.get("unigram_loss"), "final_loss": d.final[i],
-           "total_drop": d.drop[i], "fit": fit, "events": []}
-    if out["text"] is None and d.vocab_text is not None and d.token_id is not None:
-        out["text"] = d.vocab_text[d.token_id[i]]
-    for e in got["events"]:
-        out["events"].append({**e, "x_mid": math.exp(e["mu"]) if e.get("mu") is not None else None})
+           "total_drop": d.drop(i), "fit": fit, "events": []}
+    if d.fit is not None:
+        ev = d.fit.events(i)
+        for a, mu, w, res in zip(*(ev[k].tolist() for k in ("a", "mu", "width", "resolved"))):
+            out["events"].append({"a": a, "mu": mu, "width": w, "x_mid": math.exp(mu) if math.isfinite(mu) else None,
+                                  "resolved": None if res < 0 else bool(res)})
+        out["events"].sort(key=lambda e: e["mu"] if e["mu"] is not None else 0.0)
     return plain(out)
 
 
 def fitted(d: RunData, i: int) -> np.ndarray:
-    """(FIT_POINTS,) the fitted curve l(u) = b + c (u - u_end) + sum a s((mu - u) / w) at x_fit; NaN
-    without a fit row."""
-    got = lookup(d, i)
+    """(FIT_POINTS,) the fitted curve l(u) = b + c (u - u_end) + sum a s((mu - u) / w) at x_fit, from
+    the in-memory index; NaN without a fit row."""
     xf = d.x_fit
-    fit = got["fit"]
-    if fit is None or fit.get("b") is None or not len(xf):
+    fi = d.fit
+    if fi is None or fi.cls[i] < 0 or not np.isfinite(fi.b[i]) or not len(xf):
         return np.full(len(xf), np.nan, np.float32)
-    ev = got["events"]
-    a, mu, w = ([e[k] for e in ev] for k in ("a", "mu", "width"))
+    ev = fi.events(i)
+    c = 0.0 if fi.c is None else float(fi.c[i])
     u_end = float(np.log(d.x[d.keep][-1]))
-    return curve(np.log(xf), fit["b"], a, mu, w, float(fit.get("c") or 0.0), u_end).astype(np.float32)
+    return curve(np.log(xf), float(fi.b[i]), ev["a"], ev["mu"], ev["width"], c, u_end).astype(np.float32)
 
 
 def trajectory(d: RunData, i: int) -> bytes:
     """Little-endian float32: the loss at each of the K checkpoints, then the fitted curve at x_fit."""
     i = d.check_col(i)
-    loss = np.asarray(d.loss[:, i], dtype="<f4")  # (K,): one strided read of the memmap
+    loss = d.column(i).astype("<f4")  # (K,)
     return np.concatenate([loss, fitted(d, i).astype("<f4")]).tobytes()
 
 
