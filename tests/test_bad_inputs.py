@@ -78,6 +78,11 @@ def case_missing_source(tmp):
     return ["corpus", "--source", str(tmp / "missing.txt"), "--out", str(tmp / "r")], 4, "missing.txt"
 
 
+def case_unknown_synthetic(tmp):
+    return ["corpus", "--synthetic", "fakts", "--out", str(tmp / "r")], 3, \
+        "unknown synthetic corpus 'fakts' (did you mean 'facts'? the synthetic corpora are: facts)"
+
+
 def case_empty_file(tmp):
     (tmp / "empty.txt").write_text("")
     return ["corpus", "--source", str(tmp / "empty.txt"), "--out", str(tmp / "r")], 4, "empty"

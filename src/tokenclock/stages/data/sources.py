@@ -1,6 +1,7 @@
 """Readers for every kind of corpus source: text files, folders, jsonl, parquet, Hugging Face
-datasets and the built-in corpus, with the max_chars cap; plus the fingerprint of the inputs that
-tells the corpus stage when to rebuild. Reads files; writes nothing.
+datasets, the built-in corpus and the synthetic ones (synthetic.py), with the max_chars cap; plus
+the fingerprint of the inputs that tells the corpus stage when to rebuild. Reads files; writes
+nothing.
 """
 from __future__ import annotations
 
@@ -17,20 +18,23 @@ from tokenclock.stages.data.documents import (
     doc_unit,
     normalize,
 )
+from tokenclock.stages.data.synthetic import PREFIX as SYNTHETIC
+from tokenclock.stages.data.synthetic import SYNTHETIC_VERSION, synthetic_documents
 
 
 def load_documents(cfg: CorpusConfig, progress: bool) -> tuple[list[Document], dict]:
     info: dict = {"builtin": False, "fallback": None, "skipped_empty": 0, "decode_replaced": []}
     docs: list[Document] = []
     names: set[str] = set()
-    specs = [s if s == "builtin" or s.startswith("hf:") else str(Path(s).expanduser().resolve())
-             for s in cfg.sources]
+    specs = [s if not _is_path(s) else str(Path(s).expanduser().resolve()) for s in cfg.sources]
     for s, key in zip(cfg.sources, specs):
         if specs.count(key) > 1:
             raise InputError(f"corpus source {s} is listed {specs.count(key)} times", "list each source once")
     for spec in cfg.sources or ["builtin"]:
         if spec == "builtin":
             part = builtin_documents(cfg, info, progress)
+        elif spec.startswith(SYNTHETIC):
+            part = synthetic_documents(spec, cfg)
         elif spec.startswith("hf:"):
             part = _hf_documents(spec, cfg, _unique(spec[3:].split(":")[0].split("/")[-1], names), info)
         else:
@@ -44,6 +48,12 @@ def load_documents(cfg: CorpusConfig, progress: bool) -> tuple[list[Document], d
         docs = _cap_chars(docs, cfg.max_chars, cfg.seed)
         info["max_chars_cut"] = {"chars_before": before, "docs_kept": len(docs)}
     return docs, info
+
+
+
+def _is_path(spec: str) -> bool:
+    """A local file or folder, not builtin, hf:NAME or synthetic:NAME."""
+    return spec != "builtin" and not spec.startswith(("hf:", SYNTHETIC))
 
 
 
@@ -236,16 +246,18 @@ def _cap_chars(docs: list[Document], max_chars: int, seed: int) -> list[Document
 def fingerprint(cfg: CorpusConfig) -> dict:
     """Size and mtime of every input file, so a changed file re-runs the stage."""
     files = []
-    for spec in cfg.sources:
+    for spec in filter(_is_path, cfg.sources):
         p = Path(spec).expanduser()
         for f in (sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] if p.is_file() else []):
             st = f.stat()
             files.append([str(f), st.st_size, st.st_mtime_ns])
-    return {"files": files, "builtin": BUILTIN_VERSION if not cfg.sources or "builtin" in cfg.sources else None}
+    out = {"files": files, "builtin": BUILTIN_VERSION if not cfg.sources or "builtin" in cfg.sources else None}
+    if any(s.startswith(SYNTHETIC) for s in cfg.sources):  # only then: older runs keep their inputs
+        out["synthetic"] = SYNTHETIC_VERSION
+    return out
 
 
 
 def missing_sources(cfg: CorpusConfig) -> list[str]:
-    """Local files or folders in corpus.sources that do not exist (not builtin, not hf:)."""
-    return [spec for spec in cfg.sources if spec != "builtin" and not str(spec).startswith("hf:")
-            and not Path(spec).expanduser().exists()]
+    """Local files or folders in corpus.sources that do not exist (not builtin, hf: or synthetic:)."""
+    return [spec for spec in cfg.sources if _is_path(spec) and not Path(spec).expanduser().exists()]

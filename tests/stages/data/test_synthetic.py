@@ -1,0 +1,133 @@
+"""Tests of the synthetic corpora (stages/data/synthetic.py): the facts generator is deterministic,
+its difficulty is planted as documented (Zipf counts), the `synthetic:NAME` source and the CLI's
+--synthetic, the unknown name, and the planted truth of a tiny traced run."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from tokenclock.artifacts import read_json, read_parquet
+from tokenclock.cli import main
+from tokenclock.errors import ConfigError
+from tokenclock.rundir import RunDir
+from tokenclock.stages.data import synthetic as S
+from tokenclock.stages.data.corpus import build_corpus, read_documents
+from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.stages.data.sources import fingerprint, missing_sources
+
+
+def test_facts_are_deterministic_from_the_seed():
+    a = read_documents(CorpusConfig(sources=["synthetic:facts"], max_chars=50_000))
+    b = read_documents(CorpusConfig(sources=["synthetic:facts"], max_chars=50_000))
+    c = read_documents(CorpusConfig(sources=["synthetic:facts"], max_chars=50_000, seed=1))
+    assert a == b and a != c
+    assert sum(len(d.text) for d in a) <= 50_000 and len(a) > 1
+    assert {d.source for d in a} == {"facts"} and len({d.doc_id for d in a}) == len(a)
+    assert S.facts_vocabulary() == S.facts_vocabulary()  # words do not depend on the seed
+    assert not np.array_equal(S.fact_values(0), S.fact_values(1))
+
+
+def test_facts_plant_zipf_counts_and_one_value_per_fact():
+    entities, values, relations = S.facts_vocabulary()
+    assert len(set(entities)) == S.N_ENTITIES and len(set(values)) == S.N_VALUES
+    assert not {e.lower() for e in entities} & set(values)
+    docs = read_documents(CorpusConfig(sources=["synthetic:facts"], seed=3))  # DEFAULT_CHARS
+    assert S.DEFAULT_CHARS - 1000 < sum(len(d.text) for d in docs) <= S.DEFAULT_CHARS
+    table = S.fact_values(3)
+    lines = [line.split(" ") for d in docs for line in d.text.split("\n")]
+    assert all(len(w) == 3 for w in lines)
+    index = {e: i for i, e in enumerate(entities)}
+    assert all(values[table[index[e], relations.index(r)]] == v for e, r, v in lines)
+    for d in docs:  # a fact at most once per document: nothing to copy from context
+        pairs = [tuple(line.split(" ")[:2]) for line in d.text.split("\n")]
+        assert len(pairs) == len(set(pairs))
+    # entity frequencies follow the Zipf weights (rank r: 1 / (r + 1)) but for the head, which the
+    # once-per-document rule thins; relations are uniform
+    ent = Counter(index[e] for e, _, _ in lines)
+    n = len(lines)
+    p = S.zipf_weights()
+    assert 0.7 < ent[0] / n / p[0] < 0.9
+    for r in (4, 9, 99, 299, 999):
+        assert abs(ent[r] / n - p[r]) < 4 * np.sqrt(p[r] / n) + 0.05 * p[r], r
+    ranks = np.array([ent[r] for r in range(S.N_ENTITIES)], dtype=float)
+    slope = np.polyfit(np.log(np.arange(1, S.N_ENTITIES + 1)), np.log(ranks + 0.5), 1)[0]
+    assert -1.05 < slope < -0.95
+    rel = Counter(r for _, r, _ in lines)
+    assert max(rel.values()) / min(rel.values()) < 1.1
+    counts = S.train_fact_counts(d.text for d in docs)
+    assert sum(counts.values()) == n and max(counts.values()) / min(counts.values()) > 300
+
+
+def test_source_kind_fingerprint_and_missing(tmp_path):
+    cfg = CorpusConfig(sources=["synthetic:facts"], max_chars=20_000)
+    assert missing_sources(cfg) == []
+    assert fingerprint(cfg) == {"files": [], "builtin": None, "synthetic": S.SYNTHETIC_VERSION}
+    assert "synthetic" not in fingerprint(CorpusConfig(sources=[str(tmp_path)]))
+    stats = build_corpus(tmp_path / "run", cfg, progress=False)
+    assert stats["sources"]["facts"]["docs"] == stats["n_docs"] and stats["splits"]["val"]["docs"] >= 1
+    assert build_corpus(tmp_path / "run", cfg, progress=False) == stats  # up to date: kept
+
+
+def test_unknown_synthetic_name_lists_the_names():
+    with pytest.raises(ConfigError, match=r"unknown synthetic corpus 'fact'.*did you mean 'facts'.*facts"):
+        read_documents(CorpusConfig(sources=["synthetic:fact"]))
+
+
+def test_cli_synthetic(tmp_path, capsys):
+    assert main(["corpus", "--synthetic", "facts", "--set", "corpus.max_chars=30000"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert list(counted["sources"]) == ["facts"] and counted["chars"] <= 30_000
+    run = tmp_path / "run"
+    assert main(["corpus", "--synthetic", "facts", "--out", str(run), "--quiet",
+                 "--set", "corpus.max_chars=30000"]) == 0
+    assert read_json(RunDir(run).corpus_stats)["source_specs"] == ["synthetic:facts"]
+    capsys.readouterr()
+    assert main(["corpus", "--synthetic", "nope", "--out", str(tmp_path / "bad")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == "tokenclock: error: unknown synthetic corpus 'nope' (the synthetic corpora are: facts)"
+    assert not (tmp_path / "bad" / "corpus" / "stats.json").exists()
+
+
+@pytest.fixture(scope="module")
+def facts_run(tmp_path_factory):
+    """A tiny run on synthetic:facts: corpus -> tokens -> 8 steps -> trace of 16 windows."""
+    run = tmp_path_factory.mktemp("synthetic") / "facts"
+    sets = ["corpus.sources=[synthetic:facts]", "corpus.max_chars=400000", "corpus.val_fraction=0.15",
+            "tokens.vocab_size=2048", "model.preset=llama-100k", "train.steps=8", "train.batch_size=4",
+            "train.seq_len=64", "train.warmup_steps=2", "train.ckpt_per_decade=4", "train.val_seqs=4",
+            "train.dtype=fp32", "trace.n_seqs=16"]
+    flags = sum((["--set", s] for s in sets), [])
+    assert main(["train", "--config", "synthetic", "--out", str(run), "--quiet", *flags]) == 0
+    assert main(["trace", str(run), "--config", "synthetic", "--quiet", *flags]) == 0
+    return run
+
+
+def test_planted_truth_of_a_traced_run(facts_run):
+    run = RunDir(facts_run)
+    truth = S.planted(run.root)
+    toks = read_parquet(run.trace_tokens)
+    assert np.array_equal(truth["tok_idx"], toks["tok_idx"])
+    counts = S.train_fact_counts(read_parquet(run.corpus_split("train"))["text"])
+    entities, values, relations = S.facts_vocabulary()
+    table = S.fact_values(0)
+    value = truth["kind"] == "value"
+    assert 0.2 < value.mean() < 0.3 and truth["learnable"].sum() > 0.8 * value.sum()
+    assert set(truth["kind"]) == {"entity", "relation", "value", "other"}
+    for i in np.flatnonzero(value):  # the fact of each value token, read again from its context
+        ctx = toks["context"][i] + toks["token_text"][i]
+        m = re.search(r"([A-Z][a-z]+) ([a-z]+) ([a-z]+)$", ctx)
+        if m is None:  # the context column is cut at 8 tokens; the line is longer
+            continue
+        e, r, first = m.groups()  # the value's first token
+        assert toks["token_text"][i] == " " + first
+        stated = values[table[entities.index(e), relations.index(r)]]
+        assert stated == first if truth["learnable"][i] else stated.startswith(first)
+        assert truth["fact_count"][i] == counts[(e, r)] and truth["entity_rank"][i] == entities.index(e)
+    assert (truth["fact_count"][~value] == -1).all() and not truth["learnable"][~value].any()
+    assert not (truth["learnable"] & truth["repeat"]).any()
+    relation = truth["kind"] == "relation"
+    assert set(np.asarray(toks["token_text"])[relation]) <= {" " + r for r in relations}
