@@ -58,6 +58,10 @@ class RunDir:
         """'' for the raw series, '_avg' for the averaged one (folder and manifest names)."""
         return "" if self.weights == "raw" else "_" + self.weights
 
+    def command(self, stage: str) -> str:
+        """The command that writes `stage` here, for error hints: `tokenclock fit RUN --weights avg`."""
+        return f"tokenclock {stage} {self.root}" + (f" --weights {self.weights}" if self.weights != "raw" else "")
+
     def stage_key(self, stage: str) -> str:
         """The manifest entry of `stage` in this series (trace, fit, spectrum, report: trace_avg ...)."""
         return stage + self.suffix if stage in SERIES_STAGES else stage

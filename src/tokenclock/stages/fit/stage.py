@@ -77,7 +77,7 @@ def fit(run_dir, cfg: FitConfig | None = None, *, progress: bool = True) -> dict
     cfg = cfg or FitConfig()
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.trace_loss.is_file():
-        raise RunDirError(f"{run.trace_loss} does not exist", "run `tokenclock trace RUN` first")
+        raise RunDirError(f"{run.trace_loss} does not exist", f"run `{run.command('trace')}` first")
     inputs = {"loss": str(run.trace_loss.relative_to(run.root)),
               "axis": str(run.trace_axis.relative_to(run.root))}
     with run.stage("fit", asdict(cfg), inputs=inputs):

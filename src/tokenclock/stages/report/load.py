@@ -98,7 +98,7 @@ def _optional(reader, path: Path, *args):
 def load_run(run: RunDir) -> RunView:
     if not run.trace_loss.is_file() or not run.trace_tokens.is_file():
         raise RunDirError(f"{run.trace_dir} has no loss matrix (loss.npy + tokens.parquet)",
-                          f"run `tokenclock trace {run.root}` first")
+                          f"run `{run.command('trace')}` first")
     meta = read_json(run.trace_meta) if run.trace_meta.is_file() else {}
     loss = read_npy(run.trace_loss, mmap=True)
     axis_table = read_parquet(run.trace_axis)

@@ -132,7 +132,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
 
     run = RunDir(run_dir)
     if not run.trace_loss.is_file():  # checked before the lock: no manifest in a non-run folder
-        raise RunDirError(f"{run.trace_loss} does not exist", f"run `tokenclock trace {run.root}` first")
+        raise RunDirError(f"{run.trace_loss} does not exist", f"run `{run.command('trace')}` first")
     out_dir = Path(out) if out is not None else run.report_dir
     with run.stage("report", inputs={"run": str(run.root)}) as st:
         r = load_run(run)

@@ -31,9 +31,9 @@ def check_replicates(a: RunDir, b: RunDir) -> tuple[np.ndarray, np.ndarray, list
     (in one run only). Refuses runs that are not replicates (traced tokens, tokenizer)."""
     for r in (a, b):
         if not r.trace_loss.is_file():
-            raise RunDirError(f"{r.trace_loss} is missing", f"run `tokenclock trace {r.root}` first")
+            raise RunDirError(f"{r.trace_loss} is missing", f"run `{r.command('trace')}` first")
         if not r.fit_events.is_file():
-            raise RunDirError(f"{r.fit_events} is missing", f"run `tokenclock fit {r.root}` first")
+            raise RunDirError(f"{r.fit_events} is missing", f"run `{r.command('fit')}` first")
     if a.tokenizer.is_file() != b.tokenizer.is_file() or (a.tokenizer.is_file() and _sha(a.tokenizer) != _sha(b.tokenizer)):
         raise DataError(f"{b.root} is not a replicate of {a.root}: their tokenizers differ "
                         f"({a.tokenizer} vs {b.tokenizer})",

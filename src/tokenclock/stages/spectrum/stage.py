@@ -191,7 +191,7 @@ def _clocks(run: RunDir) -> tuple[str, dict[str, str | None]]:
     """{axis: its fit's clock} for every fitted clock, the primary first: None for the primary fit
     in RUN/fit/, the axis itself for RUN/fit/<axis>/."""
     if not run.fit_events.is_file() or not run.fit_summary.is_file():
-        raise RunDirError(f"{run.fit_dir} has no fit results", f"run `tokenclock fit {run.root}` first")
+        raise RunDirError(f"{run.fit_dir} has no fit results", f"run `{run.command('fit')}` first")
     primary = str(read_json(run.fit_summary).get("axis") or "step")
     clocks: dict[str, str | None] = {primary: None}
     for name in run.fit_clocks():
