@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -221,7 +222,8 @@ def main() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         rng = np.random.default_rng(1)
         print(f"server {url} ready in {startup:.1f} s (opening and indexing the run); "
-              f"{args.requests} requests per kind, 5 warm-up")
+              f"{args.requests} requests per kind, 5 warm-up; {os.cpu_count()} cores, load average "
+              f"{os.getloadavg()[0]:.1f} (every process on the machine)")
         print(f"{'query':<42} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
         for name, make in queries(n, rng).items():
             for _ in range(5):

@@ -14,7 +14,7 @@ import numpy as np
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError, TokenclockError
-from tokenclock.explore.db import batches, duck, parquet_file
+from tokenclock.explore.db import batches, parquet_file, release_unused
 from tokenclock.explore.index import FitIndex, fit_index
 from tokenclock.rundir import RunDir
 
@@ -42,10 +42,9 @@ class RunData:
     x: np.ndarray                         # (K,) float64 axis values of every checkpoint
     axis_table: dict[str, np.ndarray]
     sequences: tuple[np.ndarray, np.ndarray | None]  # (ids, starts): see seq()
-    token_id: np.ndarray | None           # int32 (N,), None when the trace has no token ids (npz)
+    token_id: np.ndarray | None           # uint16 or int32 (N,), None when the trace has no token ids (npz)
     vocab_text: np.ndarray | None         # object (V,): text of each token id
     vocab_count: np.ndarray | None        # float64 (V,): training-set count per token id, NaN unknown
-    final: np.ndarray | None              # float32 (N,) loss at the last checkpoint
     fit: FitIndex | None = None
     has_spectrum: bool = False
     tok_idx: np.ndarray | None = None     # int64 (N,) when trace/tokens.parquet's tok_idx is not 0..N-1
@@ -106,10 +105,14 @@ class RunData:
         out = np.frombuffer(buf, dt).astype(np.float32)
         return out if np.ndim(sel) or isinstance(sel, slice) else out[0]
 
+    def final(self, sel=slice(None)) -> np.ndarray:
+        """float32 loss at the last checkpoint of tokens `sel`, read when asked (never kept)."""
+        return self.row(self.n_ckpt - 1, sel)
+
     def drop(self, sel=slice(None)) -> np.ndarray:
         """float32 total drop (loss at the first minus at the last checkpoint) of tokens `sel`; the
         first row is read when asked, never kept."""
-        return self.row(0, sel) - self.final[sel]
+        return self.row(0, sel) - self.final(sel)
 
     def tok_idx_of(self, col: np.ndarray) -> np.ndarray:
         return np.asarray(col) if self.tok_idx is None else self.tok_idx[col]
@@ -206,9 +209,8 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
     tok_idx, sequences, token_id = _token_columns(run, n)
     text, count = _vocab(run, token_id)
     data = RunData(run=run, name=name or run.root.name, loss=loss, axis=axis, x=x, axis_table=axis_table,
-                   sequences=sequences, token_id=token_id, vocab_text=text, vocab_count=count, final=None,
+                   sequences=sequences, token_id=token_id, vocab_text=text, vocab_count=count,
                    tok_idx=tok_idx)
-    data.final = data.row(k - 1)
     data.series = getattr(run, "weights", "raw")
     data.signature = _signature(data)
     if run.fit_tokens.is_file() and run.fit_events.is_file():
@@ -220,15 +222,8 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
     else:
         data.notes.append(f"no fit/: trajectories and the text coloured by final loss or total drop only; run "
                           f"`tokenclock fit {run.root}` for learning times, classes, filters and the spectrum")
-    _release_unused()
+    release_unused()
     return data
-
-
-def _release_unused() -> None:
-    """Hand the batches' decoding buffers back (pyarrow's pool keeps freed memory otherwise)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
 
 
 def _fitted_axis(run: RunDir, table: dict) -> str:
@@ -261,6 +256,8 @@ def _token_columns(run: RunDir, n: int):
             seq[s:e] = b.column("sequence").to_numpy()
         if ids is not None:
             ids[s:e] = b.column("token_id").to_numpy()
+    if ids is not None and len(ids) and 0 <= ids.min() and ids.max() < 2**16:
+        ids = ids.astype(np.uint16)  # a vocabulary under 65,536 ids (GPT-2, Pythia): half the memory
     if len(seq) and (np.diff(seq) >= 0).all():
         starts = np.r_[0, np.flatnonzero(np.diff(seq)) + 1]
         return (None if identity else tok), (seq[starts].copy(), starts), ids
@@ -268,29 +265,30 @@ def _token_columns(run: RunDir, n: int):
 
 
 def _vocab(run: RunDir, token_id: np.ndarray | None):
-    """Text and training-set count of each token id (token_text is a function of token_id)."""
+    """Text and training-set count of each token id (token_text is a function of token_id), from the
+    first row of each id in trace/tokens.parquet (read in batches)."""
     if token_id is None:
         return None, None
     names = set(parquet_file(run.trace_tokens).schema_arrow.names)
     v = int(token_id.max()) + 1 if len(token_id) else 0
-    text = np.full(v, "", dtype=object)
+    text = np.array([f"#{i}" for i in range(v)], dtype=object) if "token_text" not in names else np.full(v, "", object)
     count = np.full(v, np.nan)
-    cols = ["token_id"] + [c for c in ("token_text", "train_count") if c in names]
-    sel = ", ".join(["token_id"] + [f"any_value({c})" if c == "token_text" else f"max({c})" for c in cols[1:]])
-    rows = duck().execute(f"SELECT {sel} FROM read_parquet(?) GROUP BY token_id",
-                          [str(run.trace_tokens)]).fetchnumpy()
-    key = np.asarray(rows["token_id"], dtype=np.int64)
-    if "token_text" in names:
-        text[key] = np.asarray(rows["any_value(token_text)"], dtype=object)
-    else:
-        text[key] = [f"#{i}" for i in key]
-    if "train_count" in names:
-        c = np.asarray(rows["max(train_count)"], dtype=np.float64)
-        count[key] = np.where(c >= 0, c, np.nan)  # -1: a series traced without a training split
-    elif run.token_counts.is_file():
+    seen = np.zeros(v, bool)
+    cols = [c for c in ("token_text", "train_count") if c in names]
+    for s, b in batches(run.trace_tokens, cols) if cols else ():
+        ids = token_id[s:s + b.num_rows]
+        first = np.flatnonzero(~seen[ids])
+        first = first[np.unique(ids[first], return_index=True)[1]]  # one row per new id
+        seen[ids[first]] = True
+        if "token_text" in names:
+            text[ids[first]] = b.column("token_text").take(first).to_pylist()
+        if "train_count" in names:
+            c = b.column("train_count").take(first).to_numpy(zero_copy_only=False).astype(np.float64)
+            count[ids[first]] = np.where(c >= 0, c, np.nan)  # -1: a series traced without a training split
+    if "train_count" not in names and run.token_counts.is_file():
         counts = read_npy(run.token_counts)
-        ok = key < len(counts)
-        count[key[ok]] = counts[key[ok]]
+        key = np.flatnonzero(np.arange(v) < len(counts))
+        count[key] = counts[key]
     return text, (None if np.isnan(count).all() else count)
 
 

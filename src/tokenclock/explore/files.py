@@ -122,7 +122,7 @@ def _lit(path: Path) -> str:
 def _selection(d: RunData, cols: np.ndarray):
     import pyarrow as pa
 
-    table = {"tok_idx": d.tok_idx_of(cols).astype(np.int64), "final_loss": d.final[cols],
+    table = {"tok_idx": d.tok_idx_of(cols).astype(np.int64), "final_loss": d.final(cols),
              "total_drop": d.drop(cols)}
     if d.fit is not None:
         table.update(learning_time=np.exp(d.fit.mu[cols].astype(np.float64)), learning_time_ln=d.fit.mu[cols],

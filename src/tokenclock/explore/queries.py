@@ -1,7 +1,7 @@
 """The explorer's questions about many tokens, answered from an opened run (data.RunData): a window
 of the validation text and its colours, search, the filter table (paged, sorted) and the spectrum
-brush (events whose learning time falls in a range). Only the rows on screen leave here; their
-contexts come from trace/tokens.parquet through DuckDB (db.py).
+brush (events whose learning time falls in a range), all from the in-memory index (data.py,
+index.py); only the rows on screen leave here.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Mapping
 import numpy as np
 
 from tokenclock.explore.data import ExploreError, RunData
-from tokenclock.explore.db import duck, parquet_file
 from tokenclock.explore.index import FitIndex
 
 WINDOW_MAX = 4096
@@ -52,7 +51,7 @@ def colours(d: RunData, by: str, start: int, n: int) -> np.ndarray:
         raise ExploreError(f"unknown colour {by!r}", f"choose one of: {', '.join(COLOURS)}")
     start, stop = _span(d, start, n)
     if by == "final_loss":
-        return d.final[start:stop]
+        return d.final(slice(start, stop))
     if by == "total_drop":
         return d.drop(slice(start, stop))
     fi = need_fit(d, f"colouring by {by.replace('_', ' ')}")
@@ -185,7 +184,7 @@ def sort_key(d: RunData, sort: str) -> np.ndarray:
     if sort not in SORTS:
         raise ExploreError(f"unknown sort {sort!r}", f"choose one of: {', '.join(SORTS)}")
     if sort == "final_loss":
-        return d.final
+        return d.final()
     if sort == "total_drop":
         return d.drop()
     if sort == "count":
@@ -219,23 +218,28 @@ def table(d: RunData, f: Filter, sort: str = "tok_idx", desc: bool = False, offs
     return {"total": int(len(cols)), "offset": offset, "rows": rows(d, page)}
 
 
+CONTEXT_TOKENS = 12
+
+
 def contexts(d: RunData, cols: np.ndarray) -> list[str | None]:
-    """trace/tokens.parquet's context of each token (DuckDB semi-join on tok_idx)."""
-    names = set(parquet_file(d.run.trace_tokens).schema_arrow.names)
-    if not len(cols) or not {"context", "tok_idx"} <= names:
+    """The text before each token in its sequence (up to CONTEXT_TOKENS tokens' token_text, the last
+    48 characters), from the token ids in memory: a list row costs no parquet read. The token panel
+    shows trace/tokens.parquet's own context column."""
+    if d.token_id is None or not len(cols):
         return [None] * len(cols)
-    tok = d.tok_idx_of(cols).astype(np.int64)
-    got = duck().execute("SELECT tok_idx, context FROM read_parquet(?) WHERE tok_idx IN "
-                         "(SELECT unnest(?::BIGINT[]))", [str(d.run.trace_tokens), tok.tolist()]).fetchall()
-    by = dict(got)
-    return [by.get(int(t)) for t in tok]
+    cols = np.asarray(cols, dtype=np.int64)
+    before = cols[:, None] - np.arange(CONTEXT_TOKENS, 0, -1)[None, :]  # (rows, CONTEXT_TOKENS)
+    inside = (before >= 0) & (d.seq(np.clip(before, 0, None).ravel()).reshape(before.shape) ==
+                              d.seq(cols)[:, None])
+    texts = d.vocab_text[d.token_id[np.clip(before, 0, None)]]
+    return ["".join(t[m])[-48:] for t, m in zip(texts, inside)]
 
 
 def rows(d: RunData, cols: np.ndarray) -> list[dict]:
     """The table's fields for tokens `cols` (columns of loss.npy)."""
     cols = np.asarray(cols, dtype=np.int64)
     out = {"i": cols.tolist(), "tok_idx": d.tok_idx_of(cols).tolist(), "sequence": d.seq(cols).tolist(),
-           "final_loss": d.final[cols].tolist(), "total_drop": d.drop(cols).tolist(),
+           "final_loss": d.final(cols).tolist(), "total_drop": d.drop(cols).tolist(),
            "context": contexts(d, cols)}
     if d.token_id is not None:
         ids = d.token_id[cols]
@@ -265,16 +269,17 @@ def brush(d: RunData, x_min: float, x_max: float, sign: str = "learn", sort: str
         raise ExploreError(f"unknown sign {sign!r}", "choose learn (a > 0), rise (a < 0) or all")
     if sort not in ("a", "-a", "abs", "mu"):
         raise ExploreError(f"unknown sort {sort!r}", "choose a, -a, abs or mu")
-    ev = fi.mu_range(lo, hi)  # event rows in order of mu
-    a = fi.ev_a[ev]
-    if sign != "all":
-        ev = ev[a > 0] if sign == "learn" else ev[a < 0]
-        a = fi.ev_a[ev]
+    s, e = fi.mu_span(lo, hi)
+    a = fi.a_by_mu[s:e]  # (events in range,) contiguous: in order of mu
+    keep = None if sign == "all" else np.flatnonzero(a > 0 if sign == "learn" else a < 0)
+    if keep is not None:
+        a = a[keep]
     if sort == "mu":
-        pick = np.arange(offset, min(len(ev), offset + limit))
+        pick = np.arange(offset, min(len(a), offset + limit))
     else:
         pick = top(np.abs(a) if sort == "abs" else a, sort != "-a", offset, limit)
-    mu, col = fi.ev_mu[ev[pick]], fi.token_of(ev[pick])
+    ev = fi.by_mu[s + (pick if keep is None else keep[pick])]  # event rows (token order)
+    mu, col = fi.ev_mu[ev], fi.token_of(ev)
     out = rows(d, col)
     for r, ai, mi in zip(out, a[pick].tolist(), mu.tolist()):
         r.update(event_a=ai, event_mu=mi, event_x=float(np.exp(mi)))

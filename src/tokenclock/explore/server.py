@@ -81,7 +81,8 @@ def run_info(runs: list[RunData], r: int) -> dict:
         if len(xs) else [0, 1], "has_fit": fi is not None, "has_spectrum": d.has_spectrum,
         "has_text": d.token_id is not None, "has_counts": d.vocab_count is not None,
         "classes": fi.classes if fi else [], "models": fi.models if fi else [],
-        "final_range": _range(d.final), "drop_range": _range(d.drop(slice(None, None, max(1, d.n_tok // 200_000)))), "notes": d.notes,
+        **d.cache.setdefault("ranges", {"final_range": _range(d.final()), "drop_range": _range(d.drop())}),
+        "notes": d.notes,
         "sources": files.sources(d), "window_max": queries.WINDOW_MAX,
         "compare": {str(o): token.mismatch(d, runs[o]) for o in range(len(runs)) if o != r},
         "series": d.series, "siblings": {o.series: k for k, o in enumerate(runs) if o.run.root == d.run.root}})

@@ -81,7 +81,7 @@ def detail(d: RunData, i: int) -> dict:
     text = d.vocab_text[d.token_id[i]] if d.token_id is not None else None
     out = {"i": i, "tok_idx": tr.get("tok_idx"), "sequence": int(d.seq([i])[0]), "position": tr.get("position"),
            "token_id": None if d.token_id is None else d.token_id[i], "text": text, "context": tr.get("context"),
-           "train_count": count, "unigram_loss": tr.get("unigram_loss"), "final_loss": d.final[i],
+           "train_count": count, "unigram_loss": tr.get("unigram_loss"), "final_loss": d.final(i),
            "total_drop": d.drop(i), "fit": fit, "events": []}
     if d.fit is not None:
         ev = d.fit.events(i)

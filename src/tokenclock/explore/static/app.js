@@ -215,7 +215,7 @@ function metaTable(d) {
     ev.append(head);
     d.events.forEach((e, k) => {
       const tr = el("tr");
-      [k + 1, fmt(e.x_mid), fmt(e.mu), fmt(e.width), fmt(e.a), e.resolved === undefined ? "–" : String(e.resolved)].forEach((v) => tr.append(el("td", {class: "num"}, v)));
+      [k + 1, fmt(e.x_mid), fmt(e.mu), fmt(e.width), fmt(e.a), e.resolved === null || e.resolved === undefined ? "–" : (e.resolved ? "yes" : "no")].forEach((v) => tr.append(el("td", {class: "num"}, v)));
       ev.append(tr);
     });
   }
