@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from explore_runs import *  # noqa: F403 (the fixtures: explore_dirs, opened, snapshot)
 
 from tokenclock.curves import curve
 from tokenclock.rundir import RunDir
@@ -225,3 +226,22 @@ def test_nothing_is_written_into_the_runs(explore_dirs, opened, client, snapshot
                      "tokens?q=e", "spectrum", "download/tokens.parquet?q=e"):
             client.get(f"/api/run/{r}/{path}")
     assert {k: snapshot(p) for k, p in explore_dirs.items()} == before
+
+
+def test_an_averaged_weight_series_opens_beside_the_raw_one(explore_dirs, tmp_path):
+    from tokenclock.explore.server import open_runs, run_info
+
+    run = RunDir(tmp_path / "both")
+    if not hasattr(run, "series"):
+        pytest.skip("this RunDir has no weight series")
+    import shutil
+
+    src = RunDir(explore_dirs["tiny"])
+    for name in ("trace", "fit", "spectrum"):
+        shutil.copytree(src.root / name, run.root / name)
+        shutil.copytree(src.root / name, run.root / f"{name}_avg")
+    runs = open_runs([run.root], log=lambda *a: None)
+    assert [(d.name, d.series) for d in runs] == [("both", "raw"), ("both (avg)", "avg")]
+    info = run_info(runs, 1)
+    assert info["siblings"] == {"raw": 0, "avg": 1} and info["compare"]["0"] is None
+    assert {s["file"] for s in info["sources"]["token"]} >= {"trace_avg/loss.npy", "fit_avg/events.parquet"}

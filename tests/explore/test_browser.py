@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from explore_runs import *  # noqa: F403 (the fixtures: explore_dirs, opened, snapshot)
 
 from tokenclock.rundir import RunDir
 
@@ -78,7 +79,8 @@ def page(browser, server):
 
 
 def _visible(s: str) -> str:
-    return s.replace("\n", "⏎").replace("\t", "→")
+    s = s.replace("\n", "⏎").replace("\t", "→")
+    return s.replace(" ", "␣") if s and not s.strip(" ") else s
 
 
 def test_click_a_token_shows_its_trajectory(page, explore_dirs):

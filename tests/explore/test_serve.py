@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+from explore_runs import *  # noqa: F403 (the fixtures: explore_dirs, opened, snapshot)
 
 from tokenclock.errors import RunDirError
 from tokenclock.explore.data import check_run_dir

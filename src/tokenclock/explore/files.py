@@ -39,15 +39,17 @@ def sources(d: RunData) -> dict[str, list[dict]]:
     def src(path: Path, *columns: str) -> dict:
         return {"file": rel(d, path), "columns": list(columns), "exists": path.is_file()}
 
-    tokens = src(r.trace_tokens, "tok_idx", "sequence", "token_id", "token_text", "context", "train_count")
+    tokens = src(r.trace_tokens, "tok_idx", "sequence", "token_id", "token_text (also the contexts of list rows)",
+                 "train_count")
+    token_row = src(r.trace_tokens, "context", "position", "unigram_loss")
     loss_rows = src(r.trace_loss, "rows 0 and K-1 (final loss, total drop)")
     per_token = src(r.fit_tokens, "tok_idx", "class", "model", "r2", "n_events")
     main_event = src(r.fit_events, "tok_idx", "a", "mu (largest a > 0 per token)")
     return {
         "text": [tokens, loss_rows, per_token, main_event],
         "token": [src(r.trace_loss, "column tok_idx (all K rows)"), src(r.trace_axis, d.axis),
-                  src(r.fit_tokens, "b", "c", "n_events", "r2", "class", "model", "bic_gap"),
-                  src(r.fit_events, "tok_idx", "a", "mu", "width", "resolved"), tokens],
+                  src(r.fit_tokens, "b", "c", "n_events", "r2", "class", "model", "bic_gap", "sse"),
+                  src(r.fit_events, "tok_idx", "a", "mu", "width", "resolved"), token_row, tokens],
         "spectrum": [src(r.spectrum_density(), "x", "rho_learn", "rho_rise"),
                      src(r.spectrum_curve(), "x", "dldu_measured", "dldu_reconstructed"),
                      src(r.spectrum_summary, *SUMMARY_KEYS[:4]), src(r.fit_events, "tok_idx", "a", "mu")],

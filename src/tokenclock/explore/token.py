@@ -6,6 +6,7 @@ share their validation tokens before their trajectories are overlaid.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from tokenclock.explore.data import ExploreError, RunData
 from tokenclock.explore.db import duck, parquet_file
 
 CACHE_TOKENS = 256
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenclock-explore-lookup")
 
 
 def plain(v):
@@ -48,15 +50,16 @@ def _row(path, tok: int, wanted: tuple[str, ...]) -> dict:
 
 def lookup(d: RunData, i: int) -> dict:
     """The rows of trace/tokens.parquet and fit/tokens.parquet (the columns not in memory) of column i,
-    by two DuckDB lookups (cached for the last CACHE_TOKENS tokens)."""
+    by two DuckDB lookups at once (cached for the last CACHE_TOKENS tokens)."""
     i = d.check_col(i)
     cache = d.cache.setdefault("tokens", {})
     if i not in cache:
         if len(cache) >= CACHE_TOKENS:
             cache.clear()
         tok = int(d.tok_idx_of(i))
-        cache[i] = {"trace": _row(d.run.trace_tokens, tok, TRACE_COLUMNS) or {"tok_idx": tok},
-                    "fit": _row(d.run.fit_tokens, tok, FIT_EXTRA) if d.fit is not None else {}}
+        fit = _POOL.submit(_row, d.run.fit_tokens, tok, FIT_EXTRA) if d.fit is not None else None
+        trace = _row(d.run.trace_tokens, tok, TRACE_COLUMNS)  # meanwhile: DuckDB releases the GIL
+        cache[i] = {"trace": trace or {"tok_idx": tok}, "fit": fit.result() if fit else {}}
     return cache[i]
 
 

@@ -41,9 +41,10 @@ function fmt(v, digits = 3) {
   if (Number.isInteger(v) || Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
   return Number(v.toPrecision(digits)).toString();
 }
-function visible(s) {
+function visible(s) {  // newlines, tabs and a token of only spaces made visible
   if (s === null || s === undefined) return "";
-  return String(s).replace(/\n/g, "⏎").replace(/\t/g, "→");
+  s = String(s).replace(/\n/g, "⏎").replace(/\t/g, "→");
+  return /^ +$/.test(s) ? s.replace(/ /g, "␣") : s;
 }
 
 function tail(s, n) { return s.length > n ? "…" + s.slice(s.length - n + 1) : s; }

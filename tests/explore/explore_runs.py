@@ -1,6 +1,7 @@
-"""Runs for the explorer's tests, all made from the session's tiny pipeline run (tests/conftest.py):
-the run itself, a copy with only its trace (no fit), its trace imported back from losses.npz (no
-token text), and a shorter import (other validation tokens, so compare must refuse it)."""
+"""Fixtures for the explorer's tests (imported by each test module: a second conftest.py would take
+the name `conftest` from tests/conftest.py), all made from the session's tiny pipeline run: the run
+itself, a copy with only its trace (no fit), its trace imported back from losses.npz (no token
+text), and a shorter import (other validation tokens, so compare must refuse it)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from tokenclock.rundir import RunDir
+
+__all__ = ["explore_dirs", "opened", "snapshot"]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
