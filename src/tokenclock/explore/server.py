@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -41,12 +42,34 @@ def _error(message: str, status: int, fix: str | None = None) -> JSONResponse:
     return JSONResponse({"error": message, **({"fix": fix} if fix else {})}, status_code=status)
 
 
+class Ask:
+    """One request as a view sees it: its query parameters and the runs the app serves."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.p = dict(request.query_params)
+        self.runs: list[RunData] = request.app.state.runs
+
+    def run(self, r: str) -> RunData:
+        k = _int(r, "run")
+        if not 0 <= k < len(self.runs):
+            raise ExploreError(f"run {k} does not exist ({len(self.runs)} open)", status=404)
+        return self.runs[k]
+
+    def int(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+        return queries.integer(self.p, key, default, lo, hi)
+
+    def flag(self, key: str) -> bool:
+        return self.p.get(key) in ("1", "true", "on")
+
+
 def endpoint(fn):
-    """A sync view (run in Starlette's thread pool) whose errors become one-line JSON answers."""
+    """A sync view fn(Ask, **path) (run in Starlette's thread pool) whose errors become one-line
+    JSON answers."""
     @functools.wraps(fn)
     def view(request: Request):
         try:
-            return fn(request, **request.path_params)
+            return fn(Ask(request), **request.path_params)
         except ExploreError as e:
             return _error(e.message, e.status, e.fix)
         except TokenclockError as e:  # an artifact that cannot be read, named with its fix
@@ -92,102 +115,102 @@ def _bytes(data: bytes) -> Response:
     return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
 
 
+# ----------------------------------------------------------------------------- the views
+
+
+@endpoint
+def runs_view(ask: Ask):
+    return JSONResponse([run_info(ask.runs, k) for k in range(len(ask.runs))])
+
+
+@endpoint
+def window_view(ask: Ask, r: str):
+    return JSONResponse(queries.window(ask.run(r), ask.int("start", 0), ask.int("n", 2048, 1)))
+
+
+@endpoint
+def colours_view(ask: Ask, r: str):
+    v = queries.colours(ask.run(r), ask.p.get("by", "learning_time"), ask.int("start", 0), ask.int("n", 2048, 1))
+    return _bytes(np.asarray(v, dtype="<f4").tobytes())
+
+
+@endpoint
+def search_view(ask: Ask, r: str):
+    return JSONResponse(queries.search(ask.run(r), ask.p.get("q", ""), ask.flag("regex"), ask.int("from", 0),
+                                       ask.p.get("dir") == "back"))
+
+
+@endpoint
+def token_view(ask: Ask, r: str, i: str):
+    return JSONResponse(token.detail(ask.run(r), _int(i, "token")))
+
+
+@endpoint
+def trajectory_view(ask: Ask, r: str, i: str):
+    return _bytes(token.trajectory(ask.run(r), _int(i, "token")))
+
+
+@endpoint
+def compare_view(ask: Ask, i: str):
+    which = [_int(s, "run") for s in (ask.p.get("runs") or "").split(",") if s]
+    return JSONResponse(token.compare(ask.runs, which, _int(i, "token")))
+
+
+@endpoint
+def table_view(ask: Ask, r: str):
+    return JSONResponse(token.plain(queries.table(
+        ask.run(r), queries.Filter.parse(ask.p), ask.p.get("sort", "tok_idx"), ask.flag("desc"),
+        ask.int("offset", 0), ask.int("limit", 50, 1, queries.PAGE_MAX))))
+
+
+@endpoint
+def brush_view(ask: Ask, r: str):
+    lo, hi = queries.number(ask.p, "x_min"), queries.number(ask.p, "x_max")
+    if lo is None or hi is None:
+        raise ExploreError("the brush needs x_min and x_max")
+    return JSONResponse(token.plain(queries.brush(
+        ask.run(r), lo, hi, ask.p.get("sign", "learn"), ask.p.get("sort", "a"), ask.int("offset", 0),
+        ask.int("limit", 50, 1, queries.PAGE_MAX))))
+
+
+@endpoint
+def spectrum_view(ask: Ask, r: str):
+    return JSONResponse(files.spectrum(ask.run(r)))
+
+
+@endpoint
+def artifact_view(ask: Ask, r: str):
+    return JSONResponse(files.describe(ask.run(r), ask.p.get("file", "")))
+
+
+@endpoint
+def download_view(ask: Ask, r: str, name: str):
+    what, _, fmt = name.partition(".")
+    path = files.download(ask.run(r), what, fmt, ask.p)
+    return FileResponse(path, filename=path.name, background=BackgroundTask(shutil.rmtree, path.parent, True))
+
+
+def index_view(request: Request):
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def not_found(request: Request, exc: HTTPException):
+    return _error(f"{request.url.path}: {exc.detail}", exc.status_code)
+
+
 def create_app(runs: list[RunData]) -> Starlette:
     """The app over `runs` (opened with data.open_run); routes under /api/, the page at /."""
-
-    def run_of(r: str) -> RunData:
-        k = _int(r, "run")
-        if not 0 <= k < len(runs):
-            raise ExploreError(f"run {k} does not exist ({len(runs)} open)", status=404)
-        return runs[k]
-
-    def q(request: Request) -> dict:
-        return dict(request.query_params)
-
-    @endpoint
-    def runs_view(request):
-        return JSONResponse([run_info(runs, k) for k in range(len(runs))])
-
-    @endpoint
-    def window_view(request, r):
-        p = q(request)
-        return JSONResponse(queries.window(run_of(r), queries.integer(p, "start", 0),
-                                           queries.integer(p, "n", 2048, 1)))
-
-    @endpoint
-    def colours_view(request, r):
-        p = q(request)
-        v = queries.colours(run_of(r), p.get("by", "learning_time"), queries.integer(p, "start", 0),
-                            queries.integer(p, "n", 2048, 1))
-        return _bytes(np.asarray(v, dtype="<f4").tobytes())
-
-    @endpoint
-    def search_view(request, r):
-        p = q(request)
-        return JSONResponse(queries.search(run_of(r), p.get("q", ""), p.get("regex") in ("1", "true"),
-                                           queries.integer(p, "from", 0), p.get("dir") == "back"))
-
-    @endpoint
-    def token_view(request, r, i):
-        return JSONResponse(token.detail(run_of(r), _int(i, "token")))
-
-    @endpoint
-    def trajectory_view(request, r, i):
-        return _bytes(token.trajectory(run_of(r), _int(i, "token")))
-
-    @endpoint
-    def compare_view(request, i):
-        which = [_int(s, "run") for s in (request.query_params.get("runs") or "").split(",") if s]
-        return JSONResponse(token.compare(runs, which, _int(i, "token")))
-
-    @endpoint
-    def table_view(request, r):
-        p = q(request)
-        return JSONResponse(token.plain(queries.table(
-            run_of(r), queries.Filter.parse(p), p.get("sort", "tok_idx"), p.get("desc") in ("1", "true"),
-            queries.integer(p, "offset", 0), queries.integer(p, "limit", 50, 1, queries.PAGE_MAX))))
-
-    @endpoint
-    def brush_view(request, r):
-        p = q(request)
-        lo, hi = queries.number(p, "x_min"), queries.number(p, "x_max")
-        if lo is None or hi is None:
-            raise ExploreError("the brush needs x_min and x_max")
-        return JSONResponse(token.plain(queries.brush(
-            run_of(r), lo, hi, p.get("sign", "learn"), p.get("sort", "a"), queries.integer(p, "offset", 0),
-            queries.integer(p, "limit", 50, 1, queries.PAGE_MAX))))
-
-    @endpoint
-    def spectrum_view(request, r):
-        return JSONResponse(files.spectrum(run_of(r)))
-
-    @endpoint
-    def artifact_view(request, r):
-        return JSONResponse(files.describe(run_of(r), request.query_params.get("file", "")))
-
-    @endpoint
-    def download_view(request, r, name):
-        what, _, fmt = name.partition(".")
-        path = files.download(run_of(r), what, fmt, q(request))
-        import shutil
-
-        return FileResponse(path, filename=path.name, background=BackgroundTask(shutil.rmtree, path.parent, True))
-
-    def index(request):
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
-
-    async def not_found(request, exc: HTTPException):
-        return _error(f"{request.url.path}: {exc.detail}", exc.status_code)
-
     api = "/api/run/{r}"
-    routes = [Route("/", index), Route("/api/runs", runs_view), Route(f"{api}/window", window_view),
+    routes = [Route("/", index_view), Route("/api/runs", runs_view), Route(f"{api}/window", window_view),
               Route(f"{api}/colours", colours_view), Route(f"{api}/search", search_view),
               Route(f"{api}/token/{{i}}", token_view), Route(f"{api}/trajectory/{{i}}", trajectory_view),
               Route("/api/compare/{i}", compare_view), Route(f"{api}/tokens", table_view),
               Route(f"{api}/events", brush_view), Route(f"{api}/spectrum", spectrum_view),
               Route(f"{api}/artifact", artifact_view), Route(f"{api}/download/{{name}}", download_view),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app.state.runs = runs
+    return app
 
 
 # ----------------------------------------------------------------------------- serving

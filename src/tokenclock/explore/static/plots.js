@@ -1,0 +1,153 @@
+// tokenclock explore, the page (2 of 3): the plots (uPlot, vendored): one token's trajectory with its
+// fitted curve and events, the spectrum with its brush and the list of the brushed events.
+"use strict";
+
+// ----------------------------------------------------------------------------- one token
+
+function axisOpts(label, log) {
+  return {scales: {x: {time: false, distr: log ? 3 : 1}}, axes: [{label, size: 40}, {label: "loss (nats)", size: 50}]};
+}
+
+function eventHook(events) {
+  return (u) => {
+    const ctx = u.ctx, top = u.bbox.top, h = u.bbox.height;
+    ctx.save();
+    for (const e of events) {
+      if (e.mu === null || e.width === null) continue;
+      const px = (x) => u.valToPos(x, "x", true);
+      const lo = px(Math.exp(e.mu - e.width)), hi = px(Math.exp(e.mu + e.width)), mid = px(Math.exp(e.mu));
+      ctx.fillStyle = e.a > 0 ? "rgba(43,140,190,0.12)" : "rgba(215,25,28,0.12)";
+      ctx.fillRect(lo, top, hi - lo, h);
+      ctx.strokeStyle = e.a > 0 ? "#2b8cbe" : "#d7191c";
+      ctx.beginPath(); ctx.moveTo(mid, top); ctx.lineTo(mid, top + h); ctx.stroke();
+      ctx.fillStyle = "#333"; ctx.font = `${11 * devicePixelRatio}px system-ui`;
+      ctx.fillText(`a=${fmt(e.a)}`, mid + 3, top + 12 * devicePixelRatio);
+    }
+    ctx.restore();
+  };
+}
+
+function plot(id, opts, data) {
+  if (S.plots[id]) S.plots[id].destroy();
+  const box = $(id);
+  box.replaceChildren();
+  opts.width = Math.max(300, box.clientWidth || box.parentElement.clientWidth - 20);
+  opts.height = opts.height || 260;
+  S.plots[id] = new uPlot(opts, data, box);
+  return S.plots[id];
+}
+
+async function trajectoryOf(r, i) {
+  const R = S.runs[r], v = await getF32(`/api/run/${r}/trajectory/${i}`);
+  const K = R.x.length, keep = R.x.map((x) => x > 0);
+  const xs = R.x.filter((x, k) => keep[k]), loss = Array.from(v.slice(0, K)).filter((y, k) => keep[k]);
+  return {xs, loss, fit: Array.from(v.slice(K)), xf: R.x_fit};
+}
+
+function normalized(R, xs) {  // position along a run's own log axis, 0 = first kept checkpoint, 1 = last
+  const [a, b] = R.u_range;
+  return xs.map((x) => (Math.log(x) - a) / ((b - a) || 1));
+}
+
+async function drawTrajectory(i, detail) {
+  const tr = await trajectoryOf(S.r, i);
+  const others = $("#compare").checked ? Object.keys(run().compare).filter((o) => run().compare[o] === null).map(Number) : [];
+  const shared = others.every((o) => S.runs[o].axis === run().axis);
+  const X = (R, xs) => (shared ? xs : normalized(R, xs));
+  const tables = [[X(run(), tr.xs), tr.loss]];
+  const series = [{}, {label: `${run().name} measured`, stroke: "#333", paths: () => null, points: {show: true, size: 5, fill: "#333"}}];
+  if (detail.fit) { tables.push([X(run(), tr.xf), tr.fit]); series.push({label: "fitted curve", stroke: "#d00", width: 1.5, spanGaps: true, points: {show: false}}); }
+  const palette = ["#1b9e77", "#7570b3", "#e7298a", "#66a61e"];
+  for (const [k, o] of others.entries()) {
+    const t = await trajectoryOf(o, i);
+    tables.push([X(S.runs[o], t.xs), t.loss]);
+    series.push({label: `${S.runs[o].name} measured`, stroke: palette[k % 4], width: 1, spanGaps: true, points: {show: true, size: 3}});
+  }
+  const data = tables.length > 1 ? uPlot.join(tables) : tables[0];
+  const label = shared ? run().axis : "position along each run's ln axis (0 first, 1 last checkpoint)";
+  const opts = {...axisOpts(label, shared), series, hooks: {draw: shared ? [eventHook(detail.events)] : []}};
+  plot("#traj-plot", opts, data);
+  const overlaid = others.length ? [`overlaid: ${others.map((o) => S.runs[o].name).join(", ")}`] : [];
+  $("#compare-msg").textContent = [...overlaid, ...S.refused].join("; ");
+}
+
+function metaTable(d) {
+  const f = d.fit || {};
+  const rows = [["token", `“${visible(d.text)}” (id ${fmt(d.token_id)})`], ["context", `${visible(d.context)}[${visible(d.text)}]`],
+    ["tok_idx / sequence / position", `${fmt(d.tok_idx)} / ${fmt(d.sequence)} / ${fmt(d.position)}`],
+    ["class", f.class ?? "– (no fit)"], ["r2", fmt(f.r2)], ["BIC winner (model)", `${f.model ?? "–"} (BIC gap ${fmt(f.bic_gap)})`],
+    ["final level b / slope c", `${fmt(f.b)} / ${fmt(f.c)}`], ["training-set count", fmt(d.train_count)],
+    ["final loss / total drop (nats)", `${fmt(d.final_loss)} / ${fmt(d.total_drop)}`]];
+  const t = $("#token-meta");
+  t.replaceChildren(...rows.map(([k, v]) => { const tr = el("tr"); tr.append(el("th", {}, k), el("td", {class: "tok"}, v)); return tr; }));
+  const ev = $("#token-events");
+  ev.replaceChildren();
+  if (d.events.length) {
+    const head = el("tr");
+    ["event", `midpoint (${run().axis})`, "mu = ln x", "width (ln x)", "amplitude a (nats)", "resolved"].forEach((h) => head.append(el("th", {}, h)));
+    ev.append(head);
+    d.events.forEach((e, k) => {
+      const tr = el("tr");
+      [k + 1, fmt(e.x_mid), fmt(e.mu), fmt(e.width), fmt(e.a), e.resolved === null || e.resolved === undefined ? "–" : (e.resolved ? "yes" : "no")].forEach((v) => tr.append(el("td", {class: "num"}, v)));
+      ev.append(tr);
+    });
+  }
+}
+
+const select = guard("#token-err", async (i) => {
+  S.sel = i;
+  document.querySelectorAll("#text .t.sel").forEach((s) => s.classList.remove("sel"));
+  const s = document.querySelector(`#text .t[data-i="${i}"]`);
+  if (s) s.classList.add("sel");
+  const d = await getJSON(api(`token/${i}`));
+  $("#traj-title").textContent = `Token ${fmt(d.tok_idx)}: “${visible(d.text)}”`;
+  $("#traj-title").dataset.i = i;
+  metaTable(d);
+  await drawTrajectory(i, d);
+  history.replaceState(null, "", `#run=${S.r}&tok=${i}`);
+});
+
+// ----------------------------------------------------------------------------- spectrum and brush
+
+const loadBrush = guard("#spectrum-err", async () => {
+  if (!S.brush) return;
+  const p = new URLSearchParams({x_min: S.brush[0], x_max: S.brush[1], sign: $("#brush-sign").value});
+  downloads("#brush-downloads", "events", p);
+  p.set("sort", $("#brush-sort").value); p.set("offset", S.brushOffset); p.set("limit", S.limit);
+  const res = await getJSON(api(`events?${p}`));
+  const cols = [...COMMON, {label: "event a", get: (r) => fmt(r.event_a)}, {label: `learning time (${run().axis})`, get: (r) => fmt(r.event_x)},
+    {label: "r2", get: (r) => fmt(r.r2)}, {label: "tok_idx", get: (r) => fmt(r.tok_idx)}];
+  renderRows("#brush-table", cols, res.rows, false);
+  $("#brush-info").textContent = `${run().axis} ${fmt(S.brush[0])}–${fmt(S.brush[1])}: ${fmt(res.total)} events, ` +
+    `${fmt(res.share_of_spectrum)} nats per token of the spectrum; rows ${fmt(res.total ? S.brushOffset + 1 : 0)}–${fmt(S.brushOffset + res.rows.length)}`;
+  $("#brush-info").dataset.total = res.total;
+});
+
+const loadSpectrum = guard("#spectrum-err", async () => {
+  ["#spec-plot", "#recon-plot"].forEach((id) => { if (S.plots[id]) { S.plots[id].destroy(); delete S.plots[id]; } $(id).replaceChildren(); });
+  if (!run().has_fit) { $("#spectrum-err").textContent = `the spectrum needs a fit: run \`tokenclock fit ${run().root}\``; return; }
+  const sp = await getJSON(api("spectrum"));
+  const d = sp.density, keep = d.x.map((x) => x > 0);
+  const xs = d.x.filter((x, k) => keep[k]);
+  const pick = (ys) => (ys || []).filter((y, k) => keep[k]);
+  const opts = {height: 220, scales: {x: {time: false, distr: 3}}, cursor: {drag: {x: true, y: false, setScale: false}},
+    axes: [{label: `learning time (${run().axis})`}, {label: "ρ (nats per ln x)", size: 60}],
+    series: [{}, {label: "learning ρ (a > 0)", stroke: "#2b8cbe", fill: "rgba(43,140,190,0.15)"},
+      {label: "rises ρ (a < 0)", stroke: "#d7191c"}],
+    hooks: {setSelect: [(u) => {
+      if (u.select.width < 2) return;
+      S.brush = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
+      S.brushOffset = 0; loadBrush();
+    }]}};
+  plot("#spec-plot", opts, [xs, pick(d.rho_learn), pick(d.rho_rise)]);
+  if (sp.curve) {
+    const c = sp.curve, ck = c.x.map((x) => x > 0), f = (ys) => ys.filter((y, k) => ck[k]);
+    const r2 = sp.summary.reconstruction_r2;
+    plot("#recon-plot", {height: 200, scales: {x: {time: false, distr: 3}},
+      axes: [{label: `${run().axis}${r2 !== undefined ? ` (reconstruction R² ${fmt(r2)})` : ""}`}, {label: "-dL/d ln x", size: 60}],
+      series: [{}, {label: "measured", stroke: "#333", width: 1.5}, {label: "reconstructed from events", stroke: "#d00", dash: [5, 3]}]},
+    [f(c.x), f(c.dldu_measured), f(c.dldu_reconstructed)]);
+  } else {
+    $("#recon-plot").textContent = `histogram of fit/events.parquet (the spectrum stage has not run: \`tokenclock spectrum ${run().root}\`)`;
+  }
+});
