@@ -3,9 +3,12 @@ its difficulty is planted as documented (Zipf counts), the `synthetic:NAME` sour
 --synthetic, the unknown name, and the planted truth of a tiny traced run."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,21 +96,52 @@ def test_cli_synthetic(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def facts_run(tmp_path_factory):
-    """A tiny run on synthetic:facts: corpus -> tokens -> 8 steps -> trace of 16 windows."""
-    run = tmp_path_factory.mktemp("synthetic") / "facts"
-    sets = ["corpus.sources=[synthetic:facts]", "corpus.max_chars=400000", "corpus.val_fraction=0.15",
-            "tokens.vocab_size=2048", "model.preset=llama-100k", "train.steps=8", "train.batch_size=4",
-            "train.seq_len=64", "train.warmup_steps=2", "train.ckpt_per_decade=4", "train.val_seqs=4",
-            "train.dtype=fp32", "trace.n_seqs=16"]
-    flags = sum((["--set", s] for s in sets), [])
-    assert main(["train", "--config", "synthetic", "--out", str(run), "--quiet", *flags]) == 0
-    assert main(["trace", str(run), "--config", "synthetic", "--quiet", *flags]) == 0
-    return run
+def control(tmp_path_factory):
+    """benchmarks/synthetic_control.py --quick: a tiny run on synthetic:facts, both weight series
+    traced, fitted and scored; returns (run directory, the benchmark module)."""
+    module = _benchmark()
+    run = tmp_path_factory.mktemp("synthetic") / "control"
+    assert module.main(["--quick", "--out", str(run)]) == 0
+    return run, module
 
 
-def test_planted_truth_of_a_traced_run(facts_run):
-    run = RunDir(facts_run)
+def _benchmark():
+    """The module benchmarks/synthetic_control.py (with its sibling _common importable)."""
+    bench = Path(__file__).parents[3] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.append(str(bench))
+    spec = importlib.util.spec_from_file_location("synthetic_control", bench / "synthetic_control.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_quick_mode_writes_its_figures_and_resumes(control, capsys):
+    run, module = control
+    result = json.loads((run / "synthetic_control.json").read_text())
+    assert set(result["series"]) == {"raw", "avg"}
+    for fig in result["series"].values():
+        assert -1 <= fig["spearman_mu_vs_count"] <= 1 and 0 <= fig["share_learned"] <= 1
+        assert fig["learnable_value_tokens"] > 0 and fig["reconstruction_r2_heldout_after_warmup"] is not None
+        assert sum(r["value_tokens"] for r in fig["by_count"]) == fig["learnable_value_tokens"]
+        assert {"entity", "relation", "value", "other"} <= set(fig["misfit_by_kind"])
+    loss = RunDir(run, "avg").trace_loss
+    mtime = loss.stat().st_mtime_ns
+    assert module.main(["--quick", "--out", str(run)]) == 0  # a rerun skips every finished stage
+    assert loss.stat().st_mtime_ns == mtime
+    out = capsys.readouterr().out
+    assert "goal <= -0.9" in out and "goal >= 0.95" in out
+
+
+def test_half_drop_steps_is_model_free():
+    steps = np.array([1, 2, 4, 8, 16, 32, 64])
+    loss = np.array([[8, 8, 8, 7, 2, 0, 0], [8, 8, 8, 8, 8, 8, 7.5], [9, 5, 4, 2.5, 2, 1, 0]], float).T
+    got = _benchmark().half_drop_steps(loss, steps, after_step=2)
+    assert got[0] == 16 and np.isnan(got[1]) and got[2] == 8  # (8+0)/2 reached at 16; a drop < 1 nat; (5+0)/2 at 8
+
+
+def test_planted_truth_of_a_traced_run(control):
+    run = RunDir(control[0])
     truth = S.planted(run.root)
     toks = read_parquet(run.trace_tokens)
     assert np.array_equal(truth["tok_idx"], toks["tok_idx"])
