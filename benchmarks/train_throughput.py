@@ -60,6 +60,40 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     return time.perf_counter() - t0
 
 
+def ema_cost(cfg, run_dir, steps: int = 10) -> tuple[float, float]:
+    """(median seconds of one training step, median seconds of one train.avg EMA update after it),
+    interleaved in one process, so the ratio holds on a loaded machine."""
+    import torch
+
+    from tokenclock.artifacts import read_json, read_npy
+    from tokenclock.rundir import RunDir
+    from tokenclock.stages.train.average import WeightAverage
+    from tokenclock.stages.train.model import build_model
+    from tokenclock.windows import batch_offsets, make_batch
+
+    run = RunDir(run_dir)
+    stream = read_npy(run.token_stream("train"), mmap=True)
+    model = build_model(cfg.model, read_json(run.tokens_meta)["vocab_size"], cfg.seed)
+    avg, opt = WeightAverage(model, cfg.train.avg_sigma_rel), torch.optim.AdamW(model.parameters(), lr=1e-3)
+    t_step, t_avg = [], []
+    for step in range(steps + 2):
+        batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), cfg.train.batch_size,
+                                                 cfg.train.seq_len), cfg.train.seq_len)
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t1 = time.perf_counter()
+        avg.update(step + 1)
+        if step >= 2:
+            t_step.append(t1 - t0)
+            t_avg.append(time.perf_counter() - t1)
+    return float(sorted(t_step)[len(t_step) // 2]), float(sorted(t_avg)[len(t_avg) // 2])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="llama-500k")
@@ -117,6 +151,10 @@ def main() -> None:
         aloop = asum["loop_tokens_per_second"]
         print(f"  with train.avg    {tokens / ours_avg:10,.0f} tokens/s  ({ours_avg:.2f} s; steady loop {aloop:,.0f} "
               f"tokens/s; cost {ours_avg / ours:.3f}x wall, {summary['loop_tokens_per_second'] / aloop:.3f}x loop)")
+        if summary["device"] == "cpu":
+            t_step, t_avg = ema_cost(sparse, tmp + "/run")
+            print(f"  EMA update alone  {t_avg * 1e3:10.2f} ms per step against {t_step * 1e3:.0f} ms per training step "
+                  f"({t_avg / t_step:.2%}; interleaved in one process)")
     loop = summary["loop_tokens_per_second"]
     print(f"  steady loop       {loop:10,.0f} tokens/s  (without checkpoints and the first 3 steps)")
     print(f"overhead ratio      {ours / bare:10.3f}x  (wall clock of everything; goal <= 1.10x"
