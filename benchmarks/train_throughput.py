@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--no-avg", action="store_true", help="skip the train.avg=ema run")
+    ap.add_argument("--ema-only", action="store_true",
+                    help="only time the EMA update against a training step, interleaved in one process")
     ap.add_argument("--no-dense", action="store_true",
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
@@ -121,6 +123,11 @@ def main() -> None:
 
     build_corpus(tmp + "/run", cfg.corpus, progress=False)
     tokenize(tmp + "/run", cfg.tokens, progress=False)
+    if args.ema_only:
+        t_step, t_avg = ema_cost(sparse, tmp + "/run")
+        print(f"EMA update (train.avg=ema) {t_avg * 1e3:.2f} ms per step against {t_step * 1e3:.0f} ms per training step "
+              f"of {args.preset}, {args.batch}x{args.seq_len} tokens ({t_avg / t_step:.3%}; interleaved in one process)")
+        return
     shutil.copytree(tmp + "/run", tmp + "/dense")
     shutil.copytree(tmp + "/run", tmp + "/avg")
     bare1 = bare_loop(cfg, tmp + "/run", args.steps)
