@@ -15,8 +15,9 @@ fits and computes the spectrum, then reads the planted truth of every traced tok
 
 and a table of the value tokens by count bin (share learned, median learning step). When the
 trainer keeps averaged weights (train.avg), the averaged series is traced, fitted and scored too,
-beside the raw one. Resumable: a rerun with the same --out skips the finished stages. Writes
-DIR/synthetic_control.json. `--quick` is a seconds-long run for tests (its figures mean nothing).
+beside the raw one. Resumable: a rerun with the same --out skips training and tracing when they
+are done (fit and spectrum, seconds, are computed again). Writes DIR/synthetic_control.json, with
+the seconds of every call. `--quick` is a seconds-long run for tests (its figures mean nothing).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import numpy as np
 SERIES = ("raw", "avg")  # the preset keeps averaged weights (train.avg=ema)
 GOAL_SPEARMAN = -0.9
 GOAL_R2 = 0.95
+RISE_NATS = 0.5  # fit.min_drop_nats: a change the fitter counts as an event
 COUNT_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 10**9)
 QUICK = ["corpus.max_chars=300000", "tokens.vocab_size=2048", "model.preset=llama-100k", "train.steps=24",
          "train.batch_size=4", "train.seq_len=64", "train.warmup_steps=2", "train.ckpt_per_decade=6",
@@ -43,7 +45,7 @@ QUICK = ["corpus.max_chars=300000", "tokens.vocab_size=2048", "model.preset=llam
 
 def run_stages(out: Path, sets: list[str]) -> dict:
     """train, then trace, fit and spectrum of each weight series; each stage skips when done.
-    Returns the seconds of each stage in this call."""
+    Returns the seconds of each stage in this call (the manifest keeps the seconds it took)."""
     from tokenclock.config import load_config
     from tokenclock.pipeline import train
     from tokenclock.rundir import RunDir
@@ -58,7 +60,8 @@ def run_stages(out: Path, sets: list[str]) -> dict:
     seconds["train"] = time.time() - t
     for w in SERIES:
         run = RunDir(out, w)
-        for name, fn in (("trace", lambda: trace(run.root, dataclasses.replace(cfg.trace, weights=w), progress=False)),
+        tcfg = dataclasses.replace(cfg.trace, weights=w)
+        for name, fn in (("trace", lambda: trace(run.root, tcfg, progress=False)),
                          ("fit", lambda: fit(run, cfg.fit, progress=False)),
                          ("spectrum", lambda: spectrum(run, cfg.spectrum, progress=False))):
             t = time.time()
@@ -90,6 +93,16 @@ def half_drop_steps(loss_kn: np.ndarray, steps: np.ndarray, after_step: int) -> 
     return out
 
 
+def rise_before(loss_kn: np.ndarray, steps: np.ndarray, until: np.ndarray) -> np.ndarray:
+    """Per token, the largest rise of its loss above an earlier checkpoint's, at checkpoints before
+    `until` (a step per token), (N,) nats: a rise the token's later fall must undo, which takes
+    events of its own."""
+    before = steps[:, None] < np.nan_to_num(until, nan=np.inf)[None, :]
+    x = np.where(before, loss_kn, np.nan)
+    run_min = np.fmin.accumulate(np.nan_to_num(x, nan=np.inf), axis=0)
+    return np.nanmax(np.where(before, x - run_min, 0.0), axis=0)
+
+
 def learning_times(run, truth: dict, after_step: int) -> dict:
     """Spearman of the fitted learning times against the planted counts, the share learned, the
     same figures by count bin, and the model-free ceiling (half_drop_steps)."""
@@ -103,10 +116,11 @@ def learning_times(run, truth: dict, after_step: int) -> dict:
     count, learnable = truth["fact_count"], truth["learnable"]
     learned = learnable & (cls == "learned") & np.isfinite(mu)
     steps = np.asarray(read_parquet(run.trace_axis, columns=["step"])["step"])
+    loss = np.asarray(read_npy(run.trace_loss)[:, learnable], np.float64)  # (K, learnable)
     t_half = np.full(len(cls), np.nan)
-    t_half[learnable] = half_drop_steps(np.asarray(read_npy(run.trace_loss)[:, learnable], np.float64),
-                                        steps, after_step)
+    t_half[learnable] = half_drop_steps(loss, steps, after_step)
     halved = learnable & np.isfinite(t_half)
+    rise = rise_before(loss, steps, np.fmin(t_half[learnable], max(after_step, steps[1])))
 
     def rho(x, y, m):
         return float(spearmanr(x[m], y[m]).statistic) if m.sum() > 2 else float("nan")
@@ -130,6 +144,7 @@ def learning_times(run, truth: dict, after_step: int) -> dict:
         "spearman_half_drop_vs_count": rho(t_half, count, halved),
         "half_drop_value_tokens": int(halved.sum()),
         "spearman_mu_vs_half_drop": rho(mu, np.log(t_half), learned & halved),
+        "share_rise_in_warmup": float(np.mean(rise[np.isfinite(t_half[learnable])] > RISE_NATS)),
         "by_count": rows,
     }
 
@@ -145,7 +160,8 @@ def misfit_by_kind(run, truth: dict, after: np.ndarray, smoothing: int) -> dict:
 
     u, keep = load_axis(run, "step")
     loss = np.asarray(read_npy(run.trace_loss), np.float64)[np.asarray(keep, bool)]
-    ev = {k: np.asarray(v) for k, v in read_parquet(run.fit_events, columns=["tok_idx", "a", "mu", "width"]).items()}
+    cols = ["tok_idx", "a", "mu", "width"]
+    ev = {k: np.asarray(v) for k, v in read_parquet(run.fit_events, columns=cols).items()}
     n_tok = loss.shape[1]
     kinds = np.where((truth["kind"] == "value") & ~truth["learnable"], "value (not learnable)", truth["kind"])
     meas, rec = {}, {}
@@ -157,7 +173,25 @@ def misfit_by_kind(run, truth: dict, after: np.ndarray, smoothing: int) -> dict:
     out = {"r2_after_warmup": r2_score(total_r[after], total_m[after])}
     for k in meas:
         fixed = total_r - rec[k] + meas[k]
-        out[k] = {"token_share": float((kinds == k).mean()), "r2_after_warmup_if_exact": r2_score(fixed[after], total_m[after])}
+        out[k] = {"token_share": float((kinds == k).mean()),
+                  "r2_after_warmup_if_exact": r2_score(fixed[after], total_m[after])}
+    return out
+
+
+def r2_from_steps(curve: dict, after_step: int) -> dict:
+    """Where the held-out misfit lies: the reconstruction R^2 held out (alternating and block)
+    over the checkpoints from after_step, 2x, 4x and 8x it on."""
+    from tokenclock.scores import r2_score
+
+    c = {k: np.asarray(v) for k, v in curve.items()}
+    out = {}
+    for f in (1, 2, 4, 8):
+        late = c["step"] >= f * max(after_step, 1)
+        held, block = late & c["heldout"], late & c["block_heldout"]
+        out[str(f * max(after_step, 1))] = {
+            "heldout": r2_score(c["dldu_heldout"][held], c["dldu_measured"][held]) if held.sum() > 2 else None,
+            "block_heldout": r2_score(c["dldu_block_heldout"][block], c["dldu_measured"][block])
+            if block.sum() > 2 else None}
     return out
 
 
@@ -166,12 +200,14 @@ def figures(run, truth: dict) -> dict:
     from tokenclock.artifacts import read_json, read_parquet
 
     ssum = read_json(run.spectrum_summary)
-    curve = read_parquet(run.spectrum_curve(), columns=["after_warmup"])
+    curve = read_parquet(run.spectrum_curve(), columns=["step", "after_warmup", "heldout", "block_heldout",
+                                                       "dldu_measured", "dldu_heldout", "dldu_block_heldout"])
     out = learning_times(run, truth, int(ssum.get("after_step") or 0))
-    out.update({k: ssum.get(k) for k in ("reconstruction_r2_heldout_after_warmup", "reconstruction_r2_heldout",
-                                         "reconstruction_r2", "reconstruction_r2_after_warmup",
-                                         "reconstruction_r2_block_heldout_after_warmup", "token_split_r2_after_warmup",
-                                         "after_step")})
+    out.update({k: ssum.get(k) for k in (
+        "reconstruction_r2_heldout_after_warmup", "reconstruction_r2_heldout", "reconstruction_r2",
+        "reconstruction_r2_after_warmup", "reconstruction_r2_block_heldout_after_warmup",
+        "token_split_r2_after_warmup", "after_step")})
+    out["r2_heldout_from_step"] = r2_from_steps(curve, int(ssum.get("after_step") or 0))
     out["misfit_by_kind"] = misfit_by_kind(run, truth, np.asarray(curve["after_warmup"], bool),
                                            int((ssum.get("config") or {}).get("smoothing", 2)))
     return out
@@ -187,10 +223,10 @@ def format_figures(series: dict[str, dict]) -> str:
     names = list(series)
 
     def row(label: str, key: str, fmt: str, goal: str = "") -> str:
-        cells = "".join(f"{_cell(series[s].get(key), fmt):>10}" for s in names)
+        cells = "".join(f"{_cell(series[s].get(key), fmt):>14}" for s in names)
         return f"  {label:<52}{cells}   {goal}".rstrip()
 
-    lines = [f"  {'':<52}" + "".join(f"{s:>10}" for s in names),
+    lines = [f"  {'':<52}" + "".join(f"{s:>14}" for s in names),
              row("Spearman(mu, planted count), learned value tokens", "spearman_mu_vs_count", ".3f",
                  f"goal <= {GOAL_SPEARMAN} (negative: more frequent, earlier)"),
              row("share of learnable value tokens classified learned", "share_learned", ".3f"),
@@ -203,14 +239,20 @@ def format_figures(series: dict[str, dict]) -> str:
              "  diagnostics",
              row("  Spearman(half-drop step, count): model-free", "spearman_half_drop_vs_count", ".3f"),
              row("  Spearman(mu, ln half-drop step), learned", "spearman_mu_vs_half_drop", ".3f"),
-             row("  learned / learnable value tokens", "learned_value_tokens", "d")]
+             row("  learned / learnable value tokens", "learned_value_tokens", "d"),
+             row(f"  learnable values rising > {RISE_NATS} nats in warmup", "share_rise_in_warmup", ".3f")]
+    for step in series[names[0]]["r2_heldout_from_step"]:
+        pairs = [[_cell(series[s]["r2_heldout_from_step"][step][k], ".3f") for k in ("heldout", "block_heldout")]
+                 for s in names]
+        cells = "".join(f"{' / '.join(p):>14}" for p in pairs)
+        lines.append(f"  {'  R^2 held-out / block held-out from step ' + step:<52}{cells}")
     kinds = list(series[names[0]]["misfit_by_kind"])[1:]
     lines.append("  in-sample R^2 after warmup if one kind of token were reconstructed exactly "
                  "(" + ", ".join(f"{s} {_cell(series[s]['misfit_by_kind']['r2_after_warmup'], '.3f')}"
                                  for s in names) + " as fitted)")
     for k in kinds:
         share = series[names[0]]["misfit_by_kind"][k]["token_share"]
-        cells = "".join(f"{_cell(series[s]['misfit_by_kind'][k]['r2_after_warmup_if_exact'], '.3f'):>10}"
+        cells = "".join(f"{_cell(series[s]['misfit_by_kind'][k]['r2_after_warmup_if_exact'], '.3f'):>14}"
                         for s in names)
         lines.append(f"    {k + f' ({share:.0%} of tokens)':<50}{cells}")
     for s in names:
@@ -248,11 +290,17 @@ def main(argv: list[str] | None = None) -> int:
               "overrides": sets, "seconds": seconds, "wall_seconds": round(time.time() - t0, 1),
               "cpu_seconds": round(cpu, 1),
               "value_tokens": int((truth["kind"] == "value").sum()), "traced_tokens": int(len(truth["tok_idx"])),
-              "command": "python benchmarks/synthetic_control.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    (out / "synthetic_control.json").write_text(json.dumps(result, indent=2))
+              "command": " ".join(["python benchmarks/synthetic_control.py", *(argv if argv is not None
+                                                                               else sys.argv[1:])])}
+    path = out / "synthetic_control.json"
+    before = json.loads(path.read_text()).get("calls", []) if path.is_file() else []
+    result["calls"] = before + [{k: result[k] for k in ("seconds", "wall_seconds", "cpu_seconds")}]
+    path.write_text(json.dumps(result, indent=2))
+    earlier = ", ".join(f"{c['wall_seconds']:.0f} s" for c in before)
     print(f"synthetic control: {out} ({result['traced_tokens']:,} traced tokens, "
-          f"{result['value_tokens']:,} value tokens; this call {result['wall_seconds']:.0f} s, "
-          f"{result['cpu_seconds']:.0f} CPU s)")
+          f"{result['value_tokens']:,} value tokens); this call {result['wall_seconds']:.0f} s "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in seconds.items())}), {result['cpu_seconds']:.0f} CPU s"
+          + (f"; earlier calls {earlier}" if before else ""))
     print(format_figures(result["series"]))
     return 0
 
