@@ -112,7 +112,10 @@ def learning_times(run, truth: dict, after_step: int) -> dict:
 
     toks = read_parquet(run.fit_tokens, columns=["tok_idx", "class"])
     cls = np.asarray(toks["class"], dtype=object)
-    mu = dominant_mu(read_parquet(run.fit_events, columns=["tok_idx", "a", "mu"]), len(cls))
+    events = read_parquet(run.fit_events, columns=["tok_idx", "a", "mu"])
+    mu = dominant_mu(events, len(cls))
+    fitted_rise = np.zeros(len(cls), dtype=bool)
+    fitted_rise[np.asarray(events["tok_idx"])[np.asarray(events["a"]) < 0]] = True
     count, learnable = truth["fact_count"], truth["learnable"]
     learned = learnable & (cls == "learned") & np.isfinite(mu)
     steps = np.asarray(read_parquet(run.trace_axis, columns=["step"])["step"])
@@ -145,6 +148,7 @@ def learning_times(run, truth: dict, after_step: int) -> dict:
         "half_drop_value_tokens": int(halved.sum()),
         "spearman_mu_vs_half_drop": rho(mu, np.log(t_half), learned & halved),
         "share_rise_in_warmup": float(np.mean(rise[np.isfinite(t_half[learnable])] > RISE_NATS)),
+        "share_with_fitted_rise": float(fitted_rise[halved].mean()) if halved.any() else float("nan"),
         "by_count": rows,
     }
 
@@ -240,7 +244,8 @@ def format_figures(series: dict[str, dict]) -> str:
              row("  Spearman(half-drop step, count): model-free", "spearman_half_drop_vs_count", ".3f"),
              row("  Spearman(mu, ln half-drop step), learned", "spearman_mu_vs_half_drop", ".3f"),
              row("  learned / learnable value tokens", "learned_value_tokens", "d"),
-             row(f"  learnable values rising > {RISE_NATS} nats in warmup", "share_rise_in_warmup", ".3f")]
+             row(f"  learnable values rising > {RISE_NATS} nats in warmup", "share_rise_in_warmup", ".3f"),
+             row("  learnable values with a fitted rise (a < 0)", "share_with_fitted_rise", ".3f")]
     for step in series[names[0]]["r2_heldout_from_step"]:
         pairs = [[_cell(series[s]["r2_heldout_from_step"][step][k], ".3f") for k in ("heldout", "block_heldout")]
                  for s in names]
