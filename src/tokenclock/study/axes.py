@@ -107,12 +107,6 @@ def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.nda
     return {"replicate_ceiling_r2": float(np.mean(finite)) if finite else None, "n_seeds": len(seeds)}
 
 
-def _mean_final_loss(sd: StudyDir, good: dict, model: str, steps: int) -> np.ndarray | None:
-    """Per-token final loss of (model, budget), averaged over the seeds that finished."""
-    names = [n for n, s in good.items() if s["model"] == model and s["steps"] == steps]
-    return np.mean([read_npy(sd.final_losses(n)) for n in names], axis=0) if names else None
-
-
 def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool) -> dict:
     """D_<model> (loss over budgets, one model) and M_<budget> (loss over model sizes, one budget)
     from the finished runs `good` {name: study.json record}; an axis with fewer than MIN_POINTS
@@ -127,8 +121,10 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
     for kind, keys, others in (("D", st.models(), st.budgets()), ("M", st.budgets(), st.models())):
         for key in keys:
             name = f"D_{key}" if kind == "D" else f"M_{key:07d}"
-            pts = [(o, _mean_final_loss(sd, good, *((key, o) if kind == "D" else (o, key)))) for o in others]
-            pts = [(o, v) for o, v in pts if v is not None]
+            # per point: {seed: final losses}, read once; the trajectory is their mean over seeds
+            seeds = [(o, seed_losses(sd, good, *((key, o) if kind == "D" else (o, key)))) for o in others]
+            seeds = [(o, d) for o, d in seeds if d]
+            pts = [(o, np.mean(list(d.values()), axis=0)) for o, d in seeds]
             if len(pts) < MIN_POINTS:
                 axes[name] = {"status": "skipped", "n_points": len(pts),
                               "error": f"{len(pts)} finished runs on this axis; fitting needs {MIN_POINTS}"}
@@ -145,9 +141,7 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
             except TokenclockError as e:
                 axes[name] = {"status": "failed", "error": str(e).splitlines()[0]}
                 continue
-            per_seed = [seed_losses(sd, good, *((key, pts[i][0]) if kind == "D" else (pts[i][0], key)))
-                        for i in order]
-            rep = replicate_ceiling(sd.axis(name), x[order], per_seed, cfg0.spectrum.smoothing)
+            rep = replicate_ceiling(sd.axis(name), x[order], [seeds[i][1] for i in order], cfg0.spectrum.smoothing)
             held, ceil = axes[name].get("reconstruction_r2_heldout"), rep["replicate_ceiling_r2"]
             rep["heldout_ratio_to_ceiling"] = held / ceil if held is not None and ceil and ceil > 0 else None
             axes[name].update(rep)

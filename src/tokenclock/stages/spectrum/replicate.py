@@ -18,6 +18,7 @@ from tokenclock.errors import DataError, RunDirError
 from tokenclock.rundir import RunDir, load_manifest
 from tokenclock.scores import r2_score
 from tokenclock.stages.spectrum.reconstruct import measured_curve, measured_derivative, reconstruct_derivative
+from tokenclock.stages.spectrum.stage import SpectrumConfig, _after_step, _finite_events
 
 PRIMARY = "step"  # replicates are compared on the step clock: the one both runs share exactly
 
@@ -54,20 +55,14 @@ def check_replicates(a: RunDir, b: RunDir) -> tuple[np.ndarray, np.ndarray, list
     return np.searchsorted(sa, common), np.searchsorted(sb, common), dropped
 
 
-def _warmup(run: RunDir) -> int:
-    train = load_manifest(run)["stages"].get("train", {}).get("config") or {}
-    return int((train.get("train") or {}).get("warmup_steps") or 0)
-
-
 def _series(run: RunDir, rows: np.ndarray, u: np.ndarray, smoothing: int) -> tuple[np.ndarray, np.ndarray]:
     """(measured -dL/du, reconstructed -dL/du from the run's own events) at the given trace rows."""
     loss = read_npy(run.trace_loss, mmap=True)
     keep = np.zeros(loss.shape[0], bool)
     keep[rows] = True
     meas = measured_derivative(measured_curve(loss, keep), u, smoothing)
-    ev = read_parquet(run.fit_events, columns=["a", "mu", "width"])
-    ok = np.isfinite(ev["a"]) & np.isfinite(ev["mu"]) & (ev["width"] > 0)
-    rec = reconstruct_derivative({k: np.asarray(v)[ok] for k, v in ev.items()}, loss.shape[1], u)
+    events, _ = _finite_events(read_parquet(run.fit_events, columns=["a", "mu", "width"]))
+    rec = reconstruct_derivative(events, loss.shape[1], u)
     return meas, rec
 
 
@@ -80,11 +75,12 @@ def replicate(run_a: RunDir | str, run_b: RunDir | str, cfg=None, *, progress: b
     checkpoints and their ratio to the ceiling, and the cross reconstructions (A's events vs B's
     derivative and back). Writes A's spectrum/replicate.json and replicate_series.parquet."""
     a, b = RunDir(run_a), RunDir(run_b, RunDir(run_a).weights)
-    smoothing = getattr(cfg, "smoothing", 2)
+    cfg = cfg or SpectrumConfig()
+    smoothing = cfg.smoothing
     ra, rb, dropped = check_replicates(a, b)
     steps = np.asarray(read_parquet(a.trace_axis)["step"], np.int64)[ra]
     u = np.log(steps.astype(np.float64))
-    warm = _warmup(a)
+    warm = _after_step(a, cfg)
     after = steps >= warm
     meas_a, rec_a = _series(a, ra, u, smoothing)
     meas_b, rec_b = _series(b, rb, u, smoothing)
