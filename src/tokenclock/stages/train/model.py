@@ -11,13 +11,20 @@ from dataclasses import dataclass
 from tokenclock.errors import ConfigError
 
 # name: (hidden, layers, heads, kv_heads, intermediate). Non-embedding parameter counts are
-# computed by `non_embedding_params` and listed in the README (`tokenclock presets`).
+# computed by `non_embedding_params` and listed in the README (`tokenclock presets`). llama-170k,
+# -280k, -700k, -1.2m and -1.9m sit between the others so that 100k, 170k, 280k, 500k, 700k, 1.2m,
+# 1.9m and 4m are spaced evenly in ln(params) (ratio 1.62 +- 0.05: study-cpu's M axis).
 PRESETS: dict[str, tuple[int, int, int, int, int]] = {
     "llama-100k": (64, 2, 4, 4, 192),
+    "llama-170k": (64, 3, 4, 4, 224),
     "llama-250k": (80, 3, 4, 4, 224),
+    "llama-280k": (88, 3, 4, 4, 232),
     "llama-500k": (96, 4, 4, 4, 256),
+    "llama-700k": (112, 4, 4, 4, 384),
     "llama-1m": (128, 4, 4, 4, 480),
+    "llama-1.2m": (128, 5, 4, 4, 448),
     "llama-2m": (160, 5, 5, 5, 512),
+    "llama-1.9m": (160, 5, 5, 5, 576),
     "llama-4m": (192, 6, 6, 6, 640),
     "llama-8m": (256, 8, 8, 8, 864),
     "llama-20m": (384, 11, 6, 6, 1024),
