@@ -274,6 +274,12 @@ class PoolDir(RunDir):
         return self.trace_dir / "offsets.npy"
 
 
+def _suffix(weights: str) -> str:
+    if weights not in WEIGHT_SERIES:
+        raise RunDirError(f"unknown weight series '{weights}'", "use raw or avg")
+    return "" if weights == "raw" else "_" + weights
+
+
 @dataclass(frozen=True)
 class StudyDir:
     """Names of everything inside one study directory (`tokenclock study CONFIG --out STUDY_DIR`).
@@ -298,17 +304,18 @@ class StudyDir:
     @property
     def runs_dir(self) -> Path: return self.root / "runs"
     def run(self, name: str) -> RunDir: return RunDir(self.runs_dir / name)
-    def final_losses(self, name: str) -> Path:
-        """float32 (n_tok,) per-token loss of run `name`'s final checkpoint on the shared inputs."""
-        return self.root / "finals" / f"{name}.npy"
-    @property
-    def axes_dir(self) -> Path: return self.root / "axes"
-    def axis(self, name: str) -> RunDir:
-        """axes/<name>/ (D_<model> or M_<budget>): run-like, trace/ fit/ spectrum/ over the runs."""
-        return RunDir(self.axes_dir / name)
-    def axis_npz(self, name: str) -> Path:
+    def final_losses(self, name: str, weights: str = "raw") -> Path:
+        """float32 (n_tok,) per-token loss of run `name`'s final checkpoint on the shared inputs:
+        finals/ (raw weights) or finals_avg/ (its averaged weights, ckpt_avg/)."""
+        return self.root / f"finals{_suffix(weights)}" / f"{name}.npy"
+    def axes_dir(self, weights: str = "raw") -> Path: return self.root / f"axes{_suffix(weights)}"
+    def axis(self, name: str, weights: str = "raw") -> RunDir:
+        """axes/<name>/ (D_<model> or M_<budget>; axes_avg/ from the averaged finals): run-like,
+        trace/ fit/ spectrum/ over the runs."""
+        return RunDir(self.axes_dir(weights) / name)
+    def axis_npz(self, name: str, weights: str = "raw") -> Path:
         """The axis in the paper's losses.npz format, beside its run-like folders."""
-        return self.axis(name).root / "losses.npz"
+        return self.axis(name, weights).root / "losses.npz"
     @property
     def report_dir(self) -> Path: return self.root / "report"
     @property

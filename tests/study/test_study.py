@@ -16,7 +16,7 @@ from tokenclock.errors import ConfigError, DataError, TokenizerError, TrainingEr
 def study_sets(texts_dir: Path) -> list[str]:
     sets = [f"corpus.sources=[{texts_dir}]", "corpus.max_chars=null", "corpus.val_fraction=0.1",
             "train.threads=1", "trace.n_seqs=16", "study.budgets_steps=[16,32,64,128]",
-            "study.compare_full_steps=[64]", "study.bootstrap=10"]
+            "study.compare_full_steps=[64]", "study.bootstrap=10", "train.avg=ema", "study.weights=[raw,avg]"]
     return sum((["--set", s] for s in sets), [])
 
 
@@ -61,6 +61,16 @@ def test_study_end_to_end(tiny_study):
     assert len(bvf) == 4 and all(math.isfinite(r["diff_nats"]) for r in bvf)
     html = (tiny_study / "report" / "index.html").read_text()
     assert "axes.png" in html and (tiny_study / "report" / "axes.png").is_file()
+    # the averaged-weight finals make a second set of axes (issue 16: annealed and averaged finals)
+    assert sorted(man["axes_avg"]) == sorted(axes) and "D" in man["summary_avg"]
+    for name, r in runs.items():
+        raw = np.load(tiny_study / "finals" / f"{name}.npy")
+        avg = np.load(tiny_study / "finals_avg" / f"{name}.npy")
+        assert raw.shape == avg.shape and not np.array_equal(raw, avg)
+        assert math.isclose(r["final_trace_loss_avg"], float(avg.mean()), rel_tol=1e-6)
+    assert all(a["status"] == "done" and a["weights"] == "avg" for a in man["axes_avg"].values())
+    assert (tiny_study / "axes_avg" / "D_llama-1m" / "fit" / "summary.json").is_file()
+    assert "axis_avg_D_llama-1m.png" in html and "axis_raw_M_0000016.png" in html
     # every run traced the same inputs: the shared tokenizer is hard-linked or copied, not retrained
     shared = (tiny_study / "shared" / "tokens" / "tokenizer.json").read_bytes()
     for name in runs:
@@ -270,3 +280,96 @@ def test_data_seeds_share_the_init_and_axes_record_a_ceiling(tmp_path):
     assert set(read_parquet(ax.spectrum_replicate_curve)) >= {"x", "dldu_measured_seed0", "dldu_measured_seed3"}
     one = replicate_ceiling(ax, x, [{0: p[0]} for p in per], smoothing=1)
     assert one["replicate_ceiling_r2"] is None and "two or more" in one["replicate_note"]
+
+
+def test_study_refuses_budgets_below_warmup_and_avg_without_ema():
+    from tokenclock.study.config import load_study
+
+    with pytest.raises(ConfigError, match=r"smallest study budget \(4 steps\) is shorter than train.warmup_steps \(8\)"):
+        load_study("study-tiny", ["study.budgets_steps=[4,8,16,32]"])
+    with pytest.raises(ConfigError, match="train.avg: ema"):
+        load_study("study-tiny", ["study.weights=[raw,avg]"])
+    with pytest.raises(ConfigError, match="axis_fit_rules"):
+        load_study("study-tiny", ["study.axis_fit_rules=[two_events,three_events]"])
+    st = load_study("study-cpu")  # the preset follows issue 16's rules
+    assert len(st.models()) >= 8 and len(st.study.seeds) >= 2 and st.study.weights == ["raw", "avg"]
+    b = np.log10(st.budgets())
+    assert (len(b) - 1) / (b[-1] - b[0]) >= 6 - 1e-9  # >= 6 budgets per decade
+    from tokenclock.stages.train.model import preset_params
+    gaps = np.diff(np.log([preset_params(m) for m in st.models()]))
+    assert gaps.max() / gaps.min() < 1.25  # evenly spaced in ln(params)
+
+
+def test_small_k_penalty_and_rule_choice():
+    """bic_small_k: the penalty p ln K grows by K/(K-p-1), so two events (p = 7) are no candidate
+    on 8 points and one event (p = 4) none on 5; choose_rule keeps the best mean held-out R^2
+    among the rules that scored every axis."""
+    import torch
+
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.models import _choose_by_bic
+    from tokenclock.study.fitrules import FIT_RULES, choose_rule, rule_config
+
+    sse = {n: torch.tensor([v]) for n, v in (("flat", 8.0), ("linear", 6.0), ("sigmoid1", 0.1), ("sigmoid2", 0.001))}
+    names, _, best, _ = _choose_by_bic(sse, 8, "cpu")
+    assert names[int(best[0])] == "sigmoid2"  # plain BIC takes the near-perfect two-event fit
+    names, _, best, gap = _choose_by_bic(sse, 8, "cpu", penalty="bic_small_k")
+    assert names[int(best[0])] == "sigmoid1" and gap[0] > 0
+    names, _, best, gap = _choose_by_bic(sse, 5, "cpu", penalty="bic_small_k")
+    assert names[int(best[0])] in ("flat", "linear") and torch.isnan(gap[0])
+    scores = {"two_events": {"D_a": 0.5, "D_b": 0.7}, "one_event": {"D_a": 0.8, "D_b": 0.6},
+              "wide": {"D_a": 0.99, "D_b": None}}
+    c = choose_rule(scores, ["two_events", "one_event", "wide"])
+    assert c["chosen"] == "one_event" and c["heldout_r2_mean"]["wide"] is None
+    assert math.isclose(c["heldout_r2_mean"]["two_events"], 0.6)
+    cfg = rule_config(FitConfig(min_drop_nats=0.25), "one_event")
+    assert cfg.max_events == 1 and cfg.rule == "one_event" and cfg.min_drop_nats == 0.25
+    assert set(FIT_RULES) == {"two_events", "one_event", "wide", "bic_small_k"}
+    with pytest.raises(ConfigError, match="penalty"):
+        FitConfig(penalty="aic")
+
+
+def test_sparse_axes_try_every_rule_on_held_out_points(tiny_study, tmp_path):
+    """build_axes with several study.axis_fit_rules: each axis kind is fitted under every rule,
+    scored on held-out axis points, and keeps the best rule; the fit records it. Finals are
+    synthetic (a learning event along ln D and ln N per token, two noisy seeds), on the tiny
+    study's shared tokens: 8 budgets x 8 models, no training."""
+    from tokenclock.artifacts import read_npy, write_npy
+    from tokenclock.rundir import StudyDir
+    from tokenclock.stages.train.model import preset_params
+    from tokenclock.study.axes import build_axes
+    from tokenclock.study.config import load_study
+    from tokenclock.study.shared import _link_tree
+
+    models = ["llama-100k", "llama-170k", "llama-250k", "llama-280k", "llama-500k", "llama-700k",
+              "llama-1m", "llama-1.2m"]
+    budgets = [16, 24, 32, 48, 64, 96, 128, 192]
+    st = load_study("study-tiny", [f"study.models=[{','.join(models)}]", f"study.budgets_steps=[{','.join(map(str, budgets))}]",
+                                   "study.seeds=[0,1]", "study.axis_fit_rules=[two_events,one_event]"])
+    sd = StudyDir(tmp_path / "s")
+    src = StudyDir(tiny_study)
+    for sub in ("tokens", "trace"):
+        _link_tree(src.shared.root / sub, sd.shared.root / sub)
+    inputs = read_npy(sd.shared.trace_inputs).astype(np.int64)
+    n = inputs.shape[0] * (inputs.shape[1] - 1)
+    rng = np.random.default_rng(0)
+    mu_d, mu_m = rng.uniform(np.log(16), np.log(192), n), rng.uniform(12, 13.5, n)
+    good = {}
+    for m in models:
+        for b in budgets:
+            for seed in (0, 1):
+                name = f"{m}_b{b:07d}_s{seed}"
+                loss = (6 - 1.5 / (1 + np.exp(-(np.log(b) - mu_d) / 0.3))
+                        - 1.0 / (1 + np.exp(-(np.log(preset_params(m)) - mu_m) / 0.3)) + rng.normal(0, 0.05, n))
+                write_npy(sd.final_losses(name), loss.astype(np.float32))
+                good[name] = {"model": m, "steps": b, "seed": seed, "n_params": preset_params(m), "kind": "branch"}
+    axes, rules = build_axes(sd, st, good, inputs, st.base_config, progress=False)
+    assert set(rules) == {"D", "M"}
+    for kind, c in rules.items():
+        assert c["chosen"] in ("two_events", "one_event")
+        assert all(v is not None for v in c["heldout_r2_mean"].values()), c
+        done = [a for a in axes.values() if a.get("axis") == kind]
+        assert len(done) == 8 and all(a["status"] == "done" and a["fit_rule"] == c["chosen"] for a in done)
+        assert all(a["replicate_ceiling_r2"] is not None and a["reconstruction_r2_heldout"] is not None for a in done)
+    fs = json.loads((sd.axis("D_llama-100k").fit_dir / "summary.json").read_text())
+    assert fs["rule"] == rules["D"]["chosen"]

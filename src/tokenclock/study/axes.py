@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from tokenclock.stages.trace.npz import export_npz
 from tokenclock.stages.trace.stage import token_table, trace
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.config import MIN_POINTS, Study
+from tokenclock.study.fitrules import choose_rule, rule_config
 
 AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_block_heldout",
              "token_split_r2", "token_split_ceiling_r2", "mean_rel_error", "loss_r2",
@@ -30,19 +32,23 @@ AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r
 T_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "alpha_measured", "alpha_spectrum", "n_ckpt")
 
 
-def final_losses(sd: StudyDir, name: str, inputs: np.ndarray, cfg) -> np.ndarray:
-    """Per-token loss (n_tok,) of a run's final checkpoint on the shared inputs; cached in
-    STUDY_DIR/finals/<name>.npy."""
+def final_losses(sd: StudyDir, name: str, inputs: np.ndarray, cfg, weights: str = "raw") -> np.ndarray:
+    """Per-token loss (n_tok,) of a run's final checkpoint (weights avg: its averaged weights,
+    ckpt_avg/) on the shared inputs; cached in STUDY_DIR/finals[_avg]/<name>.npy."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    out = sd.final_losses(name)
-    run = sd.run(name)
-    step = run.ckpt_steps()[-1]
+    out = sd.final_losses(name, weights)
+    run = sd.run(name).series(weights)
     if out.is_file():
         arr = read_npy(out)
         if arr.shape == (inputs.shape[0] * (inputs.shape[1] - 1),):
             return arr
+    steps = run.ckpt_steps()
+    if not steps:
+        raise TrainingError(f"run {name} has no {run.weights_dir.name}/ checkpoint",
+                            "train it with train.avg: ema, or leave avg out of study.weights")
+    step = steps[-1]
     device = resolve_device(cfg.trace.device)
     amp = trace_dtype(cfg.trace.dtype, device)
     model = AutoModelForCausalLM.from_pretrained(run.ckpt(step), dtype=torch.float32).to(device).eval()
@@ -72,20 +78,20 @@ def write_axis(ax: RunDir, column: str, x: np.ndarray, loss_kn: np.ndarray, toke
     return ax
 
 
-def analyze_axis(sd: StudyDir, name: str, column: str, kind: str, cfg, progress: bool) -> dict:
-    """fit + spectrum of axes/<name>/ along `column`, and its losses.npz with axis_name `kind`
-    (D or M)."""
-    ax = sd.axis(name)
-    fsum = fit(ax, dataclasses.replace(cfg.fit, axis=column, extra_axes=[]), progress=progress)
-    ssum = spectrum(ax, cfg.spectrum, progress=progress)
-    export_npz(ax.root, sd.axis_npz(name), axis=column, axis_name=kind)
+def analyze_axis(ax: RunDir, npz: Path, column: str, kind: str, fit_cfg, spec_cfg, progress: bool) -> dict:
+    """fit + spectrum of an axis directory along `column` with `fit_cfg` (a rule's), and its
+    losses.npz with axis_name `kind` (D or M)."""
+    fsum = fit(ax, dataclasses.replace(fit_cfg, axis=column, extra_axes=[]), progress=progress)
+    ssum = spectrum(ax, spec_cfg, progress=progress)
+    export_npz(ax.root, npz, axis=column, axis_name=kind)
     return {k: ssum.get(k) for k in AXIS_KEYS} | {"median_fit_r2": fsum.get("median_r2"),
-                                                  "sigmoid_share": fsum.get("sigmoid_share")}
+                                                  "sigmoid_share": fsum.get("sigmoid_share"),
+                                                  "fit_rule": fsum.get("rule")}
 
 
-def seed_losses(sd: StudyDir, good: dict, model: str, steps: int) -> dict[int, np.ndarray]:
+def seed_losses(sd: StudyDir, good: dict, model: str, steps: int, weights: str = "raw") -> dict[int, np.ndarray]:
     """{seed: per-token final loss} of (model, budget), for the seeds that finished."""
-    return {int(s["seed"]): read_npy(sd.final_losses(n)) for n, s in good.items()
+    return {int(s["seed"]): read_npy(sd.final_losses(n, weights)) for n, s in good.items()
             if s["model"] == model and s["steps"] == steps}
 
 
@@ -107,45 +113,81 @@ def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.nda
     return {"replicate_ceiling_r2": float(np.mean(finite)) if finite else None, "n_seeds": len(seeds)}
 
 
-def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool) -> dict:
+def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool,
+               weights: str = "raw") -> tuple[dict, dict]:
     """D_<model> (loss over budgets, one model) and M_<budget> (loss over model sizes, one budget)
-    from the finished runs `good` {name: study.json record}; an axis with fewer than MIN_POINTS
-    finished runs is skipped, one whose fit or spectrum fails is recorded as failed."""
+    from the finished runs `good` {name: study.json record} and their `weights` finals; an axis
+    with fewer than MIN_POINTS finished runs is skipped, one whose fit or spectrum fails is
+    recorded as failed. With several study.axis_fit_rules, each axis kind is fitted under every
+    rule and keeps the one with the best mean held-out R^2. Returns (axes, fit_rules)."""
     tok = load_tokenizer(sd.shared.tokenizer)
     counts = read_npy(sd.shared.token_counts) if sd.shared.token_counts.is_file() else None
     token_cols = token_table(tok, inputs, counts, cfg0.trace.context_tokens)
     per_step = cfg0.train.batch_size * cfg0.train.seq_len
     n_params = {m: next((s["n_params"] for s in good.values() if s["model"] == m), preset_params(m))
                 for m in st.models()}
+    rules = list(st.study.axis_fit_rules)
     axes: dict[str, dict] = {}
+    fit_rules: dict[str, dict] = {}
     for kind, keys, others in (("D", st.models(), st.budgets()), ("M", st.budgets(), st.models())):
+        built: dict[str, tuple] = {}  # name -> (column, x, per-point seed losses)
         for key in keys:
             name = f"D_{key}" if kind == "D" else f"M_{key:07d}"
             # per point: {seed: final losses}, read once; the trajectory is their mean over seeds
-            seeds = [(o, seed_losses(sd, good, *((key, o) if kind == "D" else (o, key)))) for o in others]
+            seeds = [(o, seed_losses(sd, good, *((key, o) if kind == "D" else (o, key)), weights)) for o in others]
             seeds = [(o, d) for o, d in seeds if d]
-            pts = [(o, np.mean(list(d.values()), axis=0)) for o, d in seeds]
-            if len(pts) < MIN_POINTS:
-                axes[name] = {"status": "skipped", "n_points": len(pts),
-                              "error": f"{len(pts)} finished runs on this axis; fitting needs {MIN_POINTS}"}
+            if len(seeds) < MIN_POINTS:
+                axes[name] = {"status": "skipped", "n_points": len(seeds),
+                              "error": f"{len(seeds)} finished runs on this axis; fitting needs {MIN_POINTS}"}
                 continue
             column = "tokens_seen" if kind == "D" else "n_params"
-            x = np.array([o * per_step if kind == "D" else n_params[o] for o, _ in pts])
+            x = np.array([o * per_step if kind == "D" else n_params[o] for o, _ in seeds])
             order = np.argsort(x)
-            write_axis(sd.axis(name), column, x[order], np.stack([pts[i][1] for i in order]), token_cols,
+            loss_kn = np.stack([np.mean(list(seeds[i][1].values()), axis=0) for i in order])
+            write_axis(sd.axis(name, weights), column, x[order], loss_kn, token_cols,
                        {"vocab_size": tok.get_vocab_size(), "axis_name": kind, "fixed": key,
-                        "seeds": list(st.study.seeds)})
+                        "weights": weights, "seeds": list(st.study.seeds)})
+            axes[name] = {"status": "done", "axis": kind, "column": column, "fixed": key, "weights": weights,
+                          "x": x[order].tolist()}
+            built[name] = (column, x[order], [seeds[i][1] for i in order])
+        chosen = rules[0]
+        if len(rules) > 1 and built:
+            fit_rules[kind] = _compare_rules(sd, built, kind, rules, cfg0, weights, progress)
+            chosen = fit_rules[kind]["chosen"]
+        for name, (column, x, per_seed) in built.items():
+            ax = sd.axis(name, weights)
             try:
-                axes[name] = {"status": "done", "axis": kind, "column": column, "fixed": key,
-                              "x": x[order].tolist(), **analyze_axis(sd, name, column, kind, cfg0, progress)}
+                axes[name].update(analyze_axis(ax, sd.axis_npz(name, weights), column, kind,
+                                               rule_config(cfg0.fit, chosen), cfg0.spectrum, progress))
             except TokenclockError as e:
-                axes[name] = {"status": "failed", "error": str(e).splitlines()[0]}
+                axes[name] = {"status": "failed", "axis": kind, "error": str(e).splitlines()[0]}
                 continue
-            rep = replicate_ceiling(sd.axis(name), x[order], [seeds[i][1] for i in order], cfg0.spectrum.smoothing)
+            rep = replicate_ceiling(ax, x, per_seed, cfg0.spectrum.smoothing)
             held, ceil = axes[name].get("reconstruction_r2_heldout"), rep["replicate_ceiling_r2"]
             rep["heldout_ratio_to_ceiling"] = held / ceil if held is not None and ceil and ceil > 0 else None
             axes[name].update(rep)
-    return axes
+    return axes, fit_rules
+
+
+def _compare_rules(sd: StudyDir, built: dict, kind: str, rules: list[str], cfg0, weights: str,
+                   progress: bool) -> dict:
+    """Every rule's held-out R^2 on every axis of one kind (fit + a spectrum with the alternating
+    held-out split only), and the rule choose_rule picks."""
+    quick = dataclasses.replace(cfg0.spectrum, block_size=0, token_split=False, heldout=True)
+    scores: dict[str, dict] = {r: {} for r in rules}
+    for rule in rules:
+        for name, (column, _x, _p) in built.items():
+            ax = sd.axis(name, weights)
+            try:
+                fit(ax, dataclasses.replace(rule_config(cfg0.fit, rule), axis=column, extra_axes=[]),
+                    progress=progress)
+                held = spectrum(ax, quick, progress=progress).get("reconstruction_r2_heldout")
+            except TokenclockError:
+                held = None
+            scores[rule][name] = None if held is None or not np.isfinite(held) else float(held)
+    out = choose_rule(scores, rules)
+    out["axis"] = kind
+    return out
 
 
 def t_axis(sd: StudyDir, good: dict, cfg0, sig: dict, progress: bool) -> dict:
@@ -185,6 +227,11 @@ def axes_summary(axes: dict, t: dict) -> dict:
                      "replicate_ceiling_r2_mean": mean("replicate_ceiling_r2"),
                      "heldout_ratio_to_ceiling_mean": mean("heldout_ratio_to_ceiling"),
                      "reconstruction_r2_min": float(np.min(r2)) if r2 else None,
+                     "reconstruction_r2_heldout_min": min((a["reconstruction_r2_heldout"] for a in done
+                                                           if a.get("reconstruction_r2_heldout") is not None),
+                                                          default=None),
+                     "reconstruction_r2_block_heldout_mean": mean("reconstruction_r2_block_heldout"),
+                     "fit_rule": next((a.get("fit_rule") for a in done), None),
                      "alpha_measured_median": float(np.median(am)) if am else None,
                      "alpha_spectrum_median": float(np.median(asp)) if asp else None}
     out["T"] = {k: t.get(k) for k in ("reconstruction_r2", "alpha_measured", "alpha_spectrum")}

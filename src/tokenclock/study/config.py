@@ -13,6 +13,7 @@ from tokenclock.config import build_section, config_from_dict, merge, parse_over
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
 from tokenclock.stages.train.model import PRESETS, preset_params
+from tokenclock.study.fitrules import FIT_RULES
 
 MODES = ("branches", "full")
 
@@ -44,6 +45,14 @@ class StudyConfig:
     branch-vs-full difference (study.json: branch_vs_full); not used for the axes."""
     bootstrap: int = 100
     """Bootstrap resamples of runs for the Chinchilla intervals."""
+    weights: list[str] = field(default_factory=lambda: ["raw"])
+    """Weight series whose finals make the D and M axes: raw (finals/, axes/) and, with
+    train.avg: ema in the base config, avg (each run's averaged final, finals_avg/, axes_avg/)."""
+    axis_fit_rules: list[str] = field(default_factory=lambda: ["two_events"])
+    """Fit rules tried on the sparse D and M axes (study/fitrules.py: two_events, one_event, wide,
+    bic_small_k); with more than one, each axis kind (D, M) uses the rule whose held-out R^2 (fit on
+    every other axis point, scored on the rest) is highest on average, and study.json records every
+    rule's scores (fit_rules)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +82,14 @@ class StudyConfig:
                             "add budgets to study.budgets_steps or study.budgets_tokens")
         if self.bootstrap < 0:
             raise ConfigError("study.bootstrap must be >= 0")
+        if not self.weights or any(w not in ("raw", "avg") for w in self.weights) \
+                or len(set(self.weights)) != len(self.weights):
+            raise ConfigError(f"study.weights must list raw and/or avg once each, got {self.weights}",
+                              "e.g. weights: [raw, avg] (avg needs train.avg: ema)")
+        bad = [r for r in self.axis_fit_rules if r not in FIT_RULES]
+        if bad or not self.axis_fit_rules or len(set(self.axis_fit_rules)) != len(self.axis_fit_rules):
+            raise ConfigError(f"study.axis_fit_rules: unknown or repeated rule in {self.axis_fit_rules}",
+                              f"list each of {', '.join(FIT_RULES)} at most once")
 
 
 @dataclass
@@ -140,5 +157,13 @@ def load_study(path: str | Path, overrides: list[str] | dict | None = None) -> S
     b_over = merge(over, b_over)  # plain train.x=... means base.train.x
     study = build_section(StudyConfig, merge(data.get("study") or {}, s_over), "study")
     base = merge(data.get("base") or {}, b_over)
-    config_from_dict(base)  # check every key of the base config once, up front
-    return Study(study=study, base=base)
+    cfg = config_from_dict(base)  # check every key of the base config once, up front
+    st = Study(study=study, base=base)
+    first, warm = st.budgets()[0], cfg.train.warmup_steps
+    if first < warm:
+        raise ConfigError(f"the smallest study budget ({first} steps) is shorter than train.warmup_steps "
+                          f"({warm})", f"set base.train.warmup_steps <= {first} or drop the smaller budgets")
+    if "avg" in study.weights and cfg.train.avg != "ema":
+        raise ConfigError("study.weights lists avg but the base config trains without averaged weights",
+                          "set base.train.avg: ema, or weights: [raw]")
+    return st

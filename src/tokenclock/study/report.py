@@ -22,15 +22,24 @@ def _cell(v, spec: str | None = None) -> str:
     return html.escape(fmt(v, spec))
 
 
-def _axis_dirs(sd: StudyDir, man: dict) -> dict[str, list[tuple[str, RunDir]]]:
+def _series(man: dict) -> list[str]:
+    """The weight series whose axes study.json holds (raw first)."""
+    return [w for w in ("raw", "avg") if man.get("axes" if w == "raw" else f"axes_{w}")]
+
+
+def _axes_of(man: dict, w: str) -> dict:
+    return man.get("axes" if w == "raw" else f"axes_{w}", {})
+
+
+def _axis_dirs(sd: StudyDir, man: dict, w: str = "raw") -> dict[str, list[tuple[str, RunDir]]]:
     """{"T": [(label, rundir)], "D": [...], "M": [...]} of everything with a spectrum."""
     out: dict[str, list] = {"T": [], "D": [], "M": []}
     t = man.get("T", {})
     if t.get("status") == "done":
         out["T"].append((t["run"], sd.run(t["run"])))
-    for name, a in sorted(man.get("axes", {}).items()):
+    for name, a in sorted(_axes_of(man, w).items()):
         if a.get("status") == "done":
-            out[a["axis"]].append((str(a["fixed"]), sd.axis(name)))
+            out[a["axis"]].append((str(a["fixed"]), sd.axis(name, w)))
     return out
 
 
@@ -45,23 +54,31 @@ def study_report(study_dir: str | Path) -> Path:
     man = read_json(sd.manifest)
     ch = read_json(sd.chinchilla) if sd.chinchilla.is_file() else {}
     sd.report_dir.mkdir(parents=True, exist_ok=True)
+    series = _series(man) or ["raw"]
     with matplotlib.rc_context({"font.size": 8}), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        panels = _axes_figure(sd, _axis_dirs(sd, man))
+        panels = _axes_figure(sd, _axis_dirs(sd, man, series[0]))
         ch_fig = _chinchilla_figure(sd, man, ch)
+        per_axis = _per_axis_html(sd, man, series)
     page = html_page(
         f"tokenclock study: {root.name}",
         "<h1>tokenclock study</h1>"
         f"<p>STUDY_DIR = <code>{html.escape(str(root))}</code>. Made by <code>tokenclock study CONFIG --out "
         f"{html.escape(str(root))}</code>; numbers from <code>study.json</code>, figures from each axis's "
         "<code>spectrum/curve.parquet</code>, <code>density.parquet</code> and <code>trace/loss.npy</code>.</p>"
-        '<h2>Reconstruction along T, D and M</h2><table class="num"><tr><th>axis</th><th>matrices</th>'
-        "<th>R^2 mean</th><th>R^2 min</th><th>held-out R^2 mean</th><th>replicate ceiling mean</th>"
-        "<th>held-out / ceiling</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
-        f'{_summary_rows(man)}</table><img src="{panels}" alt="T, D and M panels"><h2>Axes</h2>'
-        '<table class="num"><tr><th>axis</th><th>status</th><th>points</th><th>R^2</th><th>held-out R^2</th>'
+        '<h2>Reconstruction along T, D and M</h2><p>Held-out: events fitted on every other axis point, '
+        "scored on the others. Replicate ceiling: the R^2 between two data-order seeds' measured "
+        "-dL/du on the same axis points (what a reconstruction can be expected to explain); the ratio "
+        "is held-out R^2 / ceiling, shown beside both. raw: each run's final weights; avg: its averaged "
+        'weights (train.avg).</p><table class="num"><tr><th>axis</th><th>weights</th><th>fit rule</th><th>matrices</th>'
+        "<th>R^2 mean</th><th>R^2 min</th><th>held-out R^2 mean</th><th>held-out R^2 min</th>"
+        "<th>replicate ceiling mean</th><th>held-out / ceiling</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
+        f'{_summary_rows(man, series)}</table>{_rules_html(man)}<img src="{panels}" alt="T, D and M panels">'
+        f"<p>Panels: the {series[0]} series.</p><h2>Axes</h2>"
+        '<table class="num"><tr><th>axis</th><th>weights</th><th>status</th><th>points</th><th>fit rule</th><th>R^2</th>'
+        "<th>held-out R^2</th><th>block held-out</th><th>token split (ceiling)</th>"
         "<th>replicate ceiling</th><th>held-out / ceiling</th><th>alpha meas.</th><th>alpha spec.</th><th>event share</th><th>note</th>"
-        f"</tr>{_axis_rows(man)}</table><h2>Classical baseline (Chinchilla approach 3)</h2>"
+        f"</tr>{_axis_rows(man, series)}</table>{per_axis}<h2>Classical baseline (Chinchilla approach 3)</h2>"
         f"{_chinchilla_html(ch, ch_fig)}{_branch_html(man)}"
         '<h2>Runs</h2><table class="num"><tr><th>run</th><th>model</th><th>params</th><th>steps</th>'
         "<th>tokens</th><th>kind</th><th>final loss</th><th>status</th><th>error</th></tr>"
@@ -145,28 +162,103 @@ def _chinchilla_figure(sd: StudyDir, man: dict, ch: dict) -> str | None:
     return _save(fig, sd, "chinchilla.png")
 
 
-def _summary_rows(man: dict) -> str:
-    summ = man.get("summary", {})
+def _summary_rows(man: dict, series: list[str]) -> str:
+    rows = [("T", "raw", man.get("summary", {}).get("T", {}))]
+    for w in series:
+        summ = man.get("summary" if w == "raw" else f"summary_{w}", {})
+        rows += [(k, w, summ.get(k, {})) for k in ("D", "M")]
     return "".join(
-        f"<tr><th>{k}</th><td>{_cell(v.get('n_axes', 1 if k == 'T' else None))}</td>"
+        f"<tr><th>{k}</th><td>{w}</td><td>{_cell(v.get('fit_rule', 'two_events' if k == 'T' else None))}</td>"
+        f"<td>{_cell(v.get('n_axes', 1 if k == 'T' else None))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_mean', v.get('reconstruction_r2')))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_min'))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_heldout_mean', v.get('reconstruction_r2_heldout')))}</td>"
+        f"<td>{_cell(v.get('reconstruction_r2_heldout_min'))}</td>"
         f"<td>{_cell(v.get('replicate_ceiling_r2_mean'))}</td><td>{_cell(v.get('heldout_ratio_to_ceiling_mean'))}</td>"
         f"<td>{_cell(v.get('alpha_measured_median', v.get('alpha_measured')))}</td>"
         f"<td>{_cell(v.get('alpha_spectrum_median', v.get('alpha_spectrum')))}</td></tr>"
-        for k, v in ((k, summ.get(k, {})) for k in ("T", "D", "M")))
+        for k, w, v in rows)
 
 
-def _axis_rows(man: dict) -> str:
+def _rules_html(man: dict) -> str:
+    """The fit rules tried on the sparse axes: mean held-out R^2 of each, per series and axis kind."""
+    fr = {w: r for w, r in (man.get("fit_rules") or {}).items() if r}
+    if not fr:
+        return ""
+    rules = list(next(iter(next(iter(fr.values())).values()))["heldout_r2_mean"])
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in rules)
+    body = "".join(
+        f"<tr><th>{k}</th><td>{w}</td>" + "".join(
+            f"<td>{'<b>' if r == c['chosen'] else ''}{_cell(c['heldout_r2_mean'].get(r))}"
+            f"{'</b>' if r == c['chosen'] else ''}</td>" for r in rules) + "</tr>"
+        for w, kinds in fr.items() for k, c in kinds.items())
+    crit = html.escape(next(iter(next(iter(fr.values())).values()))["criterion"])
+    return (f"<h3>Fit rules for sparse axes</h3><p>Mean held-out R^2 of each rule (bold: chosen). {crit}. "
+            "two_events: up to two sigmoids per token (the T axis' rule); one_event: at most one; wide: no "
+            "event narrower than one axis spacing; bic_small_k: the BIC penalty grows by K/(K-p-1).</p>"
+            f'<table class="num"><tr><th>axis</th><th>weights</th>{head}</tr>{body}</table>')
+
+
+def _axis_rows(man: dict, series: list[str]) -> str:
     return "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{_cell(a.get('status'))}</td><td>{_cell(a.get('n_ckpt'))}</td>"
+        f"<tr><td>{html.escape(n)}</td><td>{w}</td><td>{_cell(a.get('status'))}</td><td>{_cell(a.get('n_ckpt'))}</td>"
+        f"<td>{_cell(a.get('fit_rule'))}</td>"
         f"<td>{_cell(a.get('reconstruction_r2'))}</td><td>{_cell(a.get('reconstruction_r2_heldout'))}</td>"
+        f"<td>{_cell(a.get('reconstruction_r2_block_heldout'))}</td>"
+        f"<td>{_cell(a.get('token_split_r2'))} ({_cell(a.get('token_split_ceiling_r2'))})</td>"
         f"<td>{_cell(a.get('replicate_ceiling_r2'))}</td><td>{_cell(a.get('heldout_ratio_to_ceiling'))}</td>"
         f"<td>{_cell(a.get('alpha_measured'))}</td>"
         f"<td>{_cell(a.get('alpha_spectrum'))}</td><td>{_cell(a.get('event_share'))}</td>"
         f"<td style='text-align:left'>{_cell(a.get('error') or a.get('replicate_note'))}</td></tr>"
-        for n, a in sorted(man.get("axes", {}).items()))
+        for w in series for n, a in sorted(_axes_of(man, w).items()))
+
+
+def _per_axis_html(sd: StudyDir, man: dict, series: list[str]) -> str:
+    """One figure per axis and series (axis_<series>_<name>.png: measured vs reconstructed -dL/du
+    with the held-out reconstruction and the seeds' band, the spectrum, example tokens), each under
+    its numbers, in collapsible sections."""
+    parts = []
+    for w in series:
+        for name, a in sorted(_axes_of(man, w).items()):
+            if a.get("status") != "done":
+                continue
+            png = _axis_figure(sd, sd.axis(name, w), f"axis_{w}_{name}.png", name)
+            parts.append(
+                f"<details><summary>{html.escape(name)} ({w}): R^2 {_cell(a.get('reconstruction_r2'))}, held-out "
+                f"{_cell(a.get('reconstruction_r2_heldout'))}, replicate ceiling {_cell(a.get('replicate_ceiling_r2'))}, "
+                f"ratio {_cell(a.get('heldout_ratio_to_ceiling'))}, rule {_cell(a.get('fit_rule'))}</summary>"
+                f'<img src="{png}" alt="{html.escape(name)}"></details>')
+    return "<h2>Each axis</h2>" + "".join(parts) if parts else ""
+
+
+def _axis_figure(sd: StudyDir, rd: RunDir, fname: str, title: str) -> str:
+    from matplotlib.ticker import NullFormatter
+
+    fig, axs = _figure(1, 3, (13, 3.2))
+    a0, a1, a2 = axs[0]
+    c = read_parquet(rd.spectrum_curve())
+    a0.plot(c["x"], c["dldu_measured"], "o-", color="C0", ms=3, lw=1, label="measured (seed mean)")
+    a0.plot(c["x"], c["dldu_reconstructed"], "--", color="C1", lw=1.2, label="spectrum (all points)")
+    if "dldu_heldout" in c and np.isfinite(np.asarray(c["dldu_heldout"], float)).any():
+        held = np.asarray(c["heldout"], bool)
+        a0.plot(np.asarray(c["x"])[held], np.asarray(c["dldu_heldout"])[held], "s", color="C2", ms=4,
+                mfc="none", label="held-out points: reconstruction")
+    if rd.spectrum_replicate_curve.is_file():
+        rc = read_parquet(rd.spectrum_replicate_curve)
+        seeds = np.stack([v for k, v in rc.items() if k.startswith("dldu_measured_seed")])
+        a0.fill_between(rc["x"], seeds.min(axis=0), seeds.max(axis=0), color="C0", alpha=0.15, lw=0,
+                        label="seeds' range")
+    a0.set_title(f"{title}: -dL/dln x")
+    a0.legend(fontsize=6)
+    d = read_parquet(rd.spectrum_density())
+    a1.plot(d["x"], d["rho"], color="C3", lw=1)
+    a1.set_title("spectrum rho(ln x)")
+    _examples(a2, rd)
+    a2.set_title("example tokens (largest events)")
+    for ax in (a0, a1, a2):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    return _save(fig, sd, fname)
 
 
 def _run_rows(man: dict) -> str:

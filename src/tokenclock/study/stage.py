@@ -67,15 +67,22 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     if only is not None:
         return manifest
 
-    # D and M axes from the good runs (per-token losses averaged over seeds)
+    # D and M axes from the good runs (per-token losses averaged over seeds), per weight series
     good = {n: s for n, s in status.items() if s.get("status") == "done" and s["kind"] != "compare"}
-    manifest["axes"] = axes = build_axes(sd, st, good, inputs, cfg0, progress)
+    manifest["fit_rules"] = {}
+    for w in st.study.weights:
+        key = "axes" if w == "raw" else f"axes_{w}"
+        manifest[key], manifest["fit_rules"][w] = build_axes(sd, st, good, inputs, cfg0, progress, w)
+    axes = manifest["axes" if "raw" in st.study.weights else "axes_avg"]
     if not any(a["status"] == "done" for a in axes.values()):
         write_json(sd.manifest, manifest)
         raise DataError("no D or M axis has 4 finished runs", "fix the failed runs (see study.json) "
                         "or add budgets/models, then rerun the same command")
     manifest["T"] = t_axis(sd, good, cfg0, sig, progress)
     manifest["summary"] = axes_summary(axes, manifest["T"])
+    for w in st.study.weights:
+        if w != "raw":
+            manifest[f"summary_{w}"] = axes_summary(manifest[f"axes_{w}"], manifest["T"])
     manifest["branch_vs_full"] = branch_vs_full(status)
     manifest["chinchilla"] = chinchilla_baseline(sd, good, st.study.bootstrap)
     manifest["seconds"] = round(time.time() - t0, 2)
@@ -117,6 +124,8 @@ def train_run(sd: StudyDir, st: Study, r: PlannedRun, rec: dict, parent_done: bo
         summ = pipeline.train(run.root, cfg, progress=progress, init_root=sd.root)
         check_same_inputs(sd, [r.name], sig)
         loss = final_losses(sd, r.name, inputs, cfg)
+        extra = {f"final_trace_loss_{w}": float(np.mean(final_losses(sd, r.name, inputs, cfg, w)))
+                 for w in st.study.weights if w != "raw"}
     except TokenclockError as e:
         rec.update(status="failed", error=str(e).splitlines()[0], error_type=type(e).__name__)
         print(f"tokenclock: error: run {r.name}: {rec['error']}", file=sys.stderr)
@@ -124,7 +133,7 @@ def train_run(sd: StudyDir, st: Study, r: PlannedRun, rec: dict, parent_done: bo
     rec.update(status="done", cached=was_done, seconds=round(time.time() - t_run, 2),
                train_seconds=(load_manifest(run)["stages"]["train"].get("seconds")),
                n_params=int(summ.get("n_params", rec["n_params"])),
-               final_val_loss=summ.get("final_val_loss"), final_trace_loss=float(np.mean(loss)))
+               final_val_loss=summ.get("final_val_loss"), final_trace_loss=float(np.mean(loss)), **extra)
 
 
 def chinchilla_baseline(sd: StudyDir, good: dict, n_boot: int) -> dict:

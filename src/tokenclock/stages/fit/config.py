@@ -19,6 +19,14 @@ class FitConfig:
     skipped with a warning."""
     max_events: int = 2
     """Most sigmoid events per token: 0 (flat/linear only), 1 or 2."""
+    penalty: str = "bic"
+    """How models of different size are weighed per token. `bic`: K ln(SSE/K) + p ln K. `bic_small_k`:
+    the penalty p ln K grows by K / (K - p - 1) (the small-sample factor of AICc), so a model with
+    p close to the K points along the axis pays more, and one with p >= K - 1 is no candidate:
+    for sparse axes (a study's D and M axes have 8-15 points, a T axis 30-100)."""
+    rule: str = "default"
+    """A label of the settings above, recorded in fit/summary.json: a study names the rule it
+    chose for its sparse axes (study.axis_fit_rules: two_events, one_event, wide, bic_small_k)."""
     min_drop_nats: float = 0.5
     """Smallest |a| (nats) that counts as a learning event / a rise; smaller changes are `flat`."""
     min_r2: float = 0.5
@@ -89,6 +97,8 @@ class FitConfig:
         self.extra_axes = [a for a in (self.extra_axes or []) if a != self.axis]
         if self.max_events not in (0, 1, 2):
             raise ConfigError(f"fit.max_events must be 0, 1 or 2, got {self.max_events}")
+        if self.penalty not in ("bic", "bic_small_k"):
+            raise ConfigError(f"fit.penalty must be bic or bic_small_k, got {self.penalty!r}")
         for name in ("min_drop_nats", "irregular_spread_nats", "mu_margin", "early_margin",
                      "late_margin"):
             if not getattr(self, name) >= 0:

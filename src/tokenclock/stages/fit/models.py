@@ -52,7 +52,7 @@ def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[s
     ut = torch.as_tensor(u, dtype=dt, device=dev)
     sse, params, jtj, slope = _fit_models(ys, ut, cfg, ctx)
     excluded = excluded_models(params, ut, ctx.get("bounds"), cfg) if params else None
-    names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev, excluded)
+    names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev, excluded, cfg.penalty)
     b, n_events, ev = _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg)
     sse_std = S.gather(1, best[:, None])[:, 0]
     res = _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap)
@@ -118,11 +118,12 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
     return sse, params, jtj, slope
 
 
-def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None):
+def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None, penalty: str = "bic"):
     """The fitted model names (in MODELS order), their SSE (C, M) float64, each token's best model
     (index into names) and bic_gap (flat/linear minus sigmoid BIC; NaN without sigmoids).
     excluded: model name -> (C,) mask of tokens for which that model is not a candidate
-    (outliers.excluded_models)."""
+    (outliers.excluded_models). penalty `bic_small_k` multiplies p ln K by K / (K - p - 1)
+    (no candidate where p >= K - 1)."""
     import torch
 
     # BIC in standardized units (differences are scale-free); a floor keeps ln finite.
@@ -130,6 +131,9 @@ def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None):
     S = torch.stack([sse[n].double() for n in names], 1)     # (C, M)
     pen = torch.tensor([_N_PARAMS[MODELS.index(n)] for n in names], dtype=torch.float64,
                        device=dev)
+    if penalty == "bic_small_k":
+        room = K - pen - 1
+        pen = torch.where(room > 0, pen * K / room.clamp_min(1), torch.full_like(pen, float("inf")))
     bic = K * torch.log(S.clamp_min(0) / K + 1e-9) + pen * math.log(K)
     for name, mask in (excluded or {}).items():
         if mask is not None and name in names:
@@ -138,7 +142,7 @@ def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None):
     best = bic.argmin(1)
     if any(n.startswith("sigmoid") for n in names):
         gap = bic[:, :2].min(1).values - bic[:, 2:].min(1).values
-        if excluded:  # every sigmoid model excluded: no sigmoid to compare with, as without one
+        if excluded or penalty != "bic":  # every sigmoid model excluded: no sigmoid to compare with
             gap = torch.where(torch.isneginf(gap), torch.full_like(gap, float("nan")), gap)
     else:
         gap = torch.full((S.shape[0],), float("nan"), dtype=torch.float64, device=dev)
