@@ -320,8 +320,8 @@ def test_small_k_penalty_and_rule_choice():
     scores = {"two_events": {"D_a": 0.5, "D_b": 0.7}, "one_event": {"D_a": 0.8, "D_b": 0.6},
               "wide": {"D_a": 0.99, "D_b": None}}
     c = choose_rule(scores, ["two_events", "one_event", "wide"])
-    assert c["chosen"] == "one_event" and c["heldout_r2_mean"]["wide"] is None
-    assert math.isclose(c["heldout_r2_mean"]["two_events"], 0.6)
+    assert c["chosen"] == "one_event" and c["score_mean"]["wide"] is None
+    assert math.isclose(c["score_mean"]["two_events"], 0.6)
     cfg = rule_config(FitConfig(min_drop_nats=0.25), "one_event")
     assert cfg.max_events == 1 and cfg.rule == "one_event" and cfg.min_drop_nats == 0.25
     assert set(FIT_RULES) == {"two_events", "one_event", "wide", "bic_small_k"}
@@ -367,9 +367,25 @@ def test_sparse_axes_try_every_rule_on_held_out_points(tiny_study, tmp_path):
     assert set(rules) == {"D", "M"}
     for kind, c in rules.items():
         assert c["chosen"] in ("two_events", "one_event")
-        assert all(v is not None for v in c["heldout_r2_mean"].values()), c
+        assert all(v is not None for v in c["score_mean"].values()), c
+        assert all(v is not None for v in c["heldout_every_other_r2_mean"].values()), c
         done = [a for a in axes.values() if a.get("axis") == kind]
         assert len(done) == 8 and all(a["status"] == "done" and a["fit_rule"] == c["chosen"] for a in done)
-        assert all(a["replicate_ceiling_r2"] is not None and a["reconstruction_r2_heldout"] is not None for a in done)
+        assert all(a["replicate_ceiling_r2"] is not None and a["reconstruction_r2_heldout"] is not None
+                   and a["reconstruction_r2_loo"] is not None for a in done)
     fs = json.loads((sd.axis("D_llama-100k").fit_dir / "summary.json").read_text())
     assert fs["rule"] == rules["D"]["chosen"]
+
+
+def test_a_run_resumes_with_another_thread_count(tmp_path):
+    """train.threads says how fast, not which run: a resume may change it (EXEC_KEYS)."""
+    from tokenclock.errors import RunDirError
+    from tokenclock.rundir import RunDir, update_stage
+    from tokenclock.stages.train.stage import _check_same_run
+
+    run = RunDir(tmp_path / "r")
+    conf = {"model": {}, "seed": 0, "train": {"steps": 16, "threads": 2, "lr_peak": 0.003}}
+    update_stage(run, "train", "done", config=conf)
+    _check_same_run(run, {**conf, "train": {**conf["train"], "threads": 1}})
+    with pytest.raises(RunDirError, match="lr_peak"):
+        _check_same_run(run, {**conf, "train": {**conf["train"], "lr_peak": 0.1}})

@@ -27,6 +27,8 @@ from tokenclock.study.config import MIN_POINTS, Study
 from tokenclock.study.fitrules import choose_rule, rule_config
 
 AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_block_heldout",
+             "reconstruction_r2_loo", "reconstruction_r2_discrete", "reconstruction_r2_heldout_discrete",
+             "reconstruction_r2_loo_discrete",
              "token_split_r2", "token_split_ceiling_r2", "mean_rel_error", "loss_r2",
              "event_share", "alpha_measured", "alpha_spectrum", "n_events", "n_ckpt")
 T_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "alpha_measured", "alpha_spectrum", "n_ckpt")
@@ -114,12 +116,14 @@ def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.nda
 
 
 def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool,
-               weights: str = "raw") -> tuple[dict, dict]:
+               weights: str = "raw", choose_from: dict | None = None) -> tuple[dict, dict]:
     """D_<model> (loss over budgets, one model) and M_<budget> (loss over model sizes, one budget)
     from the finished runs `good` {name: study.json record} and their `weights` finals; an axis
     with fewer than MIN_POINTS finished runs is skipped, one whose fit or spectrum fails is
     recorded as failed. With several study.axis_fit_rules, each axis kind is fitted under every
-    rule and keeps the one with the best mean held-out R^2. Returns (axes, fit_rules)."""
+    rule and keeps the one with the best mean leave-one-out R^2, or (choose_from: another series'
+    fit_rules) the rule chosen there. Every axis is scored on held-out points both ways (every
+    other point; leave one out). Returns (axes, fit_rules)."""
     tok = load_tokenizer(sd.shared.tokenizer)
     counts = read_npy(sd.shared.token_counts) if sd.shared.token_counts.is_file() else None
     token_cols = token_table(tok, inputs, counts, cfg0.trace.context_tokens)
@@ -127,6 +131,7 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
     n_params = {m: next((s["n_params"] for s in good.values() if s["model"] == m), preset_params(m))
                 for m in st.models()}
     rules = list(st.study.axis_fit_rules)
+    spec_cfg = dataclasses.replace(cfg0.spectrum, leave_one_out=True)
     axes: dict[str, dict] = {}
     fit_rules: dict[str, dict] = {}
     for kind, keys, others in (("D", st.models(), st.budgets()), ("M", st.budgets(), st.models())):
@@ -151,42 +156,54 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
                           "x": x[order].tolist()}
             built[name] = (column, x[order], [seeds[i][1] for i in order])
         chosen = rules[0]
-        if len(rules) > 1 and built:
+        if isinstance(choose_from, dict) and kind in choose_from:   # the raw series' choice
+            chosen = choose_from[kind]["chosen"]
+            fit_rules[kind] = {"chosen": chosen, "chosen_on": "raw"}
+        elif len(rules) > 1 and built:
             fit_rules[kind] = _compare_rules(sd, built, kind, rules, cfg0, weights, progress)
             chosen = fit_rules[kind]["chosen"]
         for name, (column, x, per_seed) in built.items():
             ax = sd.axis(name, weights)
             try:
                 axes[name].update(analyze_axis(ax, sd.axis_npz(name, weights), column, kind,
-                                               rule_config(cfg0.fit, chosen), cfg0.spectrum, progress))
+                                               rule_config(cfg0.fit, chosen), spec_cfg, progress))
             except TokenclockError as e:
                 axes[name] = {"status": "failed", "axis": kind, "error": str(e).splitlines()[0]}
                 continue
             rep = replicate_ceiling(ax, x, per_seed, cfg0.spectrum.smoothing)
             held, ceil = axes[name].get("reconstruction_r2_heldout"), rep["replicate_ceiling_r2"]
             rep["heldout_ratio_to_ceiling"] = held / ceil if held is not None and ceil and ceil > 0 else None
+            loo = axes[name].get("reconstruction_r2_loo")
+            rep["loo_ratio_to_ceiling"] = loo / ceil if loo is not None and ceil and ceil > 0 else None
             axes[name].update(rep)
     return axes, fit_rules
 
 
 def _compare_rules(sd: StudyDir, built: dict, kind: str, rules: list[str], cfg0, weights: str,
                    progress: bool) -> dict:
-    """Every rule's held-out R^2 on every axis of one kind (fit + a spectrum with the alternating
-    held-out split only), and the rule choose_rule picks."""
-    quick = dataclasses.replace(cfg0.spectrum, block_size=0, token_split=False, heldout=True)
-    scores: dict[str, dict] = {r: {} for r in rules}
+    """Every rule's held-out R^2 on every axis of one kind, both ways (every other point;
+    leave one out), and the rule choose_rule picks by the leave-one-out scores: on an axis of
+    K points the every-other split fits on K/2, too few for two events below K = 18."""
+    quick = dataclasses.replace(cfg0.spectrum, block_size=0, token_split=False, heldout=True, leave_one_out=True)
+    loo: dict[str, dict] = {r: {} for r in rules}
+    held: dict[str, dict] = {r: {} for r in rules}
     for rule in rules:
         for name, (column, _x, _p) in built.items():
             ax = sd.axis(name, weights)
             try:
                 fit(ax, dataclasses.replace(rule_config(cfg0.fit, rule), axis=column, extra_axes=[]),
                     progress=progress)
-                held = spectrum(ax, quick, progress=progress).get("reconstruction_r2_heldout")
+                s = spectrum(ax, quick, progress=progress)
             except TokenclockError:
-                held = None
-            scores[rule][name] = None if held is None or not np.isfinite(held) else float(held)
-    out = choose_rule(scores, rules)
-    out["axis"] = kind
+                s = {}
+            for store, key in ((loo, "reconstruction_r2_loo"), (held, "reconstruction_r2_heldout")):
+                v = s.get(key)
+                store[rule][name] = None if v is None or not np.isfinite(v) else float(v)
+    out = choose_rule(loo, rules)
+    out.update(axis=kind, chosen_on=weights, heldout_every_other_r2=held,
+               heldout_every_other_r2_mean={r: (float(np.mean([v for v in held[r].values() if v is not None]))
+                                                if any(v is not None for v in held[r].values()) else None)
+                                            for r in rules})
     return out
 
 
@@ -231,6 +248,13 @@ def axes_summary(axes: dict, t: dict) -> dict:
                                                            if a.get("reconstruction_r2_heldout") is not None),
                                                           default=None),
                      "reconstruction_r2_block_heldout_mean": mean("reconstruction_r2_block_heldout"),
+                     "reconstruction_r2_loo_mean": mean("reconstruction_r2_loo"),
+                     "reconstruction_r2_loo_min": min((a["reconstruction_r2_loo"] for a in done
+                                                       if a.get("reconstruction_r2_loo") is not None), default=None),
+                     "loo_ratio_to_ceiling_mean": mean("loo_ratio_to_ceiling"),
+                     "reconstruction_r2_discrete_mean": mean("reconstruction_r2_discrete"),
+                     "reconstruction_r2_heldout_discrete_mean": mean("reconstruction_r2_heldout_discrete"),
+                     "reconstruction_r2_loo_discrete_mean": mean("reconstruction_r2_loo_discrete"),
                      "fit_rule": next((a.get("fit_rule") for a in done), None),
                      "alpha_measured_median": float(np.median(am)) if am else None,
                      "alpha_spectrum_median": float(np.median(asp)) if asp else None}

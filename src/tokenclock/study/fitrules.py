@@ -34,7 +34,7 @@ def choose_rule(scores: dict[str, dict[str, float | None]], rules: list[str]) ->
         means[r] = float(np.mean(v)) if v and len(v) == len(axes) else None
     ok = [r for r in rules if means[r] is not None]
     return {"chosen": max(ok, key=lambda r: (means[r], -rules.index(r))) if ok else rules[0],
-            "heldout_r2_mean": means, "heldout_r2": scores,
-            "criterion": "mean held-out R^2 of -dL/du over the axes of this kind (fit on every other "
-                         "axis point, scored on the others); the chosen rule's scores are selected on "
-                         "these same points, so they are optimistic by the choice among the rules"}
+            "score_mean": means, "score": scores,
+            "criterion": "mean leave-one-out R^2 of -dL/du over the axes of this kind (each axis point "
+                         "predicted by events fitted on the others); the chosen rule's scores are "
+                         "selected on these same points, so they are optimistic by the choice among the rules"}

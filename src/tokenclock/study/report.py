@@ -72,11 +72,12 @@ def study_report(study_dir: str | Path) -> Path:
         "is held-out R^2 / ceiling, shown beside both. raw: each run's final weights; avg: its averaged "
         'weights (train.avg).</p><table class="num"><tr><th>axis</th><th>weights</th><th>fit rule</th><th>matrices</th>'
         "<th>R^2 mean</th><th>R^2 min</th><th>held-out R^2 mean</th><th>held-out R^2 min</th>"
-        "<th>replicate ceiling mean</th><th>held-out / ceiling</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
+        "<th>leave-one-out R^2 mean</th><th>replicate ceiling mean</th><th>held-out / ceiling</th>"
+        "<th>leave-one-out / ceiling</th><th>alpha measured</th><th>alpha spectrum</th></tr>"
         f'{_summary_rows(man, series)}</table>{_rules_html(man)}<img src="{panels}" alt="T, D and M panels">'
         f"<p>Panels: the {series[0]} series.</p><h2>Axes</h2>"
         '<table class="num"><tr><th>axis</th><th>weights</th><th>status</th><th>points</th><th>fit rule</th><th>R^2</th>'
-        "<th>held-out R^2</th><th>block held-out</th><th>token split (ceiling)</th>"
+        "<th>held-out R^2</th><th>leave-one-out R^2</th><th>discrete: in-sample / held-out / loo</th><th>block held-out</th><th>token split (ceiling)</th>"
         "<th>replicate ceiling</th><th>held-out / ceiling</th><th>alpha meas.</th><th>alpha spec.</th><th>event share</th><th>note</th>"
         f"</tr>{_axis_rows(man, series)}</table>{per_axis}<h2>Classical baseline (Chinchilla approach 3)</h2>"
         f"{_chinchilla_html(ch, ch_fig)}{_branch_html(man)}"
@@ -174,29 +175,36 @@ def _summary_rows(man: dict, series: list[str]) -> str:
         f"<td>{_cell(v.get('reconstruction_r2_min'))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_heldout_mean', v.get('reconstruction_r2_heldout')))}</td>"
         f"<td>{_cell(v.get('reconstruction_r2_heldout_min'))}</td>"
+        f"<td>{_cell(v.get('reconstruction_r2_loo_mean'))}</td>"
         f"<td>{_cell(v.get('replicate_ceiling_r2_mean'))}</td><td>{_cell(v.get('heldout_ratio_to_ceiling_mean'))}</td>"
+        f"<td>{_cell(v.get('loo_ratio_to_ceiling_mean'))}</td>"
         f"<td>{_cell(v.get('alpha_measured_median', v.get('alpha_measured')))}</td>"
         f"<td>{_cell(v.get('alpha_spectrum_median', v.get('alpha_spectrum')))}</td></tr>"
         for k, w, v in rows)
 
 
 def _rules_html(man: dict) -> str:
-    """The fit rules tried on the sparse axes: mean held-out R^2 of each, per series and axis kind."""
-    fr = {w: r for w, r in (man.get("fit_rules") or {}).items() if r}
-    if not fr:
+    """The fit rules tried on the sparse axes: mean leave-one-out and every-other held-out R^2 of
+    each, per axis kind (chosen on the first weight series, kept for the others)."""
+    tried = [(w, k, c) for w, kinds in (man.get("fit_rules") or {}).items() for k, c in (kinds or {}).items()
+             if "score_mean" in c]
+    if not tried:
         return ""
-    rules = list(next(iter(next(iter(fr.values())).values()))["heldout_r2_mean"])
+    rules = list(tried[0][2]["score_mean"])
     head = "".join(f"<th>{html.escape(r)}</th>" for r in rules)
-    body = "".join(
-        f"<tr><th>{k}</th><td>{w}</td>" + "".join(
-            f"<td>{'<b>' if r == c['chosen'] else ''}{_cell(c['heldout_r2_mean'].get(r))}"
-            f"{'</b>' if r == c['chosen'] else ''}</td>" for r in rules) + "</tr>"
-        for w, kinds in fr.items() for k, c in kinds.items())
-    crit = html.escape(next(iter(next(iter(fr.values())).values()))["criterion"])
-    return (f"<h3>Fit rules for sparse axes</h3><p>Mean held-out R^2 of each rule (bold: chosen). {crit}. "
-            "two_events: up to two sigmoids per token (the T axis' rule); one_event: at most one; wide: no "
-            "event narrower than one axis spacing; bic_small_k: the BIC penalty grows by K/(K-p-1).</p>"
-            f'<table class="num"><tr><th>axis</th><th>weights</th>{head}</tr>{body}</table>')
+
+    def row(w, k, c, key, label):
+        return (f"<tr><th>{k}</th><td>{w}</td><td>{label}</td>" + "".join(
+            f"<td>{'<b>' if r == c['chosen'] else ''}{_cell(c[key].get(r))}{'</b>' if r == c['chosen'] else ''}</td>"
+            for r in rules) + "</tr>")
+    body = "".join(row(w, k, c, "score_mean", "leave one out") + row(w, k, c, "heldout_every_other_r2_mean", "every other")
+                   for w, k, c in tried)
+    return (f"<h3>Fit rules for sparse axes</h3><p>Mean held-out R^2 of each rule (bold: chosen). "
+            f"{html.escape(tried[0][2]['criterion'])}. two_events: up to two sigmoids per token (the T axis' rule); "
+            "one_event: at most one; wide: no event narrower than one axis spacing; bic_small_k: the BIC "
+            "penalty grows by K/(K-p-1). Every other: events fitted on every other axis point, which leaves "
+            "too few points for two events on these axes.</p>"
+            f'<table class="num"><tr><th>axis</th><th>weights</th><th>held out</th>{head}</tr>{body}</table>')
 
 
 def _axis_rows(man: dict, series: list[str]) -> str:
@@ -204,6 +212,8 @@ def _axis_rows(man: dict, series: list[str]) -> str:
         f"<tr><td>{html.escape(n)}</td><td>{w}</td><td>{_cell(a.get('status'))}</td><td>{_cell(a.get('n_ckpt'))}</td>"
         f"<td>{_cell(a.get('fit_rule'))}</td>"
         f"<td>{_cell(a.get('reconstruction_r2'))}</td><td>{_cell(a.get('reconstruction_r2_heldout'))}</td>"
+        f"<td>{_cell(a.get('reconstruction_r2_loo'))}</td><td>{_cell(a.get('reconstruction_r2_discrete'))} / "
+        f"{_cell(a.get('reconstruction_r2_heldout_discrete'))} / {_cell(a.get('reconstruction_r2_loo_discrete'))}</td>"
         f"<td>{_cell(a.get('reconstruction_r2_block_heldout'))}</td>"
         f"<td>{_cell(a.get('token_split_r2'))} ({_cell(a.get('token_split_ceiling_r2'))})</td>"
         f"<td>{_cell(a.get('replicate_ceiling_r2'))}</td><td>{_cell(a.get('heldout_ratio_to_ceiling'))}</td>"
@@ -225,7 +235,7 @@ def _per_axis_html(sd: StudyDir, man: dict, series: list[str]) -> str:
             png = _axis_figure(sd, sd.axis(name, w), f"axis_{w}_{name}.png", name)
             parts.append(
                 f"<details><summary>{html.escape(name)} ({w}): R^2 {_cell(a.get('reconstruction_r2'))}, held-out "
-                f"{_cell(a.get('reconstruction_r2_heldout'))}, replicate ceiling {_cell(a.get('replicate_ceiling_r2'))}, "
+                f"{_cell(a.get('reconstruction_r2_heldout'))}, leave-one-out {_cell(a.get('reconstruction_r2_loo'))}, replicate ceiling {_cell(a.get('replicate_ceiling_r2'))}, "
                 f"ratio {_cell(a.get('heldout_ratio_to_ceiling'))}, rule {_cell(a.get('fit_rule'))}</summary>"
                 f'<img src="{png}" alt="{html.escape(name)}"></details>')
     return "<h2>Each axis</h2>" + "".join(parts) if parts else ""
@@ -243,6 +253,8 @@ def _axis_figure(sd: StudyDir, rd: RunDir, fname: str, title: str) -> str:
         held = np.asarray(c["heldout"], bool)
         a0.plot(np.asarray(c["x"])[held], np.asarray(c["dldu_heldout"])[held], "s", color="C2", ms=4,
                 mfc="none", label="held-out points: reconstruction")
+    if "dldu_loo" in c:
+        a0.plot(c["x"], c["dldu_loo"], "x", color="C4", ms=5, label="each point left out: reconstruction")
     if rd.spectrum_replicate_curve.is_file():
         rc = read_parquet(rd.spectrum_replicate_curve)
         seeds = np.stack([v for k, v in rc.items() if k.startswith("dldu_measured_seed")])

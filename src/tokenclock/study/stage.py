@@ -70,9 +70,10 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     # D and M axes from the good runs (per-token losses averaged over seeds), per weight series
     good = {n: s for n, s in status.items() if s.get("status") == "done" and s["kind"] != "compare"}
     manifest["fit_rules"] = {}
-    for w in st.study.weights:
+    for w in st.study.weights:  # the rule is chosen on the first series (raw) and kept for the others
         key = "axes" if w == "raw" else f"axes_{w}"
-        manifest[key], manifest["fit_rules"][w] = build_axes(sd, st, good, inputs, cfg0, progress, w)
+        first = manifest["fit_rules"].get(st.study.weights[0]) if w != st.study.weights[0] else None
+        manifest[key], manifest["fit_rules"][w] = build_axes(sd, st, good, inputs, cfg0, progress, w, first)
     axes = manifest["axes" if "raw" in st.study.weights else "axes_avg"]
     if not any(a["status"] == "done" for a in axes.values()):
         write_json(sd.manifest, manifest)

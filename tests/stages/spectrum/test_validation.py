@@ -107,3 +107,47 @@ def test_avg_trace_without_averages_is_refused(tiny_run, capsys):
     assert main(["trace", str(tiny_run), "--quiet", "--weights", "avg"]) == 3  # ConfigError
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("tokenclock: error: trace.weights=avg") and "train.avg=ema" in last
+
+
+def test_discrete_and_leave_one_out_scores():
+    """reconstruct_derivative_discrete takes the events' level curve through the measured
+    derivative's operator: on a dense axis it equals the analytic derivative, on a sparse one it
+    sees a step between two points that the analytic derivative at the points misses. The
+    spectrum's leave-one-out refits score every point from a fit without it."""
+    from tokenclock.stages.spectrum.reconstruct import (
+        measured_derivative,
+        reconstruct_derivative,
+        reconstruct_derivative_discrete,
+    )
+
+    ev = {"a": np.array([1.0]), "mu": np.array([3.0]), "width": np.array([0.5])}
+    dense = np.linspace(0, 6, 400)
+    assert np.allclose(reconstruct_derivative_discrete(ev, 1, dense, 1), reconstruct_derivative(ev, 1, dense), atol=1e-3)
+    sparse = np.arange(7.0)
+    sharp = {"a": np.array([1.0]), "mu": np.array([2.5]), "width": np.array([0.01])}
+    step = np.where(sparse < 2.5, 1.0, 0.0)   # the level curve of that step, as a measured loss
+    assert np.allclose(reconstruct_derivative(sharp, 1, sparse), 0, atol=1e-12)
+    assert np.allclose(reconstruct_derivative_discrete(sharp, 1, sparse, 1), measured_derivative(step, sparse, 1))
+
+
+def test_leave_one_out_on_an_axis(tmp_path):
+    """A synthetic axis of 10 points (a run-like folder, as a study writes): spectrum.leave_one_out
+    writes a left-out reconstruction for every point and its R^2 beside the others."""
+    import dataclasses
+
+    from tokenclock.stages.fit.config import FitConfig
+    from tokenclock.stages.fit.stage import fit
+    from tokenclock.stages.spectrum.stage import SpectrumConfig, spectrum
+    from tokenclock.study.axes import write_axis
+
+    x = np.geomspace(1e4, 1e7, 10)
+    rng = np.random.default_rng(1)
+    mu = rng.uniform(np.log(2e4), np.log(5e6), 400)
+    loss = 6 - 2 / (1 + np.exp(-(np.log(x)[:, None] - mu[None, :]) / 0.5)) + rng.normal(0, 0.03, (10, 400))
+    ax = write_axis(RunDir(tmp_path / "ax"), "tokens_seen", x.astype(np.int64), loss,
+                    {"tok_idx": np.arange(400), "token_id": np.zeros(400, np.int64)}, {"axis_name": "D"})
+    fit(ax, dataclasses.replace(FitConfig(min_drop_nats=0.25), axis="tokens_seen", extra_axes=[]), progress=False)
+    s = spectrum(ax, SpectrumConfig(smoothing=1, leave_one_out=True, block_size=0), progress=False)
+    assert s["n_ckpt_loo"] == 10 and s["reconstruction_r2_loo"] > 0.5 and s["reconstruction_r2_discrete"] > 0.5
+    curve = read_parquet(ax.spectrum_curve())
+    assert np.isfinite(curve["dldu_loo"]).all() and np.isfinite(curve["dldu_loo_discrete"]).all()

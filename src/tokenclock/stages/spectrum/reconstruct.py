@@ -111,6 +111,15 @@ def reconstruct_derivative(events: Mapping[str, Any], n_tok: int, u: np.ndarray)
     return _sum_over_events(events, u, "rate") / n_tok
 
 
+def reconstruct_derivative_discrete(events: Mapping[str, Any], n_tok: int, u: np.ndarray,
+                                    smooth: int) -> np.ndarray:
+    """-dL/du of the events' summed level curve (1/N) sum_e a_e s((mu_e - u) / w_e), taken at the
+    axis points with the same operator as the measured derivative (measured_derivative): on a
+    sparse axis an event narrower than the spacing is a step the measured slope spreads over the
+    gap, and this compares like with like; on a dense axis it equals reconstruct_derivative."""
+    return measured_derivative(_sum_over_events(events, u, "level") / n_tok, u, smooth)
+
+
 def reconstruct_curve(tokens_b: np.ndarray, events: Mapping[str, Any], n_tok: int,
                       u: np.ndarray, tokens_c: np.ndarray | None = None) -> np.ndarray:
     """Mean of the fitted token curves b_i + c_i (u - u_K) + sum_j a_j s((mu_j - u) / w_j), at each

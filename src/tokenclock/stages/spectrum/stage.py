@@ -29,6 +29,7 @@ from tokenclock.stages.spectrum.reconstruct import (
     measured_derivative,
     reconstruct_curve,
     reconstruct_derivative,
+    reconstruct_derivative_discrete,
 )
 from tokenclock.stages.spectrum.validation import block_mask, token_split_scores
 
@@ -52,6 +53,10 @@ class SpectrumConfig:
     first and last fitted) and score the refit there; 0 = off."""
     token_split: bool = True
     """Score how the events of a seeded half of the tokens predict the other half's -dL/du."""
+    leave_one_out: bool = False
+    """Also refit the events once per checkpoint without it and score the reconstruction at the
+    left-out point (K refits: for sparse axes, where every other point leaves too few to fit;
+    a study turns it on for its D and M axes)."""
     after_step: int | None = None
     """Post-warmup scores use checkpoints with step >= after_step; None = the run's
     train.warmup_steps from the manifest (0 if absent). Ignored when the axis table has no step."""
@@ -112,6 +117,20 @@ def _heldout_events(loss_kn: np.ndarray, rows: np.ndarray, u: np.ndarray, run: R
     return _finite_events({k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()})[0]
 
 
+def _loo_events(loss_kn: np.ndarray, keep: np.ndarray, u: np.ndarray, run: RunDir, axis: str,
+                cfg: SpectrumConfig, progress: bool) -> list:
+    """Per kept row, the events refitted on the other kept rows (None where that fit fails)."""
+    rows = np.flatnonzero(keep)
+    out = []
+    for k in range(len(rows)):
+        others = np.delete(np.arange(len(rows)), k)
+        try:
+            out.append(_heldout_events(loss_kn, rows[others], u[others], run, axis, cfg, False))
+        except DataError:
+            out.append(None)
+    return out
+
+
 def _finite_events(events: dict) -> tuple[dict, int]:
     """Drop events with non-finite a/mu or non-positive width (a fit that failed for that token)."""
     ok = (np.isfinite(events["a"]) & np.isfinite(events["mu"]) & (events["width"] > 0))
@@ -121,9 +140,13 @@ def _finite_events(events: dict) -> tuple[dict, int]:
 def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | None,
                   events: Mapping[str, Any], tokens_b: np.ndarray, after_mask: np.ndarray,
                   cfg: SpectrumConfig, heldout_events: Mapping[str, Any] | None = None,
-                  tokens_c: np.ndarray | None = None, block: tuple | None = None) -> tuple:
+                  tokens_c: np.ndarray | None = None, block: tuple | None = None,
+                  loo_events: list | None = None) -> tuple:
     """Everything for one clock. u: (K',) kept axis in ln x; after_mask: (K',) post-warmup rows;
-    block: (events fitted without the held-out blocks, (K',) mask of the held-out rows).
+    block: (events fitted without the held-out blocks, (K',) mask of the held-out rows);
+    loo_events: per kept row, the events fitted without it (spectrum.leave_one_out).
+    Scores named *_discrete take the reconstruction's derivative with the measured one's operator
+    (reconstruct_derivative_discrete), beside the analytic ones.
     Returns (scores dict, curve columns, density columns)."""
     N = loss_kn.shape[1]
     u = np.asarray(u, np.float64)
@@ -144,9 +167,13 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
         "loss_r2": r2_score(rec_L, L),
         "n_ckpt_after_warmup": int(after_mask.sum()),
     }
-    rec_held = np.full(len(u), np.nan)
+    rec_d = reconstruct_derivative_discrete(events, N, u, cfg.smoothing)
+    s["reconstruction_r2_discrete"] = r2_score(rec_d, meas)
+    rec_held, rec_held_d = np.full(len(u), np.nan), np.full(len(u), np.nan)
     if heldout_events is not None:
         rec_held = reconstruct_derivative(heldout_events, N, u)
+        rec_held_d = reconstruct_derivative_discrete(heldout_events, N, u, cfg.smoothing)
+        s["reconstruction_r2_heldout_discrete"] = r2_score(rec_held_d[odd], meas[odd])
         s["reconstruction_r2_heldout"] = r2_score(rec_held[odd], meas[odd])
         s["reconstruction_r2_heldout_after_warmup"] = r2_score(rec_held[odd & after_mask],
                                                                meas[odd & after_mask])
@@ -162,6 +189,16 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
                                                                      meas[block_held & after_mask])
         s["n_ckpt_block_heldout"] = int(block_held.sum())
         s["block_size"] = cfg.block_size
+    rec_loo, rec_loo_d = np.full(len(u), np.nan), np.full(len(u), np.nan)
+    if loo_events is not None:
+        for k, ev in enumerate(loo_events):
+            if ev is not None:
+                rec_loo[k] = reconstruct_derivative(ev, N, u[k:k + 1])[0]
+                rec_loo_d[k] = reconstruct_derivative_discrete(ev, N, u, cfg.smoothing)[k]
+        ok = np.isfinite(rec_loo)
+        s["reconstruction_r2_loo"] = r2_score(rec_loo[ok], meas[ok]) if ok.sum() >= 3 else float("nan")
+        s["reconstruction_r2_loo_discrete"] = r2_score(rec_loo_d[ok], meas[ok]) if ok.sum() >= 3 else float("nan")
+        s["n_ckpt_loo"] = int(ok.sum())
     if cfg.token_split:
         keep = np.ones(loss_kn.shape[0], bool) if keep_mask is None else np.asarray(keep_mask, bool)
         s.update(token_split_scores(loss_kn, keep, u, events, after_mask, cfg.smoothing, heldout_events,
@@ -180,7 +217,10 @@ def analyze_clock(loss_kn: np.ndarray, u: np.ndarray, keep_mask: np.ndarray | No
     curve = {"x": x, "u": u, "loss_mean": L, "dldu_measured": meas, "dldu_reconstructed": rec,
              "loss_reconstructed": rec_L, "dldu_heldout": rec_held,
              "heldout": odd if heldout_events is not None else np.zeros(len(u), bool),
-             "dldu_block_heldout": rec_block, "block_heldout": block_held, "after_warmup": after_mask}
+             "dldu_block_heldout": rec_block, "block_heldout": block_held, "after_warmup": after_mask,
+             "dldu_reconstructed_discrete": rec_d, "dldu_heldout_discrete": rec_held_d}
+    if loo_events is not None:
+        curve.update(dldu_loo=rec_loo, dldu_loo_discrete=rec_loo_d)
     return s, curve, density
 
 
@@ -254,7 +294,8 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
                 block = (_heldout_events(loss, np.flatnonzero(keep)[~bm], u[~bm], run, axis, cfg, progress), bm)
             except DataError as e:
                 note = f"{note + '; ' if note else ''}block held-out fit skipped: {e}"
-        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held, tokens_c, block)
+        loo = _loo_events(loss, keep, u, run, axis, cfg, progress) if cfg.leave_one_out else None
+        s, curve, density = analyze_clock(loss, u, keep, events, tokens_b, after, cfg, held, tokens_c, block, loo)
         s.update({"axis": axis, "after_step": after_step, "n_events_nonfinite_dropped": n_bad})
         if note:
             s["heldout_note"] = note

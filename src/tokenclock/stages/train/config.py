@@ -20,6 +20,7 @@ DATA_ORDER_VERSION = 1
 # Keys that keep more training state or replay part of a run without changing its weights: they
 # are not part of a run's identity (stage.py, _check_same_run); the zoom keys are not even recorded.
 STATE_KEYS = ("keep_state_steps", "keep_state_all")
+EXEC_KEYS = ("threads",)  # how fast a run trains, not which run it is: a resume may change them
 ZOOM_KEYS = ("zoom", "zoom_ckpt_per_decade")
 ZOOM_FACTOR = 4  # train.zoom_ckpt_per_decade = 0: this many times train.ckpt_per_decade
 

@@ -21,7 +21,14 @@ from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
 from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
-from tokenclock.stages.train.config import DATA_ORDER_VERSION, STATE_KEYS, ZOOM_KEYS, TrainConfig, init_path
+from tokenclock.stages.train.config import (
+    DATA_ORDER_VERSION,
+    EXEC_KEYS,
+    STATE_KEYS,
+    ZOOM_KEYS,
+    TrainConfig,
+    init_path,
+)
 from tokenclock.stages.train.model import ModelConfig
 from tokenclock.stages.train.trainer import TrainData, Trainer
 from tokenclock.stages.train.zoom import zoom
@@ -152,12 +159,13 @@ def _same_init(prev: str | None, new: str | None, init_root: str | Path | None) 
 def _check_same_run(run: RunDir, conf: dict, init_root: str | Path | None = None) -> None:
     """Refuse a run directory whose recorded train config differs from `conf` (options added in
     a later version count as equal when `conf` leaves them at their defaults; the options that
-    keep training state or zoom, STATE_KEYS and ZOOM_KEYS, change no weight and are not compared)."""
+    keep training state or zoom, STATE_KEYS and ZOOM_KEYS, change no weight and are not compared;
+    nor is train.threads, EXEC_KEYS: a run may resume with another thread count)."""
     if not run.manifest.is_file():
         return
     prev = load_manifest(run)["stages"].get("train", {}).get("config")
     if prev is not None:
-        ignored = STATE_KEYS + ZOOM_KEYS
+        ignored = STATE_KEYS + ZOOM_KEYS + EXEC_KEYS
         prev = {**prev, "train": {k: v for k, v in prev.get("train", {}).items() if k not in ignored}}
         conf = {**conf, "train": {k: v for k, v in conf.get("train", {}).items() if k not in ignored}}
     old_init, new_init = (prev or {}).get("train", {}).get("init_from"), conf["train"].get("init_from")
