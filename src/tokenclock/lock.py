@@ -25,10 +25,9 @@ def run_lock(run, stage: str) -> Iterator[None]:
         try:
             fd = os.open(run.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(run.lock.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
+            holder = _holder(run)
+            if holder is None:  # gone meanwhile: try again
+                continue
             if holder.get("pid") == os.getpid():
                 yield  # re-entrant within one process (demo runs stages in sequence)
                 return
@@ -50,6 +49,22 @@ def run_lock(run, stage: str) -> Iterator[None]:
         return
     raise RunDirError(f"could not take the lock {run.lock}", "delete it and retry")
 
+
+
+def _holder(run, wait_s: float = 2.0) -> dict | None:
+    """The lock's record; a lock created but not yet written (another process between its create
+    and its write) is re-read for up to wait_s. None when the lock is gone."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            holder = json.loads(run.lock.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError):
+            holder = {}
+        if holder or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.05)
 
 
 def _pid_alive(pid: Any) -> bool:

@@ -389,3 +389,42 @@ def test_a_run_resumes_with_another_thread_count(tmp_path):
     _check_same_run(run, {**conf, "train": {**conf["train"], "threads": 1}})
     with pytest.raises(RunDirError, match="lr_peak"):
         _check_same_run(run, {**conf, "train": {**conf["train"], "lr_peak": 0.1}})
+
+
+def test_job_array_siblings_wait_for_the_shared_lock(tmp_path, monkeypatch):
+    """Two jobs of a job array start together: a lock file created but not yet written is read
+    again (not reported as 'in use by pid None'), and a job whose sibling holds STUDY_DIR/shared/
+    for a moment waits for it instead of failing."""
+    import json as _json
+    import os
+    import socket
+    import threading
+    import time
+
+    from tokenclock.errors import RunDirError
+    from tokenclock.lock import run_lock
+    from tokenclock.rundir import RunDir
+    from tokenclock.study import stage as study_stage
+
+    run = RunDir(tmp_path / "shared")
+    run.root.mkdir()
+    run.lock.write_text("")  # another process between its create and its write
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "stage": "tokens", "since": "now"}
+    threading.Timer(0.3, lambda: run.lock.write_text(_json.dumps(holder))).start()
+    with pytest.raises(RunDirError, match=f"in use by pid {os.getppid()} "):
+        with run_lock(run, "corpus"):
+            pass
+    calls = []
+
+    def busy_then_free(sd, st, progress):
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RunDirError("STUDY_DIR/shared is in use by pid 1 on h (stage corpus, since now)")
+        return {"ok": True}
+
+    monkeypatch.setattr(study_stage, "prepare_shared", busy_then_free)
+    assert study_stage._prepare_shared_waiting(None, None, False, wait_s=30) == {"ok": True}
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(RunDirError, match="in use"):  # the final call (no --only) does not wait
+        study_stage._prepare_shared_waiting(None, None, False, wait_s=0)

@@ -22,7 +22,7 @@ import numpy as np
 
 from tokenclock import pipeline  # called as pipeline.train, so a test can replace it
 from tokenclock.artifacts import read_npy, write_json
-from tokenclock.errors import ConfigError, DataError, TokenclockError
+from tokenclock.errors import ConfigError, DataError, RunDirError, TokenclockError
 from tokenclock.rundir import StudyDir, load_manifest, stage_status
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.axes import axes_summary, build_axes, final_losses, t_axis
@@ -46,7 +46,7 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     sd.root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cfg0 = st.base_config
-    sig = prepare_shared(sd, st, progress)
+    sig = _prepare_shared_waiting(sd, st, progress, wait_s=0 if only is None else 600)
     if only == "prepare":
         return {"shared": sig}
     runs = _selected_runs(st, only)
@@ -91,6 +91,19 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     write_json(sd.manifest, manifest)
     study_report(sd.root)
     return manifest
+
+
+def _prepare_shared_waiting(sd: StudyDir, st: Study, progress: bool, wait_s: float) -> dict:
+    """prepare_shared; a job of a job array (`only`) whose sibling holds STUDY_DIR/shared/ for a
+    moment (its own check that the shared inputs are up to date) waits for it, up to wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return prepare_shared(sd, st, progress)
+        except RunDirError as e:
+            if "is in use" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def _selected_runs(st: Study, only: str | None) -> list[PlannedRun]:
