@@ -13,7 +13,8 @@ from tokenclock.errors import ConfigError
 # name: (hidden, layers, heads, kv_heads, intermediate). Non-embedding parameter counts are
 # computed by `non_embedding_params` and listed in the README (`tokenclock presets`). llama-170k,
 # -280k, -700k, -1.2m and -1.9m sit between the others so that 100k, 170k, 280k, 500k, 700k, 1.2m,
-# 1.9m and 4m are spaced evenly in ln(params) (ratio 1.62 +- 0.05: study-cpu's M axis).
+# 1.9m and 4m are spaced evenly in ln(params) (ratio 1.55-1.67: study-cpu's M axis); llama-3.8m,
+# -14m and -27m do the same for 1m, 1.9m, 3.8m, 8m, 14m, 27m, 50m, 100m (ratio 1.86-1.99: study-gpu).
 PRESETS: dict[str, tuple[int, int, int, int, int]] = {
     "llama-100k": (64, 2, 4, 4, 192),
     "llama-170k": (64, 3, 4, 4, 224),
@@ -26,8 +27,11 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
     "llama-2m": (160, 5, 5, 5, 512),
     "llama-1.9m": (160, 5, 5, 5, 576),
     "llama-4m": (192, 6, 6, 6, 640),
+    "llama-3.8m": (224, 6, 4, 4, 640),
     "llama-8m": (256, 8, 8, 8, 864),
+    "llama-14m": (320, 10, 5, 5, 1024),
     "llama-20m": (384, 11, 6, 6, 1024),
+    "llama-27m": (448, 11, 7, 7, 1216),
     "llama-50m": (512, 14, 8, 8, 1792),
     "llama-100m": (768, 14, 12, 12, 2048),
     "llama-300m": (1024, 24, 16, 16, 2816),
