@@ -65,6 +65,12 @@ class StudyConfig:
             raise ConfigError("give study.budgets_steps or study.budgets_tokens, not both")
         if any(b < 1 for b in self.budgets_steps + self.budgets_tokens):
             raise ConfigError("study budgets must be >= 1")
+        for name in ("budgets_steps", "budgets_tokens"):
+            b = getattr(self, name)
+            bad = next((i for i in range(1, len(b)) if b[i] <= b[i - 1]), None)
+            if bad is not None:
+                raise ConfigError(f"study.{name} must increase: {b[bad]} follows {b[bad - 1]}",
+                                  f"list each budget once, smallest first, e.g. {sorted(set(b))}")
         if not 0 < self.decay_fraction < 1:
             raise ConfigError(f"study.decay_fraction must be in (0, 1), got {self.decay_fraction}")
         if self.seed_kind not in ("full", "data"):
