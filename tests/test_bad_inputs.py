@@ -304,6 +304,34 @@ def case_study_unknown_fit_rule(tmp):
             "study.axis_fit_rules: unknown or repeated rule")
 
 
+def _schedule_case(tmp: Path, steps: int, batch: int, seq_len: int, sha: str | None = None) -> list[str]:
+    """`tokenclock train` (the zoom source's config) with a schedule folder whose meta.json says it
+    was built for (steps, batch, seq_len) and, when given, a tokenizer of sha256 `sha`."""
+    _, sets = _zoom_source()
+    sched = tmp / "sched"
+    write_npy(sched / "offsets.npy", np.zeros((steps, batch), dtype=np.int64))
+    write_json(sched / "meta.json", {"steps": steps, "batch_size": batch, "seq_len": seq_len,
+                                     "reference": "runs/proxy", "tokenizer_sha256": sha})
+    return ["train", "--config", "tiny", "--out", str(tmp / "r"), "--quiet", *_sets(sets),
+            "--set", f"train.data_schedule={sched}"]
+
+
+def case_schedule_other_run_shape(tmp):
+    return (_schedule_case(tmp, 40, 8, 128), 3,
+            "was built for 40 steps x 8 x 128 tokens (steps, batch_size, seq_len); this run trains 40 x 8 x 64")
+
+
+def case_schedule_other_tokenizer(tmp):
+    return _schedule_case(tmp, 40, 8, 64, sha="ab" * 32), 9, "was built on the tokenizer of runs/proxy (sha256 abababababab)"
+
+
+def case_reshape_pool_larger_than_split(tmp):
+    src, _ = _zoom_source()
+    shutil.copytree(src, tmp / "ref")
+    return (["reshape", str(tmp / "ref"), "--out", str(tmp / "s"), "--pool-size", "10000000", "--quiet"], 3,
+            "reshape pool_size 10000000 is larger than the")
+
+
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 
 

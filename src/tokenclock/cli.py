@@ -19,6 +19,7 @@ from tokenclock.rundir import RunDir
 from tokenclock.stages.data.corpus import build_corpus, count_documents
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
+from tokenclock.stages.reshape.profiles import STRATEGIES
 from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
@@ -259,8 +260,8 @@ def _add_reshape(sub) -> None:
                         "`tokenclock train --set train.data_schedule=SCHEDULE`.")
     sp.add_argument("run", help="reference run directory (trained; a smaller or shorter proxy is fine)")
     sp.add_argument("--out", required=True, help="schedule directory to write")
-    sp.add_argument("--strategy", choices=["learnable-now", "easy-to-hard", "hard-to-easy", "loss-based",
-                                           "uniform"], help="default learnable-now")
+    sp.add_argument("--strategy", choices=list(STRATEGIES), help="default learnable-now; token-learnable "
+                    "also writes per-token loss weights (SCHEDULE/weights.npy)")
     sp.add_argument("--pool-size", type=int, help="training windows traced in the reference (default 1024)")
     sp.add_argument("--window", type=float, help="sampling window width, a fraction (default 0.2)")
     sp.add_argument("--mix", type=float, help="share of each batch kept from the uniform order (default 0.5)")

@@ -254,6 +254,10 @@ class ScheduleDir:
         """int64 (steps, batch_size) start offsets into RUN/tokens/train.npy."""
         return self.root / "offsets.npy"
     @property
+    def weights(self) -> Path:
+        """float16 (steps, batch_size, seq_len) per-token loss weights (token-level strategies only)."""
+        return self.root / "weights.npy"
+    @property
     def profiles(self) -> Path: return self.root / "profiles.parquet"
     @property
     def meta(self) -> Path: return self.root / "meta.json"

@@ -117,7 +117,31 @@ def test_training_with_a_schedule(ref_run, tmp_path, texts_dir, capsys):
     assert main(["train", "--config", "tiny", "--out", str(tmp_path / "bad"), "--quiet", *args,
                  "--set", "train.batch_size=4"]) == ConfigError.exit_code
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "(12, 4)" in err and "batch_size" in err
+    assert len(err.splitlines()) == 1 and "built for 12 steps x 8 x 32" in err and "trains 12 x 4 x 32" in err
+
+
+def test_token_learnable_schedule_trains(ref_run, tmp_path, texts_dir):
+    """token-learnable: pool windows drawn uniformly, their tokens weighted by the reference's
+    events (float16, floor to 1), the new run trains with them and counts no zero-weight batch."""
+    from tokenclock.config import load_config
+    from tokenclock.pipeline import train
+
+    sched = tmp_path / "tok"
+    meta = reshape(ref_run, sched, ReshapeConfig(strategy="token-learnable", pool_size=64, max_ckpts=8,
+                                                 steps=12, token_floor=0.2), progress=False)
+    w = read_npy(sched / "weights.npy")
+    assert w.shape == (12, BATCH, SEQ) and w.dtype == np.float16
+    assert w.min() >= np.float16(0.2) - 1e-3 and w.max() <= 1 and w.std() > 0
+    assert meta["token_weights"]["zero_weight_batches"] == 0 and 0 <= meta["proxy_censored_share"] <= 1
+    assert meta["pool_repetition"]["max_draws"] >= 1 and len(meta["tokenizer_sha256"]) == 64
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{
+        "train.steps": 12, "train.batch_size": BATCH, "train.seq_len": SEQ, "train.ckpt_per_decade": 2,
+        "train.threads": 1, "train.data_schedule": sched}))
+    summary = train(tmp_path / "new", cfg, progress=False)
+    assert summary["token_weights"]["zero_weight_batches"] == 0
+    reshape(ref_run, sched, ReshapeConfig(strategy="learnable-now", pool_size=64, max_ckpts=8, steps=12),
+            progress=False)
+    assert not (sched / "weights.npy").exists()  # a sequence-level schedule drops the old weights
 
 
 def test_bad_input(ref_run, tmp_path, capsys):

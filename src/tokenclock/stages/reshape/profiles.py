@@ -1,6 +1,8 @@
 """The pure part of reshape (arrays in, arrays out; no files): the reshape config, the seeded pool
 of training windows, each pool sequence's learnability profile from its fitted learning events, the
-per-update sampling weights of each strategy, and the (steps, batch_size) schedule drawn from them.
+per-update sampling weights of each strategy, and the (steps, batch_size) schedule drawn from them
+and the token-level loss weights of `token-learnable` (the token analogue of Rho-1's selective
+loss: a token weighs most while the reference learned it, a floor before, after, and never).
 
 Learning times live on the log-step fraction f = ln(step) / ln(steps_ref) in [0, 1]; the new run's
 update s is at t = ln(s + 1) / ln(steps), so a shorter or smaller proxy reference maps onto it.
@@ -13,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenclock.curves import event
+from tokenclock.curves import event, logistic_prime
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.fitter import fit_matrix
 from tokenclock.windows import batch_offsets
 
-STRATEGIES = ("learnable-now", "easy-to-hard", "hard-to-easy", "loss-based", "uniform")
+STRATEGIES = ("learnable-now", "easy-to-hard", "hard-to-easy", "loss-based", "token-learnable", "uniform")
+TOKEN_STRATEGIES = ("token-learnable",)  # strategies that write SCHEDULE/weights.npy
+MAX_EVENTS = 2  # the fitter keeps at most two events per token
 INHERITED = ("steps", "batch_size", "seq_len")  # None = the reference's train.<name>
 
 
@@ -38,6 +42,11 @@ class ReshapeConfig:
     """Share of each batch taken from the default uniform order (0 = pool only)."""
     sharpness: float = 1.0
     """Pool weights are raised to this power before normalising."""
+    token_floor: float = 0.1
+    """token-learnable: the loss weight of a token far from its learning window (already learned,
+    not learnable yet, or never learned by the reference); 1 at the window's centre."""
+    token_drop_nats: float = 0.5
+    """token-learnable: an event of this drop (nats) or more gets the full weight; smaller ones less."""
     max_ckpts: int = 16
     """Reference checkpoints traced (a log-spaced subset, the last one included)."""
     n_bins: int = 32
@@ -67,6 +76,9 @@ class ReshapeConfig:
             raise ConfigError(f"reshape mix must be in [0, 1], got {self.mix}")
         if not 0 < self.window <= 1:
             raise ConfigError(f"reshape window must be in (0, 1], got {self.window}")
+        if not 0 <= self.token_floor <= 1 or self.token_drop_nats <= 0:
+            raise ConfigError(f"reshape token_floor must be in [0, 1] and token_drop_nats > 0, got "
+                              f"{self.token_floor} and {self.token_drop_nats}")
         if self.sharpness <= 0 or self.pool_size < 1 or self.max_ckpts < 4 or self.n_bins < 2:
             raise ConfigError("reshape needs sharpness > 0, pool_size >= 1, max_ckpts >= 4, n_bins >= 2")
         if any((getattr(self, n) or 0) < 0 for n in INHERITED) or self.trace_batch_size < 1:
@@ -103,7 +115,9 @@ def sequence_profiles(loss_kn: np.ndarray, steps: np.ndarray, seq_len: int, fit_
     Returns `learn_frac` (amplitude-weighted mean log-step fraction of the sequence's positive
     events, NaN without events), `learn_hist` (n_seq, n_bins) mean drop per token (nats) by
     learning-time bin, `drop_nats`, `remaining_nats` (drop the fitted curves still predict after
-    the last checkpoint), `loss_last`, and `loss_seq` (K', n_seq) / `ckpt_frac` (K',) for loss-based.
+    the last checkpoint), `loss_last`, and `loss_seq` (K', n_seq) / `ckpt_frac` (K',) for loss-based;
+    `events` (the fit's event columns) and `u` (ln step of the K' checkpoints) for the token weights,
+    so sequence- and token-level strategies share one scoring pass.
     """
     steps = np.asarray(steps, dtype=np.float64)
     keep = steps > 0
@@ -131,7 +145,7 @@ def sequence_profiles(loss_kn: np.ndarray, steps: np.ndarray, seq_len: int, fit_
     loss_seq = loss.reshape(K, n_seq, seq_len).mean(axis=2)
     return {"learn_frac": learn_frac, "learn_hist": hist, "drop_nats": amp / seq_len,
             "remaining_nats": remaining, "loss_last": loss_seq[-1].astype(np.float64),
-            "loss_seq": loss_seq.astype(np.float64), "ckpt_frac": u / u_top}
+            "loss_seq": loss_seq.astype(np.float64), "ckpt_frac": u / u_top, "events": ev, "u": u}
 
 
 def _box_overlap(t: np.ndarray, window: float, n_bins: int) -> np.ndarray:
@@ -159,11 +173,12 @@ def sampling_weights(profiles: dict, step, total_steps: int, strategy: str, wind
     log-step fraction; easy-to-hard / hard-to-easy: sequences whose learning-time rank quantile
     is within `window` of the linear progress step / total_steps (reversed); loss-based: the
     reference's loss at the current log-step fraction minus its final loss (reducible loss);
-    uniform: equal weights. Rows with no mass fall back to uniform.
+    uniform and token-learnable (whose selection is in the loss weights): equal weights. Rows with
+    no mass fall back to uniform.
     """
     step = np.atleast_1d(np.asarray(step, dtype=np.float64))
     n_seq = len(profiles["learn_frac"])
-    if strategy == "uniform":
+    if strategy in ("uniform", "token-learnable"):
         wts = np.ones((len(step), n_seq))
     elif strategy == "learnable-now":
         hist = np.clip(profiles["learn_hist"], 0, None)
@@ -216,3 +231,90 @@ def pool_draw_counts(offsets: np.ndarray, pool: np.ndarray) -> np.ndarray:
     flat = offsets.reshape(-1)
     i = np.clip(np.searchsorted(pool, flat), 0, len(pool) - 1)
     return np.bincount(i[pool[i] == flat], minlength=len(pool))
+
+
+# ----------------------------------------------------------------------------- token weights
+
+
+def token_events(events: dict, n_tok: int, u_top: float) -> dict[str, np.ndarray]:
+    """Each token's positive (learning) events as (n_tok, MAX_EVENTS) arrays: `a` drop (nats, 0 =
+    no event), `frac` midpoint and `width` on the log-step fraction ln(step) / ln(steps_ref)."""
+    pos = np.asarray(events["a"]) > 0
+    tok = np.asarray(events["tok_idx"])[pos].astype(np.int64)
+    a = np.asarray(events["a"], dtype=np.float64)[pos]
+    frac = np.asarray(events["mu"], dtype=np.float64)[pos] / u_top
+    width = np.asarray(events["width"], dtype=np.float64)[pos] / u_top
+    out = {k: np.zeros((n_tok, MAX_EVENTS), dtype=np.float32) for k in ("a", "frac", "width")}
+    order = np.argsort(tok, kind="stable")
+    tok, a, frac, width = tok[order], a[order], frac[order], width[order]
+    first = np.searchsorted(tok, tok, side="left")
+    slot = np.arange(len(tok)) - first  # 0 for a token's first event, 1 for its second
+    keep = slot < MAX_EVENTS
+    for k, v in (("a", a), ("frac", frac), ("width", width)):
+        out[k][tok[keep], slot[keep]] = v[keep]
+    return out
+
+
+def relevance(ev: dict[str, np.ndarray], idx: np.ndarray, t: np.ndarray, window: float,
+              drop_nats: float) -> np.ndarray:
+    """In [0, 1], shape of `idx`: how learnable tokens `idx` (pool token indices) are at progress
+    `t` (broadcast against idx). Per event: 4 s'((frac - t) / h), 1 at the midpoint, with h the
+    event's width but at least window / 2, times min(1, a / drop_nats); the larger of two events."""
+    t = np.asarray(t, dtype=np.float32)
+    best = np.zeros(idx.shape, dtype=np.float32)
+    for e in range(MAX_EVENTS):
+        a = ev["a"][idx, e]
+        h = np.maximum(ev["width"][idx, e], np.float32(window / 2))
+        z = (ev["frac"][idx, e] - t) / h
+        r = 4 * logistic_prime(z) * np.minimum(1, a / np.float32(drop_nats))
+        best = np.maximum(best, np.where(a > 0, r, 0).astype(np.float32))
+    return best
+
+
+def token_weight(rel: np.ndarray, floor: float) -> np.ndarray:
+    """floor + (1 - floor) * relevance: no token weighs 0 unless floor is 0."""
+    return np.float32(floor) + np.float32(1 - floor) * rel
+
+
+def schedule_weights(offsets: np.ndarray, pool: np.ndarray, ev: dict[str, np.ndarray], t_step: np.ndarray,
+                     seq_len: int, window: float, floor: float, drop_nats: float,
+                     chunk: int = 64) -> np.ndarray:
+    """(steps, batch_size, seq_len) float16 loss weights of a schedule. Slots that are pool windows
+    get their tokens' weights at the update's progress `t_step` (steps,); the other slots (the
+    uniform order's, never scored) weigh the mean of the scored tokens of their batch (1 when the
+    batch holds none)."""
+    steps, batch = offsets.shape
+    out = np.empty((steps, batch, seq_len), dtype=np.float16)
+    pos = np.arange(seq_len)
+    for s0 in range(0, steps, chunk):
+        off = offsets[s0:s0 + chunk]
+        i = np.clip(np.searchsorted(pool, off), 0, len(pool) - 1)
+        scored = pool[i] == off  # (chunk, batch)
+        idx = i[..., None] * seq_len + pos  # (chunk, batch, seq_len) pool token indices
+        t = np.asarray(t_step[s0:s0 + chunk], dtype=np.float32)[:, None, None]
+        w = token_weight(relevance(ev, idx, t, window, drop_nats), floor)
+        n = scored.sum(axis=1) * seq_len
+        fill = np.where(n > 0, (w * scored[..., None]).sum(axis=(1, 2)) / np.maximum(n, 1), 1.0)
+        out[s0:s0 + chunk] = np.where(scored[..., None], w, fill[:, None, None].astype(np.float32))
+    return out
+
+
+def zero_weight_batches(weights: np.ndarray, chunk: int = 256) -> int:
+    """Updates whose weights are all zero (the trainer trains those on uniform weights)."""
+    n = 0
+    for s0 in range(0, len(weights), chunk):
+        w = np.asarray(weights[s0:s0 + chunk], dtype=np.float32).reshape(min(chunk, len(weights) - s0), -1)
+        n += int((w.sum(axis=1) <= 0).sum())
+    return n
+
+
+def censored_share(events: dict, u: np.ndarray) -> float:
+    """Share of the proxy's learning events (a > 0) whose midpoint lies at or past the middle of its
+    last checkpoint interval in ln(step): events the proxy had not finished when it stopped."""
+    a, mu = np.asarray(events["a"]), np.asarray(events["mu"])
+    pos = a > 0
+    if not pos.any():
+        return float("nan")
+    u = np.asarray(u, dtype=np.float64)
+    edge = u[-1] - 0.5 * (u[-1] - u[-2])
+    return float((mu[pos] >= edge).mean())

@@ -1,13 +1,15 @@
 """The reshape stage: reads a reference run REF (ckpt/, tokens/train.npy), traces a seeded pool of
 training windows through its checkpoints (REF/reshape/pool/: trace/loss.npy, trace/offsets.npy,
 pool.json), fits learning events, and writes a sampling schedule SCHEDULE/{offsets.npy, meta.json,
-profiles.parquet} for a new run (`tokenclock train --set train.data_schedule=SCHEDULE`) with the same
-steps and batch size. The arithmetic is in profiles.py; torch, transformers, pyarrow and matplotlib
+profiles.parquet} (and weights.npy, per-token loss weights, for token-learnable) for a new run
+(`tokenclock train --set train.data_schedule=SCHEDULE`) with the same steps, batch size, seq_len and
+tokenizer. The arithmetic is in profiles.py; torch, transformers, pyarrow and matplotlib
 are imported inside functions, for start-up time.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,11 +30,17 @@ from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import PoolDir, RunDir, ScheduleDir
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.reshape.profiles import (
+    TOKEN_STRATEGIES,
     ReshapeConfig,
     build_schedule,
+    censored_share,
+    log_fraction,
     pool_draw_counts,
     pool_offsets,
+    schedule_weights,
     sequence_profiles,
+    token_events,
+    zero_weight_batches,
 )
 from tokenclock.stages.trace.stage import TraceConfig, trace_series
 from tokenclock.stages.train.model import ModelConfig
@@ -79,6 +87,7 @@ def trace_pool(ref: RunDir, pool: np.ndarray, seq_len: int, ckpt_steps: list[int
            "steps": [int(s) for s in ckpt_steps]}
     if out.trace_loss.is_file() and out.info.is_file() and read_json(out.info).get("signature") == sig:
         return read_npy(out.trace_loss, mmap=True)
+    t0 = time.time()
     stream = read_npy(ref.token_stream("train"), mmap=True)
     inputs = np.asarray(stream[pool[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
     tcfg = TraceConfig(n_seqs=len(pool), seq_len=seq_len, batch_size=cfg.trace_batch_size, dtype="fp32",
@@ -93,10 +102,33 @@ def trace_pool(ref: RunDir, pool: np.ndarray, seq_len: int, ckpt_steps: list[int
             out.trace_loss.unlink()
         loss = trace_series(out, [({"step": s}, loader(s)) for s in ckpt_steps], inputs, tcfg,
                             resolve_device(cfg.device), progress=progress, signature=sig)
-        write_json(out.info, {"signature": sig,
+        write_json(out.info, {"signature": sig, "seconds": round(time.time() - t0, 3),
                               "offsets_file": out.offsets.relative_to(out.root).as_posix()})
         write_npy(out.offsets, pool)
     return loss
+
+
+_SCORED: dict = {}  # one scoring pass (the pool's fit) per pool trace and process: every arm shares it
+
+
+def score_pool(ref: RunDir, loss: np.ndarray, ckpts: list[int], seq_len: int, cfg: ReshapeConfig,
+               progress: bool) -> tuple[dict, float]:
+    """(sequence_profiles of the pool trace, seconds its fit took): fitted once per process for a
+    pool trace, and reused by every strategy (sequence- and token-level arms score alike)."""
+    key = (str(ref.reshape_pool.trace_loss.resolve()), json.dumps(read_json(ref.reshape_pool.info)["signature"]),
+           cfg.n_bins)
+    if key not in _SCORED:
+        t0 = time.time()
+        prof = sequence_profiles(loss, np.asarray(ckpts), seq_len, FitConfig(extra_axes=[]), cfg.n_bins,
+                                 progress=progress)
+        _SCORED.clear()
+        _SCORED[key] = (prof, time.time() - t0)
+    return _SCORED[key]
+
+
+def tokenizer_sha256(run: RunDir) -> str | None:
+    """sha256 of RUN/tokens/tokenizer.json (a schedule's offsets only mean something under it)."""
+    return hashlib.sha256(run.tokenizer.read_bytes()).hexdigest() if run.tokenizer.is_file() else None
 
 
 def compute_params(model_conf: dict, vocab_size: int) -> int:
@@ -129,11 +161,15 @@ def reshape(ref_dir: str | Path, out_dir: str | Path, cfg: ReshapeConfig | None 
     ckpts = _subset(ref.ckpt_steps(), cfg.max_ckpts)
     # profiles are computed for every strategy, `uniform` included: the report compares them
     loss = trace_pool(ref, pool, seq_len, ckpts, cfg, progress)
-    profiles = sequence_profiles(loss, np.asarray(ckpts), seq_len, FitConfig(extra_axes=[]),
-                                 cfg.n_bins, progress=progress)
+    profiles, fit_seconds = score_pool(ref, loss, ckpts, seq_len, cfg, progress)
     offsets = build_schedule(profiles, pool, n_tokens, steps, batch_size, seq_len, seed, cfg.strategy,
                              cfg.window, cfg.mix, cfg.sharpness)
     counts = pool_draw_counts(offsets, pool)
+    weights = None
+    if cfg.strategy in TOKEN_STRATEGIES:
+        ev = token_events(profiles["events"], len(pool) * seq_len, float(profiles["u"][-1]))
+        weights = schedule_weights(offsets, pool, ev, log_fraction(np.arange(steps), steps), seq_len,
+                                   cfg.window, cfg.token_floor, cfg.token_drop_nats)
     vocab = read_json(ref.tokens_meta)["vocab_size"] if ref.tokens_meta.is_file() else 0
     ref_params = compute_params(conf["model"], vocab)
     ref_tokens = int(max(ref.ckpt_steps())) * tconf["batch_size"] * tconf["seq_len"]
@@ -143,6 +179,18 @@ def reshape(ref_dir: str | Path, out_dir: str | Path, cfg: ReshapeConfig | None 
             "ref_ckpt_steps": ckpts, "config": cfg.recorded(),
             "pool_share_of_slots": float(counts.sum() / offsets.size),
             "pool_sequences_drawn": int((counts > 0).sum()),
+            # repetition: draws of one pool window against what the uniform order gives one token
+            "pool_repetition": {"max_draws": int(counts.max(initial=0)),
+                                "mean_draws": float(counts[counts > 0].mean()) if (counts > 0).any() else 0.0,
+                                "uniform_draws_per_token": steps * batch_size * seq_len / n_tokens},
+            "tokenizer_sha256": tokenizer_sha256(ref),
+            # the proxy's events not finished at its last checkpoint (a proxy that stopped too early)
+            "proxy_censored_share": censored_share(profiles["events"], profiles["u"]),
+            "scoring_seconds": {"pool_trace": read_json(ref.reshape_pool.info).get("seconds"),
+                                "pool_fit": round(fit_seconds, 3)},
+            "token_weights": None if weights is None else {
+                "floor": cfg.token_floor, "mean": float(np.mean(weights, dtype=np.float64)),
+                "zero_weight_batches": zero_weight_batches(weights)},
             "cost": {"ref_params": ref_params, "ref_train_tokens": ref_tokens,
                      "pool_trace_tokens": trace_tokens,
                      "ref_flops": 6.0 * ref_params * ref_tokens + 2.0 * ref_params * trace_tokens},
@@ -158,6 +206,10 @@ def reshape(ref_dir: str | Path, out_dir: str | Path, cfg: ReshapeConfig | None 
     write_parquet(out.profiles, prof_cols, metadata={"ckpt_frac": profiles["ckpt_frac"].tolist(),
                                                      "ref_ckpt_steps": ckpts})
     write_npy(out.offsets, offsets)
+    if weights is not None:
+        write_npy(out.weights, weights)
+    elif out.weights.is_file():  # a token-level schedule rewritten by a sequence-level one
+        out.weights.unlink()
     write_json(out.meta, meta)
     return meta
 
@@ -192,9 +244,10 @@ def sampled_learning_hist(schedule_dir: str | Path) -> tuple[np.ndarray, np.ndar
 
 
 def reshape_report(bench_dir: str | Path) -> Path:
-    """BENCH/report/index.html + PNGs: validation loss of each arm (mean over seeds, min-max band)
-    and the learning-time histogram each schedule feeds the model, from results.json and
-    schedules/*/ (written by benchmarks/reshape_bench.py)."""
+    """BENCH/report/index.html + PNGs from results.json and schedules/*/ (benchmarks/reshape_bench.py):
+    the validation curves of every arm and seed (averaged-weight series dashed), the learning-time
+    histogram each sequence-level schedule feeds the model, the speed-up table with its spreads and
+    verdicts, and the proxy's cost and checks."""
     import html
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -203,58 +256,73 @@ def reshape_report(bench_dir: str | Path) -> Path:
     bench = Path(bench_dir)
     res = read_json(bench / "results.json")
     arms = list(dict.fromkeys(k.split("|")[0] for k in res["curves"]))
+    specs = res.get("protocol", {}).get("arm_specs", {})
     out = bench / "report"
     out.mkdir(parents=True, exist_ok=True)
 
-    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(12, 4.6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
-    for arm in arms:
-        curves = [v for k, v in res["curves"].items() if k.split("|")[0] == arm]
-        step = np.asarray(curves[0]["step"], dtype=float)
-        vals = np.array([c["val_loss"] for c in curves if len(c["val_loss"]) == len(step)])
-        ok = step > 0
-        line, = ax1.plot(step[ok], vals.mean(0)[ok], label=f"{arm} (n={len(vals)})",
-                         lw=2.2 if arm in ("uniform", "learnable-now") else 1.2)
-        ax1.fill_between(step[ok], vals.min(0)[ok], vals.max(0)[ok], color=line.get_color(), alpha=0.15)
+    lo = min(min(c["val_loss"]) for c in res["curves"].values())
+    for i, arm in enumerate(arms):
+        color = f"C{i % 10}"
+        for j, (k, c) in enumerate((k, c) for k, c in res["curves"].items() if k.split("|")[0] == arm):
+            step = np.asarray(c["step"], dtype=float)
+            ok = step > 0
+            ax1.plot(step[ok], np.asarray(c["val_loss"])[ok], color=color, lw=1.0, alpha=0.8,
+                     label=arm if j == 0 else None)
+            if c.get("val_loss_avg") and len(c["val_loss_avg"]) == len(step):
+                ax1.plot(step[ok], np.asarray(c["val_loss_avg"])[ok], color=color, lw=0.8, ls="--", alpha=0.7)
+        strategy, lr_schedule = specs.get(arm, (arm, "cosine"))
         sched = sorted((bench / "schedules").glob(f"{arm}-s*"))
-        if sched:
+        # one line per sequence-level strategy (its -wsd / -const arms draw the same sequences)
+        if sched and (arm == "uniform" or (strategy not in ("uniform", *TOKEN_STRATEGIES) and lr_schedule == "cosine")):
             before, after = sampled_learning_hist(sched[0])
             x = (np.arange(len(after)) + 0.5) / len(after)
-            if arm == "uniform":
-                ax2.step(x, before, where="mid", color="k", lw=2, label="uniform (pool average)")
-            else:
-                ax2.step(x, after, where="mid", color=line.get_color(), label=arm)
-    ax1.set(xscale="log", xlabel="step", ylabel="validation loss (nats)", title="validation loss per arm")
-    lo = min(min(v["val_loss"][-1] for v in res["curves"].values()), 1e9)
+            ax2.step(x, before if arm == "uniform" else after, where="mid", color="k" if arm == "uniform" else color,
+                     lw=2 if arm == "uniform" else 1.2, label="uniform (pool average)" if arm == "uniform" else arm)
+    ax1.set(xscale="log", xlabel="step", ylabel="validation loss (nats)",
+            title="validation loss, every arm and seed (dashed: averaged weights)")
     ax1.set_ylim(lo - 0.05, lo + 1.5)
-    ax1.legend(fontsize=8)
-    ax2.set(xlabel="learning time (log-step fraction of the reference)", ylabel="share of loss drop sampled",
+    ax1.legend(fontsize=7)
+    ax2.set(xlabel="learning time (log-step fraction of the proxy)", ylabel="share of loss drop sampled",
             title="learning-time histogram fed to the model")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7)
     with atomic_path(out / "reshape.png") as tmp:
         fig.savefig(tmp, format="png")
 
-    rows = []
-    for arm, s in res["summary"].items():
-        cells = "".join(f"<td>{s[k]['mean']:+.1%} &plusmn; {s[k]['sd'] if s[k]['sd'] == s[k]['sd'] else 0:.1%}"
-                        f"{' (' + str(s[k]['not_reached']) + ' never)' if s[k]['not_reached'] else ''}</td>"
-                        for k in ("0.25", "0.5", "0.75", "1.0", "cost"))
-        rows.append(f"<tr><td>{html.escape(arm)}</td>{cells}<td>{s['final_val_delta']['mean']:+.4f}</td></tr>")
-    a = res["args"]
+    def cell(d: dict) -> str:
+        if d["mean"] is None:
+            return "<td>never</td>"
+        sd = d["sd"] if d["sd"] is not None else float("nan")
+        never = f" ({d['not_reached']} never)" if d["not_reached"] else ""
+        return f"<td>{d['mean']:+.1%} &plusmn; {sd:.1%}{never}</td>"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(arm)}</td>{cell(s['speedup'])}<td>{s['verdict']}</td>"
+        f"{cell(s['speedup_with_proxy_cost'])}<td>{s['verdict_with_proxy_cost']}</td>"
+        f"<td>{s['final_val_delta']['mean']:+.4f} &plusmn; {s['final_val_delta']['sd'] or 0:.4f}</td></tr>"
+        for arm, s in res["summary"].items())
+    a, p = res["args"], res["proxy"]
+    reps = "".join(f"<li>{html.escape(arm)}: a drawn pool window is seen {r['mean_draws']:.2f} times on average "
+                   f"(max {r['max_draws']}); the uniform order sees a token {r['uniform_draws_per_token']:.2f} "
+                   "times</li>" for arm, r in res["checks"]["pool_repetition"].items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tokenclock reshape</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:3px 10px;text-align:right}}</style>
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}}td,th{{padding:3px 10px;text-align:right}}</style>
 </head><body><h1>Reshaped vs uniform training at matched tokens</h1>
-<p>{len(a['seeds'])} seeds; {a['preset']}, {a['steps']} steps x {a['batch']} x {a['seq_len']} tokens per arm;
-proxy reference: hidden {a['ref_hidden']}, {a['ref_steps']} steps, pool {a['pool_size']} windows,
-window {a['window']}, mix {a['mix']}, sharpness {a['sharpness']}. Reference cost:
-<b>{res['ref_cost_share']:.1%}</b> of one run's compute (tokens x params).</p>
+<p>Seeds {a['seeds']}; {a['preset']}, {a['steps']} steps x {a['batch']} x {a['seq_len']} tokens per arm; baseline
+<b>uniform</b> (cosine, fully decayed); speed-up = 1 - steps_arm(L*) / steps_uniform(L*) at the uniform run's final
+validation loss L* (per seed), mean &plusmn; SD over seeds; a mean within two SDs is "no gain".</p>
+<p>Proxy: {p['params']:,} params, {p['train_tokens']:,} training tokens, {p['pool_trace_tokens']:,} traced tokens
+(pool of {p['pool_size']:,} windows): {p['flops']:.3g} FLOPs = <b>{p['share_of_one_run']:.1%}</b> of one run;
+{p['train_seconds']:.0f} s training, {p['pool_trace_seconds'] or 0:.0f} s pool trace, {p['pool_fit_seconds']:.0f} s
+pool fit. Proxy check: {p['censored_share']:.1%} of its learning events censored at its last checkpoint.</p>
 <img src="reshape.png" alt="reshape.png" style="max-width:100%">
-<table><tr><th>arm</th><th>speed-up at L*@25%</th><th>@50%</th><th>@75%</th><th>@100%</th>
-<th>@100% incl. reference</th><th>final val delta (nats)</th></tr>{''.join(rows)}</table>
-<p>speed-up = 1 - steps_arm(L*) / steps_uniform(L*) on each seed's own validation set, mean &plusmn; sd over
-seeds; "never" = the arm did not reach L* within its steps. From results.json
-(<code>python benchmarks/reshape_bench.py --out {html.escape(str(bench))}</code>).</p></body></html>
+<table><tr><th>arm</th><th>speed-up at L*</th><th></th><th>incl. proxy cost</th><th></th>
+<th>final val delta (nats)</th></tr>{rows}</table>
+<p>Pool check:</p><ul>{reps}</ul>
+<p>From results.json (<code>python benchmarks/reshape_bench.py --out {html.escape(str(bench))}</code>;
+<code>--report-only</code> redraws this page).</p></body></html>
 """
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page)

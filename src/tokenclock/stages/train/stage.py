@@ -11,13 +11,14 @@ with the same weights. `init_from` starts a run from another run's checkpoint (a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from tokenclock import dist
 from tokenclock.artifacts import read_json, read_npy
-from tokenclock.errors import ConfigError, RunDirError, TrainingError
+from tokenclock.errors import ConfigError, RunDirError, TokenizerError, TrainingError
 from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
 from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
@@ -117,17 +118,20 @@ def read_data(run: RunDir, cfg, meta: dict) -> TrainData:
                             f"sequence of {tc.seq_len + 1}", "use a larger corpus or a smaller train.seq_len")
     hf_tok = hf_tokenizer(load_tokenizer(run.tokenizer))
     vbatch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)
-    schedule = load_data_schedule(tc, len(stream)) if tc.data_schedule else None
+    schedule = load_data_schedule(tc, len(stream), run) if tc.data_schedule else None
+    weights = load_token_weights(tc) if tc.data_schedule else None
     return TrainData(stream=stream, val_batch=vbatch[: tc.val_seqs], vocab_size=meta["vocab_size"],
                      train_tokens=meta["train_tokens"], eos_id=meta["eos_id"], schedule=schedule,
-                     hf_tok=hf_tok)
+                     hf_tok=hf_tok, token_weights=weights)
 
 
-def load_data_schedule(tc: TrainConfig, n_tokens: int) -> np.ndarray:
+def load_data_schedule(tc: TrainConfig, n_tokens: int, run: RunDir | None = None) -> np.ndarray:
     """The (steps, batch_size) start offsets of a reshaped run (train.data_schedule: the .npy or
-    the folder `tokenclock reshape` wrote), checked against this run."""
+    the folder `tokenclock reshape` wrote), checked against this run (a folder's meta.json: the
+    steps, batch size, seq_len, stream and tokenizer it was built for)."""
     path = Path(tc.data_schedule)
     if path.is_dir():
+        _check_schedule_meta(ScheduleDir(path), tc, n_tokens, run)
         path = ScheduleDir(path).offsets
     sched = read_npy(path, mmap=True)
     if sched.ndim != 2 or sched.shape[0] < tc.steps or sched.shape[1] != tc.batch_size:
@@ -138,6 +142,43 @@ def load_data_schedule(tc: TrainConfig, n_tokens: int) -> np.ndarray:
         raise ConfigError(f"{path} has offsets outside the training stream ({lo}..{hi}, stream has {n_tokens} tokens)",
                           "the schedule was made for another tokenization; rebuild it with `tokenclock reshape`")
     return sched
+
+
+def _check_schedule_meta(sd: ScheduleDir, tc: TrainConfig, n_tokens: int, run: RunDir | None) -> None:
+    """Refuse a schedule built for another run shape (naming both), another training stream or
+    another tokenizer. Schedules without meta.json (a bare .npy) get the shape check only."""
+    if not sd.meta.is_file():
+        return
+    meta = read_json(sd.meta)
+    built = tuple(meta.get(k) for k in ("steps", "batch_size", "seq_len"))
+    here = (tc.steps, tc.batch_size, tc.seq_len)
+    if built != here:
+        raise ConfigError(f"{sd.root} was built for {built[0]} steps x {built[1]} x {built[2]} tokens (steps, "
+                          f"batch_size, seq_len); this run trains {here[0]} x {here[1]} x {here[2]}",
+                          "rebuild it with `tokenclock reshape REF --steps S --batch-size B --seq-len L` for this run")
+    sha = meta.get("tokenizer_sha256")
+    if sha and run is not None and run.tokenizer.is_file():
+        mine = hashlib.sha256(run.tokenizer.read_bytes()).hexdigest()
+        if mine != sha:
+            raise TokenizerError(f"{sd.root} was built on the tokenizer of {meta.get('reference')} (sha256 {sha[:12]}); "
+                                 f"this run's {run.tokenizer} differs (sha256 {mine[:12]})",
+                                 "train the reference (proxy) on the same tokens/ as the new run")
+    if meta.get("n_tokens") not in (None, n_tokens):
+        raise ConfigError(f"{sd.root} was built on a training stream of {meta['n_tokens']:,} tokens; this run's "
+                          f"has {n_tokens:,}", "use the same corpus and tokens/ as the reference, or rebuild the schedule")
+
+
+def load_token_weights(tc: TrainConfig) -> np.ndarray | None:
+    """SCHEDULE/weights.npy (steps, batch_size, seq_len) float16 per-token loss weights, memory-mapped,
+    when train.data_schedule is a folder that holds one; else None (uniform weights)."""
+    path = Path(tc.data_schedule)
+    if not path.is_dir() or not ScheduleDir(path).weights.is_file():
+        return None
+    w = read_npy(ScheduleDir(path).weights, mmap=True)
+    if w.shape != (tc.steps, tc.batch_size, tc.seq_len):
+        raise ConfigError(f"{ScheduleDir(path).weights} has shape {w.shape}; this run needs "
+                          f"({tc.steps}, {tc.batch_size}, {tc.seq_len})", "rebuild the schedule for this run")
+    return w
 
 
 # ----------------------------------------------------------------------------- one run per directory

@@ -56,6 +56,8 @@ class TrainData:
     """(steps, batch_size) sequence start offsets into `stream`; None = seeded uniform sampling."""
     hf_tok: Any = None
     """The transformers tokenizer saved into every checkpoint folder (only `checkpoint` needs it)."""
+    token_weights: np.ndarray | None = None
+    """(steps, batch_size, seq_len) per-token loss weights (SCHEDULE/weights.npy); None = the plain mean."""
 
 
 class Trainer:
@@ -259,10 +261,12 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         batch = make_batch(self.data.stream, self.offsets(step)[d.rank::d.world], tc.seq_len)
+        wts = self.loss_weights(step)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = None
         for i in range(self.n_micro):  # gradient accumulation
-            loss = self._pass(batch[i * self.micro:(i + 1) * self.micro], last=i == self.n_micro - 1)
+            loss = self._pass(batch[i * self.micro:(i + 1) * self.micro], last=i == self.n_micro - 1,
+                              wts=None if wts is None else wts[i * self.micro:(i + 1) * self.micro])
             loss_sum = loss if loss_sum is None else loss_sum + loss
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                tc.grad_clip if tc.grad_clip > 0 else float("inf"))
@@ -274,9 +278,23 @@ class Trainer:
         self.pending.append((step, lr, loss_sum, gnorm.detach()))
         return loss_sum
 
-    def _pass(self, mb, last: bool):
-        """Forward and backward of one micro batch; returns its (detached) share of the loss. DDP
-        and FSDP sync gradients only on the `last` pass of a step."""
+    def loss_weights(self, step: int):
+        """This rank's (batch / world, seq_len) loss weights of update `step`, scaled so the global
+        batch's weights average 1 (the weighted loss keeps the lr scale); None without weights. A
+        batch whose weights are all zero trains on uniform weights (counted in the summary)."""
+        import torch
+
+        if self.data.token_weights is None:
+            return None
+        w = np.asarray(self.data.token_weights[step], dtype=np.float32)  # (batch_size, seq_len), global
+        tot = float(w.sum(dtype=np.float64))
+        w = w * np.float32(w.size / tot) if tot > 0 else np.ones_like(w)
+        return torch.from_numpy(np.ascontiguousarray(w[self.d.rank::self.d.world]))
+
+    def _pass(self, mb, last: bool, wts=None):
+        """Forward and backward of one micro batch; returns its (detached) share of the loss, the
+        plain mean even when `wts` (micro, seq_len) weighs the gradient's. DDP and FSDP sync
+        gradients only on the `last` pass of a step."""
         import torch
 
         model, net, amp, device = self.model, self.net, self.amp, self.device
@@ -287,12 +305,18 @@ class Trainer:
         with ctx:
             with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
                 logits = net(input_ids=mb[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                     mb[:, 1:].reshape(-1))
+            if wts is None:
+                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                         mb[:, 1:].reshape(-1))
+                shown = loss
+            else:  # mean of weight x token loss; the weights average 1 over the global batch
+                ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                       mb[:, 1:].reshape(-1), reduction="none")
+                loss, shown = (ce * wts.to(device).reshape(-1)).mean(), ce.detach().mean()
             if self.n_micro > 1:
-                loss = loss / self.n_micro
+                loss, shown = loss / self.n_micro, shown / self.n_micro
             loss.backward()
-        return loss.detach()
+        return shown.detach()
 
     def flush(self) -> None:
         """Read the pending losses and gradient norms back from the device (averaged over ranks):
@@ -409,4 +433,17 @@ class Trainer:
                 "mfu": loop_rate * self.fpt / (self.peak * d.world) if (self.peak and loop_rate) else None,
                 "device": self.device, "dtype": "bf16" if self.amp is not None else "fp32",
                 "micro_batches": self.n_micro, "compiled": tc.compile, "resumed_from": self.start,
-                "average": self.avg.info() if self.avg is not None else None}
+                "average": self.avg.info() if self.avg is not None else None,
+                **self.weights_summary()}
+
+    def weights_summary(self) -> dict:
+        """{"token_weights": ...} for a run with per-token loss weights (else nothing: summaries of
+        runs without them are as before), with the updates trained on uniform weights instead of
+        all-zero ones."""
+        w = self.data.token_weights if getattr(self, "data", None) is not None else None
+        if w is None:
+            return {}
+        tot = np.concatenate([np.asarray(w[s:s + 256], dtype=np.float32).sum(axis=(1, 2))
+                              for s in range(0, self.tc.steps, 256)])
+        return {"token_weights": {"zero_weight_batches": int((tot <= 0).sum()),
+                                  "mean": float(tot.sum() / (self.tc.steps * w[0].size))}}
