@@ -1,15 +1,25 @@
-"""Reshaped vs uniform training at matched tokens: the paper's "11% faster validation-loss reduction".
+"""Reshaped vs uniform training under the protocol of issue #17 (the paper's "11% faster").
 
-    python benchmarks/reshape_bench.py [--out /tmp/reshape-bench --seeds 0 1 2 --steps 300]
+    python benchmarks/reshape_bench.py [--out /tmp/reshape-bench] [--seeds 0 1 2] [--arms ...] [--quick]
+    python benchmarks/reshape_bench.py --out DIR --report-only
 
-One corpus and tokenizer (built once, copied into every run), one small proxy reference run
-(traced on a pool of training windows), then every arm x seed trains the same model on the same
-number of tokens and is scored on its own validation loss at each checkpoint (ckpt/index.parquet;
-arms of one seed share the validation set and the initial weights). Prints, per arm, the speed-up
-1 - steps_arm(L*) / steps_uniform(L*) at the uniform run's validation loss L* at 25/50/75/100% of
-its steps (log-step interpolation), its mean and spread over seeds, and the same figure charged
-with the reference's compute (tokens x params, training + pool trace). Writes results.json,
-results.parquet and report/index.html under --out. `--report-only` redraws from results.json.
+Protocol: one corpus and tokenizer (built once, copied into every run); per seed, every arm trains
+the same model (same initial weights), on the same number of tokens, scored on the same validation
+windows at every checkpoint (ckpt/index.parquet), with the demo's train settings (presets/demo.yaml:
+llama-500k, 2,000 steps of 16 x 256, cosine to 10%, averaged weights). Baselines: `uniform` (the
+demo's fully decayed cosine) and `uniform-wsd`; `-const` / `-wsd` arms change only the lr schedule,
+and every run's averaged-weight series (train.avg: ema, scored on the same windows) is an extra
+series `ARM+avg`. One proxy (a smaller model) is traced once on a pool of training windows and
+fitted once; every reshaped arm (sequence- and token-level) uses that one scoring pass.
+
+Per arm and series: speed-up 1 - steps_arm(L*) / steps_uniform(L*) at the uniform cosine run's
+final validation loss L* (log-step interpolation, per seed), the loss gap at matched tokens (final
+validation loss minus uniform's), each as mean and SD over seeds; a mean speed-up within two seed
+SDs is "no gain". The proxy's compute (training + pool trace, FLOPs = 6 x params x tokens and
+2 x params x traced tokens; and seconds, fit included) is stated and charged in a second speed-up.
+Prints the proxy check (share of its learning events censored at its last checkpoint) and the pool
+check (draws of a pool window against the uniform order's draws of a token). Writes results.json,
+results.parquet and report/index.html under --out; `--report-only` redraws the report.
 """
 from __future__ import annotations
 
@@ -22,8 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ("uniform", "learnable-now", "easy-to-hard", "hard-to-easy", "loss-based")
-TARGETS = (0.25, 0.5, 0.75, 1.0)
+# arm -> (reshape strategy, train.schedule)
+ARM_SPECS = {
+    "uniform": ("uniform", "cosine"), "uniform-wsd": ("uniform", "wsd"), "uniform-const": ("uniform", "constant"),
+    "learnable-now": ("learnable-now", "cosine"), "easy-to-hard": ("easy-to-hard", "cosine"),
+    "hard-to-easy": ("hard-to-easy", "cosine"), "loss-based": ("loss-based", "cosine"),
+    "token-learnable": ("token-learnable", "cosine"),
+    "learnable-now-wsd": ("learnable-now", "wsd"), "token-learnable-wsd": ("token-learnable", "wsd"),
+    "learnable-now-const": ("learnable-now", "constant"), "token-learnable-const": ("token-learnable", "constant"),
+}
+BASELINE = "uniform"
+# --quick: a tiny configuration for the test (its figures mean nothing)
+QUICK = {"preset": "llama-100k", "steps": 24, "batch": 4, "seq_len": 32, "vocab": 512, "val_seqs": 8,
+         "ckpt_per_decade": 5, "ref_preset": "llama-100k", "ref_hidden": 16, "ref_steps": 24, "max_ckpts": 5,
+         "arms": ["uniform", "learnable-now", "token-learnable-wsd"]}
 
 
 def steps_to_reach(steps: np.ndarray, val: np.ndarray, target: float) -> float:
@@ -41,22 +63,59 @@ def steps_to_reach(steps: np.ndarray, val: np.ndarray, target: float) -> float:
     return float(math.exp(math.log(s[k - 1]) + g * (math.log(s[k]) - math.log(s[k - 1]))))
 
 
-def loss_at(steps: np.ndarray, val: np.ndarray, step: float) -> float:
-    ok = steps > 0
-    return float(np.interp(math.log(step), np.log(steps[ok].astype(float)), val[ok]))
+def spread(vals) -> dict:
+    """mean, SD (ddof 1), min, max of the finite values; not_reached = the NaN ones."""
+    v = np.asarray(vals, dtype=float)
+    f = v[np.isfinite(v)]
+    return {"mean": float(f.mean()) if len(f) else None, "sd": float(f.std(ddof=1)) if len(f) > 1 else None,
+            "min": float(f.min()) if len(f) else None, "max": float(f.max()) if len(f) else None,
+            "not_reached": int(len(v) - len(f)), "per_seed": [None if not math.isfinite(x) else float(x) for x in v]}
 
 
-def base_overrides(args, texts: str | None) -> list[str]:
-    src = [f"corpus.sources=[{texts}]", "corpus.max_chars=null"] if texts else [f"corpus.max_chars={args.max_chars}"]
-    return src + [f"tokens.vocab_size={args.vocab}", f"model.preset={args.preset}",
-                  f"train.steps={args.steps}", f"train.batch_size={args.batch}",
-                  f"train.seq_len={args.seq_len}", "train.threads=1", f"train.val_seqs={args.val_seqs}",
-                  f"train.ckpt_per_decade={args.ckpt_per_decade}", f"train.ckpt_linear_every={args.steps // 8}",
-                  f"train.lr_peak={args.lr}"]
+def verdict(s: dict) -> str:
+    """'gain' only when every seed reached L* and the mean speed-up exceeds two seed SDs."""
+    if s["mean"] is None or s["not_reached"] or s["sd"] is None:
+        return "no gain"
+    return "gain" if s["mean"] > 2 * s["sd"] else ("loss" if s["mean"] < -2 * s["sd"] else "no gain")
 
 
-def run_train(base: Path, out: Path, sets: list[str]) -> dict:
-    from tokenclock.artifacts import read_parquet
+def base_sets(args) -> list[str]:
+    return [f"corpus.sources=[{args.texts}]", "corpus.max_chars=null"] if args.texts else \
+        ([f"corpus.max_chars={args.max_chars}"] if args.max_chars else [])
+
+
+def train_sets(args, preset: str, steps: int) -> list[str]:
+    return [f"tokens.vocab_size={args.vocab}", f"model.preset={preset}", f"train.steps={steps}",
+            f"train.batch_size={args.batch}", f"train.seq_len={args.seq_len}", "train.threads=1",
+            f"train.val_seqs={args.val_seqs}", f"train.ckpt_per_decade={args.ckpt_per_decade}",
+            "train.keep_state_steps=[]", f"train.warmup_steps={min(args.warmup, steps // 4)}"]
+
+
+def avg_curve(run: Path, cfg) -> list[float]:
+    """Validation loss of every averaged-weight checkpoint (ckpt_avg/) on the run's own validation
+    windows (the train stage scores the raw weights only)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tokenclock.artifacts import read_npy
+    from tokenclock.forward import token_losses
+    from tokenclock.rundir import RunDir
+    from tokenclock.windows import make_batch, val_offsets
+
+    tc = cfg.train
+    vstream = read_npy(RunDir(run).token_stream("val"), mmap=True)
+    batch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)[: tc.val_seqs]
+    avg = RunDir(run, "avg")
+    out = []
+    for step in avg.ckpt_steps():
+        model = AutoModelForCausalLM.from_pretrained(avg.ckpt(step), dtype=torch.float32).eval()
+        out.append(float(token_losses(model, batch, None, "cpu").mean()))
+    return out
+
+
+def run_train(base: Path, out: Path, sets: list[str], with_avg: bool) -> dict:
+    """Train (or skip, when finished) one run on a copy of BASE's corpus and tokens; its curves."""
+    from tokenclock.artifacts import read_json, read_parquet, write_json
     from tokenclock.config import load_config
     from tokenclock.pipeline import train
 
@@ -65,147 +124,204 @@ def run_train(base: Path, out: Path, sets: list[str]) -> dict:
         for d in ("corpus", "tokens"):
             shutil.copytree(base / d, out / d)
         shutil.copy(base / "manifest.json", out / "manifest.json")
+    cfg = load_config("demo", sets)
     t0 = time.time()
-    summary = train(out, load_config("tiny", sets), progress=False)
+    summary = train(out, cfg, progress=False)
+    seconds = time.time() - t0
+    cache = out / "bench_curves.json"  # the benchmark's own file: curves and the seconds training took
+    if cache.is_file():
+        return read_json(cache)
     idx = read_parquet(out / "ckpt" / "index.parquet")
-    return {"summary": summary, "seconds": time.time() - t0, "step": idx["step"].tolist(),
-            "val_loss": idx["val_loss"].tolist()}
+    res = {"summary": summary, "seconds": seconds, "step": idx["step"].tolist(), "val_loss": idx["val_loss"].tolist()}
+    if with_avg and cfg.train.avg == "ema":
+        res["val_loss_avg"] = avg_curve(out, cfg)
+    write_json(cache, res)
+    return res
 
 
-def main() -> None:
+def auto_pool(args, n_tokens: int) -> int:
+    """The smallest pool whose windows the reshaped slots draw no more often than the uniform
+    order draws a token (at least once), capped by the windows the training split holds."""
+    slots = (1 - args.mix) * args.steps * args.batch
+    epochs = args.steps * args.batch * args.seq_len / n_tokens
+    return int(min((n_tokens - 1) // (args.seq_len + 1), math.ceil(slots / max(1.0, epochs))))
+
+
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/reshape-bench")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS))
-    ap.add_argument("--preset", default="llama-100k")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--arms", nargs="+", default=list(ARM_SPECS), choices=list(ARM_SPECS))
+    ap.add_argument("--preset", default="llama-500k", help="the new run's model (the demo's)")
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.004)
-    ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--max-chars", type=int, default=3_000_000, help="slice of the built-in corpus")
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--max-chars", type=int, default=0, help="slice of the built-in corpus (0 = the demo's)")
     ap.add_argument("--texts", help="a text folder instead of the built-in corpus")
-    ap.add_argument("--val-seqs", type=int, default=128)
-    ap.add_argument("--ckpt-per-decade", type=int, default=10)
-    ap.add_argument("--ref-steps", type=int, default=150, help="proxy reference: steps")
-    ap.add_argument("--ref-hidden", type=int, default=32, help="proxy reference: hidden size")
+    ap.add_argument("--val-seqs", type=int, default=32)
+    ap.add_argument("--ckpt-per-decade", type=int, default=16)
+    ap.add_argument("--ref-preset", default="llama-100k", help="proxy: model preset (smaller = cheaper)")
+    ap.add_argument("--ref-hidden", type=int, default=0, help="proxy: hidden size override (0 = the preset's)")
+    ap.add_argument("--ref-steps", type=int, default=2000, help="proxy: steps")
     ap.add_argument("--ref-seed", type=int, default=100)
-    ap.add_argument("--pool-size", type=int, default=512)
-    ap.add_argument("--max-ckpts", type=int, default=10)
+    ap.add_argument("--pool-size", type=int, default=0, help="0 = the no-repetition size (auto_pool)")
+    ap.add_argument("--max-ckpts", type=int, default=16)
     ap.add_argument("--window", type=float, default=0.2)
     ap.add_argument("--mix", type=float, default=0.5)
     ap.add_argument("--sharpness", type=float, default=2.0)
+    ap.add_argument("--token-floor", type=float, default=0.1)
+    ap.add_argument("--no-avg", action="store_true", help="skip the averaged-weight series")
+    ap.add_argument("--quick", action="store_true", help="a tiny configuration (< 3 min on 2 cores) for tests")
     ap.add_argument("--report-only", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+    if BASELINE not in args.arms:
+        args.arms = [BASELINE] + args.arms
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     out = Path(args.out)
+    from tokenclock.stages.reshape.stage import reshape_report
+
     if args.report_only:
-        from tokenclock.stages.reshape.stage import reshape_report
-
         print(f"report: {reshape_report(out)}")
-        return
-
-    from tokenclock.artifacts import write_json, write_parquet
+        return 0
+    from tokenclock.artifacts import read_json
     from tokenclock.config import load_config
-    from tokenclock.stages.data.corpus import build_corpus
+    from tokenclock.stages.data.corpus import build_corpus, write_sample_texts
     from tokenclock.stages.data.tokens import tokenize
+
+    t_all = time.time()
+    if args.quick and not args.texts:
+        args.texts = str(write_sample_texts(out / "texts"))
+    base = out / "base"
+    cfg = load_config("demo", base_sets(args) + train_sets(args, args.preset, args.steps))
+    build_corpus(base, cfg.corpus, progress=False)
+    tmeta = tokenize(base, cfg.tokens, progress=False)
+    n_tokens = tmeta["train_tokens"]
+    print(f"corpus: {n_tokens:,} train tokens, {tmeta['val_tokens']:,} val tokens, vocab {tmeta['vocab_size']}; "
+          f"a run reads {args.steps * args.batch * args.seq_len / n_tokens:.2f} epochs")
+
+    ref_sets = base_sets(args) + train_sets(args, args.ref_preset, args.ref_steps) + [f"seed={args.ref_seed}"]
+    if args.ref_hidden:
+        ref_sets += [f"model.hidden_size={args.ref_hidden}", "model.num_heads=2", "model.num_kv_heads=2",
+                     f"model.intermediate_size={3 * args.ref_hidden}"]
+    ref = run_train(base, out / "ref", ref_sets, with_avg=False)
+    print(f"proxy: {args.ref_preset}{f' hidden {args.ref_hidden}' if args.ref_hidden else ''}, "
+          f"{ref['summary']['n_params']:,} non-embedding params, {args.ref_steps} steps, "
+          f"final val {ref['val_loss'][-1]:.3f} ({ref['seconds']:.0f} s)")
+    pool_size = args.pool_size or auto_pool(args, n_tokens)
+
     from tokenclock.stages.reshape.profiles import ReshapeConfig
     from tokenclock.stages.reshape.stage import compute_params, reshape
 
-    t_all = time.time()
-    sets = base_overrides(args, args.texts)
-    base = out / "base"
-    cfg = load_config("tiny", sets)
-    build_corpus(base, cfg.corpus, progress=False)
-    tmeta = tokenize(base, cfg.tokens, progress=False)
-    print(f"corpus: {tmeta['train_tokens']:,} train tokens, {tmeta['val_tokens']:,} val tokens, vocab {tmeta['vocab_size']}")
-
-    ref_sets = sets + [f"train.steps={args.ref_steps}", f"model.hidden_size={args.ref_hidden}",
-                       "model.num_heads=2", f"model.intermediate_size={3 * args.ref_hidden}",
-                       f"seed={args.ref_seed}", f"train.warmup_steps={max(1, args.ref_steps // 20)}"]
-    ref = run_train(base, out / "ref", ref_sets)
-    print(f"reference: {ref['summary']['n_params']:,} non-embedding params, {args.ref_steps} steps, "
-          f"final val {ref['val_loss'][-1]:.3f} ({ref['seconds']:.0f} s)")
-    vocab = tmeta["vocab_size"]
-    new_params = compute_params(dataclasses.asdict(cfg.model), vocab)
-    new_flops = 6.0 * new_params * args.steps * args.batch * args.seq_len
-
+    new_params = compute_params(dataclasses.asdict(cfg.model), tmeta["vocab_size"])
+    flops_per_step = 6.0 * new_params * args.batch * args.seq_len
     runs, metas = {}, {}
     for seed in args.seeds:
         for arm in args.arms:
+            strategy, lr_schedule = ARM_SPECS[arm]
             sched = out / "schedules" / f"{arm}-s{seed}"
             t0 = time.time()
-            meta = reshape(out / "ref", sched, ReshapeConfig(
-                strategy=arm, pool_size=args.pool_size, window=args.window, mix=args.mix,
+            metas[(arm, seed)] = reshape(out / "ref", sched, ReshapeConfig(
+                strategy=strategy, pool_size=pool_size, window=args.window, mix=args.mix,
                 sharpness=args.sharpness, max_ckpts=args.max_ckpts, seed=seed, steps=args.steps,
-                batch_size=args.batch, seq_len=args.seq_len, device="cpu"), progress=False)
-            metas[arm] = meta
-            r = run_train(base, out / "runs" / f"{arm}-s{seed}",
-                          sets + [f"seed={seed}", f"train.data_schedule={sched}"])
+                batch_size=args.batch, seq_len=args.seq_len, token_floor=args.token_floor, device="cpu"),
+                progress=False)
+            r = run_train(base, out / "runs" / f"{arm}-s{seed}", base_sets(args) + train_sets(
+                args, args.preset, args.steps) + [f"seed={seed}", f"train.schedule={lr_schedule}",
+                                                  f"train.data_schedule={sched}"], with_avg=not args.no_avg)
             runs[(arm, seed)] = r
-            print(f"  {arm:<14} seed {seed}: final val {r['val_loss'][-1]:.4f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+            print(f"  {arm:<22} seed {seed}: final val {r['val_loss'][-1]:.4f}"
+                  + (f", averaged {r['val_loss_avg'][-1]:.4f}" if r.get("val_loss_avg") else "")
+                  + f" ({time.time() - t0:.0f} s)", flush=True)
 
-    ref_cost = metas[args.arms[0]]["cost"]
-    ref_share = ref_cost["ref_flops"] / new_flops
+    m0 = metas[(args.arms[-1], args.seeds[0])]
+    pool_info = read_json(out / "ref" / "reshape" / "pool" / "pool.json")
+    proxy = {"params": m0["cost"]["ref_params"], "train_tokens": m0["cost"]["ref_train_tokens"],
+             "pool_trace_tokens": m0["cost"]["pool_trace_tokens"], "flops": m0["cost"]["ref_flops"],
+             "train_seconds": ref["seconds"], "pool_trace_seconds": pool_info.get("seconds"),
+             "pool_fit_seconds": m0["scoring_seconds"]["pool_fit"], "pool_size": pool_size,
+             "censored_share": m0["proxy_censored_share"], "final_val_loss": ref["val_loss"][-1]}
+    base_flops = flops_per_step * args.steps
+    proxy["share_of_one_run"] = proxy["flops"] / base_flops
     rows = []
-    for arm in args.arms:
-        for seed in args.seeds:
-            u, r = runs[("uniform", seed)], runs[(arm, seed)]
-            us, uv = np.array(u["step"]), np.array(u["val_loss"])
-            rs, rv = np.array(r["step"]), np.array(r["val_loss"])
-            for q in TARGETS:
-                target = loss_at(us, uv, q * args.steps)
-                s_u = steps_to_reach(us, uv, target)
-                s_r = steps_to_reach(rs, rv, target)
-                sp = 1 - s_r / s_u
-                # the uniform arm needs no reference: only reshaped arms are charged for it
-                charge = 0.0 if arm == "uniform" else ref_cost["ref_flops"]
-                sp_cost = 1 - (s_r * new_flops / args.steps + charge) / (s_u * new_flops / args.steps)
-                rows.append({"arm": arm, "seed": seed, "target_frac": q, "target_loss": target,
-                             "steps_uniform": s_u, "steps_arm": s_r, "speedup": sp,
-                             "speedup_with_ref_cost": sp_cost,
-                             "final_val_delta": float(rv[-1] - uv[-1])})
-    write_parquet(out / "results.parquet", {k: [r[k] for r in rows] for k in rows[0]})
-    print(f"\nreference cost: {ref_share:.1%} of one training run's compute "
-          f"(proxy {ref_cost['ref_params']:,} params x {ref_cost['ref_train_tokens']:,} train tokens x6 + "
-          f"{ref_cost['pool_trace_tokens']:,} traced tokens x2; new run {new_params:,} params x "
-          f"{args.steps * args.batch * args.seq_len:,} tokens x6)")
-    print(f"speed-up = 1 - steps_arm(L*) / steps_uniform(L*), L* = uniform val loss at 25/50/75/100% of steps; "
-          f"mean +- sd over seeds {args.seeds} [min, max]; n/r = seeds that never reached L*")
-    hdr = f"{'arm':<14}" + "".join(f"{f'L*@{int(q * 100)}%':>24}" for q in TARGETS) + f"{'@100% incl. ref':>24}{'dL final':>18}"
-    print(hdr)
+    for (arm, seed), r in runs.items():
+        u = runs[(BASELINE, seed)]
+        us, uv = np.array(u["step"]), np.array(u["val_loss"])
+        target = float(uv[-1])  # L*: the uniform cosine run's final validation loss
+        s_u = steps_to_reach(us, uv, target)
+        for series, key in (("raw", "val_loss"), ("avg", "val_loss_avg")):
+            if not r.get(key):
+                continue
+            v = np.array(r[key])
+            s_r = steps_to_reach(np.array(r["step"]), v, target)
+            charge = 0.0 if ARM_SPECS[arm][0] == "uniform" else proxy["flops"]
+            rows.append({"arm": arm if series == "raw" else f"{arm}+avg", "seed": seed, "target_loss": target,
+                         "steps_uniform": s_u, "steps_arm": s_r, "speedup": 1 - s_r / s_u,
+                         "speedup_with_proxy_cost": 1 - (s_r * flops_per_step + charge) / (s_u * flops_per_step),
+                         "final_val_delta": float(v[-1] - uv[-1])})
     summary = {}
-    for arm in args.arms:
-        cells, s_arm = [], {}
-        for q in TARGETS + ("cost",):
-            key = "speedup_with_ref_cost" if q == "cost" else "speedup"
-            vals = np.array([r[key] for r in rows if r["arm"] == arm and r["target_frac"] == (1.0 if q == "cost" else q)])
-            fin = vals[np.isfinite(vals)]
-            nr = len(vals) - len(fin)
-            m = float(np.mean(fin)) if len(fin) else float("nan")
-            sd = float(np.std(fin, ddof=1)) if len(fin) > 1 else float("nan")
-            s_arm[str(q)] = {"mean": m, "sd": sd, "min": float(fin.min()) if len(fin) else None,
-                             "max": float(fin.max()) if len(fin) else None, "not_reached": nr,
-                             "per_seed": vals.tolist()}
-            cells.append(f"{m:+7.1%} +-{sd:5.1%}" + (f" n/r{nr}" if nr else "      ") if len(fin) else f"{'never':>18}")
-        dl = np.array([r["final_val_delta"] for r in rows if r["arm"] == arm and r["target_frac"] == 1.0])
-        s_arm["final_val_delta"] = {"mean": float(dl.mean()), "sd": float(dl.std(ddof=1)) if len(dl) > 1 else None,
-                                    "per_seed": dl.tolist()}
-        summary[arm] = s_arm
-        print(f"{arm:<14}" + "".join(f"{c:>24}" for c in cells) + f"{dl.mean():+10.4f} +-{dl.std(ddof=1) if len(dl) > 1 else 0:.4f}")
-    write_json(out / "results.json", {
-        "args": vars(args), "ref_cost_share": ref_share, "ref_cost": ref_cost, "new_params": new_params,
-        "new_flops": new_flops, "summary": summary, "rows": rows,
-        "curves": {f"{a}|{s}": {"step": r["step"], "val_loss": r["val_loss"]} for (a, s), r in runs.items()},
-        "seconds": time.time() - t_all})
-    try:
-        from tokenclock.stages.reshape.stage import reshape_report
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        s = {k: spread([r[k] for r in mine]) for k in ("speedup", "speedup_with_proxy_cost", "final_val_delta")}
+        s["verdict"] = verdict(s["speedup"]) if arm != BASELINE else "baseline"
+        s["verdict_with_proxy_cost"] = verdict(s["speedup_with_proxy_cost"]) if arm != BASELINE else "baseline"
+        summary[arm] = s
+    checks = {"proxy_censored_share": proxy["censored_share"],
+              "pool_repetition": {a: metas[(a, args.seeds[0])]["pool_repetition"] for a in args.arms
+                                  if ARM_SPECS[a][0] != "uniform"}}
+    print_summary(args, summary, proxy, checks, base_flops)
+    from tokenclock.artifacts import write_json, write_parquet
 
-        print(f"report: {reshape_report(out)}")
-    except ImportError:
-        print("report: reshape_report not available; rerun with --report-only")
+    write_parquet(out / "results.parquet", {k: [r[k] for r in rows] for k in rows[0]})
+    write_json(out / "results.json", {
+        "args": vars(args), "protocol": {"baseline": BASELINE, "target": "uniform cosine final val loss",
+                                         "no_gain_within_sd": 2, "arm_specs": {a: ARM_SPECS[a] for a in args.arms}},
+        "proxy": proxy, "checks": checks, "new_params": new_params, "new_run_flops": base_flops,
+        "summary": summary, "rows": rows, "seconds": time.time() - t_all,
+        "curves": {f"{a}|{s}": {"step": r["step"], "val_loss": r["val_loss"], "val_loss_avg": r.get("val_loss_avg")}
+                   for (a, s), r in runs.items()},
+        "run_seconds": {f"{a}|{s}": r["seconds"] for (a, s), r in runs.items()}})
+    print(f"report: {reshape_report(out)}")
     print(f"total {time.time() - t_all:.0f} s; results in {out}/results.json and results.parquet")
+    return 0
+
+
+def _cell(s: dict) -> str:
+    if s["mean"] is None:
+        return f"{'never':>20}"
+    sd = s["sd"] if s["sd"] is not None else float("nan")
+    return f"{s['mean']:+8.1%} +-{sd:6.1%}" + (f" n/r{s['not_reached']}" if s["not_reached"] else "      ")
+
+
+def print_summary(args, summary: dict, proxy: dict, checks: dict, base_flops: float) -> None:
+    print(f"\nproxy: {proxy['params']:,} params x {proxy['train_tokens']:,} train tokens x6 + "
+          f"{proxy['pool_trace_tokens']:,} traced tokens x2 = {proxy['flops']:.3g} FLOPs, "
+          f"{proxy['share_of_one_run']:.1%} of one run ({base_flops:.3g}); seconds: train {proxy['train_seconds']:.0f}, "
+          f"pool trace {proxy['pool_trace_seconds'] or 0:.0f}, pool fit {proxy['pool_fit_seconds']:.0f}")
+    cs = checks["proxy_censored_share"]
+    print(f"proxy check: {cs:.1%} of its learning events censored at its last checkpoint"
+          + (" (over a third: the proxy had not finished learning; train it longer)" if cs > 1 / 3 else ""))
+    for arm, rep in checks["pool_repetition"].items():
+        flag = rep["mean_draws"] > max(1.0, rep["uniform_draws_per_token"])
+        print(f"pool check {arm}: a drawn pool window is seen {rep['mean_draws']:.2f} times on average (max "
+              f"{rep['max_draws']}); the uniform order sees a token {rep['uniform_draws_per_token']:.2f} times"
+              + (" -> REPETITION: raise --pool-size" if flag else ""))
+    print(f"\nspeed-up = 1 - steps_arm(L*) / steps_uniform(L*), L* = uniform (cosine) final val loss per seed; "
+          f"mean +- SD over seeds {args.seeds}; n/r = seeds that never reached L*; a mean within 2 SD = no gain")
+    print(f"{'arm':<26}{'speed-up':>20}{'verdict':>9}{'incl. proxy cost':>22}{'verdict':>9}{'dL final (nats)':>22}")
+    for arm, s in summary.items():
+        dl = s["final_val_delta"]
+        print(f"{arm:<26}{_cell(s['speedup'])}{s['verdict']:>9}{_cell(s['speedup_with_proxy_cost'])}"
+              f"{s['verdict_with_proxy_cost']:>9}{dl['mean']:+12.4f} +-{dl['sd'] or 0:.4f}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

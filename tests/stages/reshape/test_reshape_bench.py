@@ -1,0 +1,52 @@
+"""benchmarks/reshape_bench.py: the protocol's arithmetic (steps to L*, spreads, "no gain" within
+two seed SDs) and a --quick run that writes results.json and the report, redrawn by --report-only."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _benchmark():
+    path = Path(__file__).parents[3] / "benchmarks" / "reshape_bench.py"
+    spec = importlib.util.spec_from_file_location("reshape_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_arithmetic():
+    bench = _benchmark()
+    steps, val = np.array([0, 10, 100, 1000]), np.array([9.0, 5.0, 4.0, 3.0])
+    assert bench.steps_to_reach(steps, val, 3.0) == pytest.approx(1000)
+    assert bench.steps_to_reach(steps, val, 4.5) == pytest.approx(math.sqrt(10 * 100))  # halfway in ln(step)
+    assert math.isnan(bench.steps_to_reach(steps, val, 2.0))
+    assert bench.verdict(bench.spread([0.12, 0.11, 0.13])) == "gain"
+    assert bench.verdict(bench.spread([0.12, -0.02, 0.05])) == "no gain"  # inside two seed SDs
+    assert bench.verdict(bench.spread([0.12, 0.11, float("nan")])) == "no gain"  # a seed never reached L*
+    assert bench.verdict(bench.spread([-0.12, -0.11, -0.13])) == "loss"
+
+
+def test_quick_run_writes_results_and_report(tmp_path, capsys):
+    bench = _benchmark()
+    out = tmp_path / "bench"
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["args"]["seeds"] == [0, 1, 2]
+    assert {"uniform", "learnable-now", "token-learnable-wsd", "token-learnable-wsd+avg"} <= set(res["summary"])
+    s = res["summary"]["token-learnable-wsd"]
+    assert len(s["speedup"]["per_seed"]) == 3 and s["verdict"] in ("gain", "no gain", "loss")
+    assert 0 <= res["proxy"]["censored_share"] <= 1 and res["proxy"]["flops"] > 0
+    assert res["proxy"]["train_seconds"] > 0 and res["proxy"]["pool_fit_seconds"] >= 0
+    assert set(res["checks"]["pool_repetition"]) == {"learnable-now", "token-learnable-wsd"}
+    printed = capsys.readouterr().out
+    assert "proxy check:" in printed and "pool check" in printed and "no gain" in printed
+    page = out / "report" / "index.html"
+    assert page.is_file() and (out / "report" / "reshape.png").is_file() and "incl. proxy cost" in page.read_text()
+    page.unlink()
+    assert bench.main(["--out", str(out), "--report-only"]) == 0
+    assert page.is_file()
