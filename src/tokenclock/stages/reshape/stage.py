@@ -115,8 +115,9 @@ def score_pool(ref: RunDir, loss: np.ndarray, ckpts: list[int], seq_len: int, cf
                progress: bool) -> tuple[dict, float]:
     """(sequence_profiles of the pool trace, seconds its fit took): fitted once per process for a
     pool trace, and reused by every strategy (sequence- and token-level arms score alike)."""
-    key = (str(ref.reshape_pool.trace_loss.resolve()), json.dumps(read_json(ref.reshape_pool.info)["signature"]),
-           cfg.n_bins)
+    trace = ref.reshape_pool.trace_loss
+    key = (str(trace.resolve()), trace.stat().st_mtime_ns, json.dumps(read_json(ref.reshape_pool.info)["signature"]),
+           cfg.n_bins)  # a re-traced pool (new mtime) is fitted again
     if key not in _SCORED:
         t0 = time.time()
         prof = sequence_profiles(loss, np.asarray(ckpts), seq_len, FitConfig(extra_axes=[]), cfg.n_bins,
