@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenclock.errors import RunDirError
+from tokenclock.rundir import avg_sibling
+
 
 def gamma_for(sigma_rel: float) -> float:
     """The exponent gamma whose power-function profile tau^gamma on [0, t] has relative standard
@@ -76,6 +79,23 @@ class WeightAverage:
         from tokenclock.stages.train.checkpoint import load_weights
 
         load_weights(self.model, folder, tied)
+
+    def resume(self, own: Path | None, init_src: Path | None, tied: bool) -> None:
+        """The average at the run's start: its own ckpt_avg/step_<start> when resuming (`own`), the
+        ckpt_avg/ sibling of train.init_from's checkpoint (else that checkpoint's weights: the
+        average restarts there), or the seeded init (the copy made at construction)."""
+        if own is not None:
+            if not own.is_dir():
+                raise RunDirError(f"{own} is missing, so the averaged weights cannot resume",
+                                  "the run was trained without train.avg: keep its setting, or use a new --out")
+            self.load(own, tied)
+        elif init_src is not None:
+            sib = avg_sibling(init_src)
+            if sib.is_dir():
+                self.load(sib, tied)
+            else:
+                print(f"tokenclock: warning: {init_src} has no averaged weights ({sib}); the average "
+                      "starts from its weights")
 
     def info(self) -> dict:
         """What the sidecar of an averaged checkpoint records about the average."""

@@ -15,9 +15,9 @@ import numpy as np
 
 from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
-from tokenclock.errors import ConfigError, RunDirError, TrainingError
+from tokenclock.errors import ConfigError, TrainingError
 from tokenclock.forward import autocast_dtype, resolve_device, token_losses
-from tokenclock.rundir import RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar
+from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar
 from tokenclock.stages.train.average import WeightAverage
 from tokenclock.stages.train.checkpoint import (
     load_state,
@@ -31,6 +31,7 @@ from tokenclock.stages.train.checkpoint import (
 from tokenclock.stages.train.config import init_path
 from tokenclock.stages.train.model import build_model, non_embedding_params
 from tokenclock.stages.train.perf import flops_per_token, peak_flops
+from tokenclock.stages.train.weights import step_weights, weights_summary
 from tokenclock.windows import batch_offsets, make_batch
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
@@ -186,27 +187,9 @@ class Trainer:
                       "(set train.keep_state_steps in the source run to keep it)")
             if self.start >= self.tc.steps:
                 raise ConfigError(f"train.init_from is at step {self.start}, not before train.steps={self.tc.steps}")
-        self.resume_average()
-
-    def resume_average(self) -> None:
-        """The averaged weights at `start`: ckpt_avg/step_<start> when resuming, the source's
-        ckpt_avg/ sibling for train.init_from (else its weights: the average restarts there), the
-        seeded init at step 0 (the copy `setup` made)."""
-        if self.avg is None:
-            return
-        if self.resuming:
-            folder = self.run.series("avg").ckpt(self.start)
-            if not folder.is_dir():
-                raise RunDirError(f"{folder} is missing, so the averaged weights cannot resume",
-                                  "the run was trained without train.avg: keep its setting, or use a new --out")
-            self.avg.load(folder, self.cfg.model.tie_embeddings)
-        elif self.init_src is not None:
-            sib = avg_sibling(self.init_src)
-            if sib.is_dir():
-                self.avg.load(sib, self.cfg.model.tie_embeddings)
-            else:
-                print(f"tokenclock: warning: {self.init_src} has no averaged weights ({sib}); the average "
-                      "starts from its weights")
+        if self.avg is not None:
+            self.avg.resume(self.run.series("avg").ckpt(self.start) if self.resuming else None,
+                            self.init_src, self.cfg.model.tie_embeddings)
 
     # ------------------------------------------------------------------------- the loop
 
@@ -261,7 +244,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         batch = make_batch(self.data.stream, self.offsets(step)[d.rank::d.world], tc.seq_len)
-        wts = self.loss_weights(step)
+        wts = step_weights(self.data.token_weights, step, self.d.rank, self.d.world)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = None
         for i in range(self.n_micro):  # gradient accumulation
@@ -277,19 +260,6 @@ class Trainer:
         self.cum_lr += lr
         self.pending.append((step, lr, loss_sum, gnorm.detach()))
         return loss_sum
-
-    def loss_weights(self, step: int):
-        """This rank's (batch / world, seq_len) loss weights of update `step`, scaled so the global
-        batch's weights average 1 (the weighted loss keeps the lr scale); None without weights. A
-        batch whose weights are all zero trains on uniform weights (counted in the summary)."""
-        import torch
-
-        if self.data.token_weights is None:
-            return None
-        w = np.asarray(self.data.token_weights[step], dtype=np.float32)  # (batch_size, seq_len), global
-        tot = float(w.sum(dtype=np.float64))
-        w = w * np.float32(w.size / tot) if tot > 0 else np.ones_like(w)
-        return torch.from_numpy(np.ascontiguousarray(w[self.d.rank::self.d.world]))
 
     def _pass(self, mb, last: bool, wts=None):
         """Forward and backward of one micro batch; returns its (detached) share of the loss, the
@@ -434,16 +404,5 @@ class Trainer:
                 "device": self.device, "dtype": "bf16" if self.amp is not None else "fp32",
                 "micro_batches": self.n_micro, "compiled": tc.compile, "resumed_from": self.start,
                 "average": self.avg.info() if self.avg is not None else None,
-                **self.weights_summary()}
+                **weights_summary(self.data.token_weights, self.tc.steps)}
 
-    def weights_summary(self) -> dict:
-        """{"token_weights": ...} for a run with per-token loss weights (else nothing: summaries of
-        runs without them are as before), with the updates trained on uniform weights instead of
-        all-zero ones."""
-        w = self.data.token_weights if getattr(self, "data", None) is not None else None
-        if w is None:
-            return {}
-        tot = np.concatenate([np.asarray(w[s:s + 256], dtype=np.float32).sum(axis=(1, 2))
-                              for s in range(0, self.tc.steps, 256)])
-        return {"token_weights": {"zero_weight_batches": int((tot <= 0).sum()),
-                                  "mean": float(tot.sum() / (self.tc.steps * w[0].size))}}
