@@ -284,23 +284,26 @@ def case_zoom_without_kept_state(tmp):
     return argv, 6, "kept no training state at or before step 6 (steps with one: none; its start"
 
 
+def _study_case(tmp, setting: str) -> list[str]:
+    return ["study", "study-tiny", "--out", str(tmp / "s"), "--set", setting]
+
+
 def case_study_budgets_not_increasing(tmp):
-    return (["study", "study-tiny", "--out", str(tmp / "s"), "--set", "study.budgets_steps=[24,96,48,192]"], 3,
-            "study.budgets_steps must increase: 48 follows 96")
+    return _study_case(tmp, "study.budgets_steps=[24,96,48,192]"), 3, "study.budgets_steps must increase: 48 follows 96"
 
 
 def case_study_budget_below_warmup(tmp):
-    return (["study", "study-tiny", "--out", str(tmp / "s"), "--set", "study.budgets_steps=[4,8,16,32]"], 3,
+    return (_study_case(tmp, "study.budgets_steps=[4,8,16,32]"), 3,
             "the smallest study budget (4 steps) is shorter than train.warmup_steps (8)")
 
 
 def case_study_avg_without_ema(tmp):
-    return (["study", "study-tiny", "--out", str(tmp / "s"), "--set", "study.weights=[raw,avg]"], 3,
+    return (_study_case(tmp, "study.weights=[raw,avg]"), 3,
             "study.weights lists avg but the base config trains without averaged weights")
 
 
 def case_study_unknown_fit_rule(tmp):
-    return (["study", "study-tiny", "--out", str(tmp / "s"), "--set", "study.axis_fit_rules=[two_events,three]"], 3,
+    return (_study_case(tmp, "study.axis_fit_rules=[two_events,three]"), 3,
             "study.axis_fit_rules: unknown or repeated rule")
 
 

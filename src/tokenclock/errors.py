@@ -40,6 +40,10 @@ class RunDirError(TokenclockError):
     exit_code = 6
 
 
+class RunLockedError(RunDirError):
+    """Another process holds the run directory's lock (lock.run_lock); same exit code."""
+
+
 class DataError(TokenclockError):
     """NaN/inf losses, non-increasing axes, too few checkpoints, shape mismatches."""
 

@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any, Iterator
 
-from tokenclock.errors import RunDirError
+from tokenclock.errors import RunDirError, RunLockedError
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ def run_lock(run, stage: str) -> Iterator[None]:
                 with contextlib.suppress(FileNotFoundError):
                     run.lock.unlink()  # stale: its process is gone
                 continue
-            raise RunDirError(f"{run.root} is in use by pid {holder.get('pid')} on "
+            raise RunLockedError(f"{run.root} is in use by pid {holder.get('pid')} on "
                               f"{holder.get('host')} (stage {holder.get('stage')}, since "
                               f"{holder.get('since')})",
                               f"wait for it to finish, or delete {run.lock} if that process is gone")

@@ -401,7 +401,7 @@ def test_job_array_siblings_wait_for_the_shared_lock(tmp_path, monkeypatch):
     import threading
     import time
 
-    from tokenclock.errors import RunDirError
+    from tokenclock.errors import RunDirError, RunLockedError
     from tokenclock.lock import run_lock
     from tokenclock.rundir import RunDir
     from tokenclock.study import stage as study_stage
@@ -419,7 +419,7 @@ def test_job_array_siblings_wait_for_the_shared_lock(tmp_path, monkeypatch):
     def busy_then_free(sd, st, progress):
         calls.append(time.monotonic())
         if len(calls) < 3:
-            raise RunDirError("STUDY_DIR/shared is in use by pid 1 on h (stage corpus, since now)")
+            raise RunLockedError("STUDY_DIR/shared is in use by pid 1 on h (stage corpus, since now)")
         return {"ok": True}
 
     monkeypatch.setattr(study_stage, "prepare_shared", busy_then_free)

@@ -156,9 +156,9 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
                           "x": x[order].tolist()}
             built[name] = (column, x[order], [seeds[i][1] for i in order])
         chosen = rules[0]
-        if isinstance(choose_from, dict) and kind in choose_from:   # the raw series' choice
+        if isinstance(choose_from, dict) and kind in choose_from:   # the first series' choice
             chosen = choose_from[kind]["chosen"]
-            fit_rules[kind] = {"chosen": chosen, "chosen_on": "raw"}
+            fit_rules[kind] = {"chosen": chosen, "chosen_on": choose_from[kind].get("chosen_on")}
         elif len(rules) > 1 and built:
             fit_rules[kind] = _compare_rules(sd, built, kind, rules, cfg0, weights, progress)
             chosen = fit_rules[kind]["chosen"]
@@ -171,10 +171,11 @@ def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, pr
                 axes[name] = {"status": "failed", "axis": kind, "error": str(e).splitlines()[0]}
                 continue
             rep = replicate_ceiling(ax, x, per_seed, cfg0.spectrum.smoothing)
-            held, ceil = axes[name].get("reconstruction_r2_heldout"), rep["replicate_ceiling_r2"]
-            rep["heldout_ratio_to_ceiling"] = held / ceil if held is not None and ceil and ceil > 0 else None
-            loo = axes[name].get("reconstruction_r2_loo")
-            rep["loo_ratio_to_ceiling"] = loo / ceil if loo is not None and ceil and ceil > 0 else None
+            ceil = rep["replicate_ceiling_r2"]
+            for score, ratio in (("reconstruction_r2_heldout", "heldout_ratio_to_ceiling"),
+                                 ("reconstruction_r2_loo", "loo_ratio_to_ceiling")):
+                r2 = axes[name].get(score)
+                rep[ratio] = r2 / ceil if r2 is not None and ceil and ceil > 0 else None
             axes[name].update(rep)
     return axes, fit_rules
 
@@ -239,18 +240,18 @@ def axes_summary(axes: dict, t: dict) -> dict:
             v = [a[key] for a in done if a.get(key) is not None]
             return float(np.mean(v)) if v else None
 
+        def lowest(key: str):
+            return min((a[key] for a in done if a.get(key) is not None), default=None)
+
         out[kind] = {"n_axes": len(done), "reconstruction_r2_mean": float(np.mean(r2)) if r2 else None,
                      "reconstruction_r2_heldout_mean": mean("reconstruction_r2_heldout"),
                      "replicate_ceiling_r2_mean": mean("replicate_ceiling_r2"),
                      "heldout_ratio_to_ceiling_mean": mean("heldout_ratio_to_ceiling"),
                      "reconstruction_r2_min": float(np.min(r2)) if r2 else None,
-                     "reconstruction_r2_heldout_min": min((a["reconstruction_r2_heldout"] for a in done
-                                                           if a.get("reconstruction_r2_heldout") is not None),
-                                                          default=None),
+                     "reconstruction_r2_heldout_min": lowest("reconstruction_r2_heldout"),
                      "reconstruction_r2_block_heldout_mean": mean("reconstruction_r2_block_heldout"),
                      "reconstruction_r2_loo_mean": mean("reconstruction_r2_loo"),
-                     "reconstruction_r2_loo_min": min((a["reconstruction_r2_loo"] for a in done
-                                                       if a.get("reconstruction_r2_loo") is not None), default=None),
+                     "reconstruction_r2_loo_min": lowest("reconstruction_r2_loo"),
                      "loo_ratio_to_ceiling_mean": mean("loo_ratio_to_ceiling"),
                      "reconstruction_r2_discrete_mean": mean("reconstruction_r2_discrete"),
                      "reconstruction_r2_heldout_discrete_mean": mean("reconstruction_r2_heldout_discrete"),

@@ -50,9 +50,9 @@ class StudyConfig:
     train.avg: ema in the base config, avg (each run's averaged final, finals_avg/, axes_avg/)."""
     axis_fit_rules: list[str] = field(default_factory=lambda: ["two_events"])
     """Fit rules tried on the sparse D and M axes (study/fitrules.py: two_events, one_event, wide,
-    bic_small_k); with more than one, each axis kind (D, M) uses the rule whose held-out R^2 (fit on
-    every other axis point, scored on the rest) is highest on average, and study.json records every
-    rule's scores (fit_rules)."""
+    bic_small_k); with more than one, each axis kind (D, M) uses the rule whose leave-one-out R^2
+    (each axis point predicted by events fitted on the others) is highest on average over the first
+    weight series, and study.json records every rule's scores (fit_rules)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -22,7 +22,7 @@ import numpy as np
 
 from tokenclock import pipeline  # called as pipeline.train, so a test can replace it
 from tokenclock.artifacts import read_npy, write_json
-from tokenclock.errors import ConfigError, DataError, RunDirError, TokenclockError
+from tokenclock.errors import ConfigError, DataError, RunLockedError, TokenclockError
 from tokenclock.rundir import StudyDir, load_manifest, stage_status
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.axes import axes_summary, build_axes, final_losses, t_axis
@@ -100,8 +100,8 @@ def _prepare_shared_waiting(sd: StudyDir, st: Study, progress: bool, wait_s: flo
     while True:
         try:
             return prepare_shared(sd, st, progress)
-        except RunDirError as e:
-            if "is in use" not in str(e) or time.monotonic() > deadline:
+        except RunLockedError:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
 
