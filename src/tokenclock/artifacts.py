@@ -5,6 +5,7 @@ read checks the file and names it in a one-line error. Knows no file names (rund
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,15 @@ def _fsync_dir(folder: Path) -> None:
         finally:
             os.close(fd)
 
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -4,14 +4,13 @@ check that a run still has the shared tokenizer and validation tokens.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tokenclock.artifacts import read_npy, write_json, write_npy
+from tokenclock.artifacts import file_sha256, read_npy, write_json, write_npy
 from tokenclock.errors import DataError, TokenizerError
 from tokenclock.rundir import RunDir, StudyDir, load_manifest
 from tokenclock.stages.data.corpus import build_corpus
@@ -21,11 +20,7 @@ from tokenclock.windows import val_offsets
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -9,7 +9,6 @@ are imported inside functions, for start-up time.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from tokenclock.artifacts import (
     atomic_path,
+    file_sha256,
     read_json,
     read_npy,
     read_parquet,
@@ -129,7 +129,7 @@ def score_pool(ref: RunDir, loss: np.ndarray, ckpts: list[int], seq_len: int, cf
 
 def tokenizer_sha256(run: RunDir) -> str | None:
     """sha256 of RUN/tokens/tokenizer.json (a schedule's offsets only mean something under it)."""
-    return hashlib.sha256(run.tokenizer.read_bytes()).hexdigest() if run.tokenizer.is_file() else None
+    return file_sha256(run.tokenizer) if run.tokenizer.is_file() else None
 
 
 def compute_params(model_conf: dict, vocab_size: int) -> int:

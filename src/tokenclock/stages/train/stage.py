@@ -11,13 +11,12 @@ with the same weights. `init_from` starts a run from another run's checkpoint (a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from tokenclock import dist
-from tokenclock.artifacts import read_json, read_npy
+from tokenclock.artifacts import file_sha256, read_json, read_npy
 from tokenclock.errors import ConfigError, RunDirError, TokenizerError, TrainingError
 from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
@@ -158,7 +157,7 @@ def _check_schedule_meta(sd: ScheduleDir, tc: TrainConfig, n_tokens: int, run: R
                           "rebuild it with `tokenclock reshape REF --steps S --batch-size B --seq-len L` for this run")
     sha = meta.get("tokenizer_sha256")
     if sha and run is not None and run.tokenizer.is_file():
-        mine = hashlib.sha256(run.tokenizer.read_bytes()).hexdigest()
+        mine = file_sha256(run.tokenizer)
         if mine != sha:
             raise TokenizerError(f"{sd.root} was built on the tokenizer of {meta.get('reference')} (sha256 {sha[:12]}); "
                                  f"this run's {run.tokenizer} differs (sha256 {mine[:12]})",
