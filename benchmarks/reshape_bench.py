@@ -139,22 +139,62 @@ def run_train(base: Path, out: Path, sets: list[str], with_avg: bool) -> dict:
     return res
 
 
-def train_all(jobs: dict, n_jobs: int) -> dict:
-    """Every (arm, seed) run, `n_jobs` at a time (one thread each; 1 = in this process, in order)."""
+def run_job(args, base: Path, out: Path, arm: str, seed: int) -> tuple:
+    """run_train's arguments for one arm and seed. The uniform-order arms train without a schedule:
+    the `uniform` strategy's schedule is the default order exactly (test_uniform_schedule_is_the_default_order),
+    so they need not wait for the proxy."""
+    strategy, lr_schedule = ARM_SPECS[arm]
+    sets = base_sets(args) + train_sets(args, args.preset, args.steps) + [f"seed={seed}", f"train.schedule={lr_schedule}"]
+    if strategy != "uniform":
+        sets.append(f"train.data_schedule={out / 'schedules' / f'{arm}-s{seed}'}")
+    return base, out / "runs" / f"{arm}-s{seed}", sets, not args.no_avg
+
+
+def proxy_job(args, base: Path, out: Path, pool_size: int, reshaped: list) -> tuple[dict, dict]:
+    """Train the proxy, trace and fit its pool once, and write every reshaped (arm, seed)'s schedule
+    (one scoring pass serves them all)."""
+    from tokenclock.stages.reshape.profiles import ReshapeConfig
+    from tokenclock.stages.reshape.stage import reshape
+
+    ref_sets = base_sets(args) + train_sets(args, args.ref_preset, args.ref_steps) + [f"seed={args.ref_seed}"]
+    if args.ref_hidden:
+        ref_sets += [f"model.hidden_size={args.ref_hidden}", "model.num_heads=2", "model.num_kv_heads=2",
+                     f"model.intermediate_size={3 * args.ref_hidden}"]
+    ref = run_train(base, out / "ref", ref_sets, with_avg=False)
+    metas = {}
+    for arm, seed in reshaped:
+        metas[(arm, seed)] = reshape(out / "ref", out / "schedules" / f"{arm}-s{seed}", ReshapeConfig(
+            strategy=ARM_SPECS[arm][0], pool_size=pool_size, window=args.window, mix=args.mix,
+            sharpness=args.sharpness, max_ckpts=args.max_ckpts, seed=seed, steps=args.steps,
+            batch_size=args.batch, seq_len=args.seq_len, token_floor=args.token_floor, device="cpu"),
+            progress=False)
+    return ref, metas
+
+
+def train_all(args, base: Path, out: Path, pool_size: int, jobs: dict) -> tuple[dict, dict, dict]:
+    """The proxy (with its pool trace and schedules) and every (arm, seed) run, `args.jobs` at a time
+    (one thread each; 1 = in this process, in order). With two or more, the uniform-order arms train
+    while the proxy does; the reshaped arms start once their schedules exist."""
     def done(key, r):
         print(f"  {key[0]:<22} seed {key[1]}: final val {r['val_loss'][-1]:.4f}"
               + (f", averaged {r['val_loss_avg'][-1]:.4f}" if r.get("val_loss_avg") else "")
               + f" ({r['seconds']:.0f} s)", flush=True)
         return r
 
-    if n_jobs <= 1:
-        return {k: done(k, run_train(*job)) for k, job in jobs.items()}
+    reshaped = [k for k in jobs if ARM_SPECS[k[0]][0] != "uniform"]
+    if args.jobs <= 1:
+        ref, metas = proxy_job(args, base, out, pool_size, reshaped)
+        return ref, metas, {k: done(k, run_train(*job)) for k, job in jobs.items()}
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futs = {k: ex.submit(run_train, *job) for k, job in jobs.items()}
-        return {k: done(k, f.result()) for k, f in futs.items()}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        proxy = ex.submit(proxy_job, args, base, out, pool_size, reshaped)
+        futs = {ex.submit(run_train, *job): k for k, job in jobs.items() if k not in reshaped}
+        ref, metas = proxy.result()
+        print(f"  proxy trained and its pool scored ({ref['seconds']:.0f} s of training)", flush=True)
+        futs.update({ex.submit(run_train, *jobs[k]): k for k in reshaped})
+        return ref, metas, {futs[f]: done(futs[f], f.result()) for f in as_completed(futs)}
 
 
 def auto_pool(args, n_tokens: int) -> int:
@@ -200,6 +240,8 @@ def parse(argv=None):
             setattr(args, k, v)
     if BASELINE not in args.arms:
         args.arms = [BASELINE] + args.arms
+    if all(ARM_SPECS[a][0] == "uniform" for a in args.arms):
+        ap.error("--arms names no reshaped arm: add one (learnable-now, token-learnable, ...)")
     return args
 
 
@@ -227,37 +269,19 @@ def main(argv=None) -> int:
     print(f"corpus: {n_tokens:,} train tokens, {tmeta['val_tokens']:,} val tokens, vocab {tmeta['vocab_size']}; "
           f"a run reads {args.steps * args.batch * args.seq_len / n_tokens:.2f} epochs")
 
-    ref_sets = base_sets(args) + train_sets(args, args.ref_preset, args.ref_steps) + [f"seed={args.ref_seed}"]
-    if args.ref_hidden:
-        ref_sets += [f"model.hidden_size={args.ref_hidden}", "model.num_heads=2", "model.num_kv_heads=2",
-                     f"model.intermediate_size={3 * args.ref_hidden}"]
-    ref = run_train(base, out / "ref", ref_sets, with_avg=False)
-    print(f"proxy: {args.ref_preset}{f' hidden {args.ref_hidden}' if args.ref_hidden else ''}, "
-          f"{ref['summary']['n_params']:,} non-embedding params, {args.ref_steps} steps, "
-          f"final val {ref['val_loss'][-1]:.3f} ({ref['seconds']:.0f} s)")
     pool_size = args.pool_size or auto_pool(args, n_tokens)
-
-    from tokenclock.stages.reshape.profiles import ReshapeConfig
-    from tokenclock.stages.reshape.stage import compute_params, reshape
+    from tokenclock.stages.reshape.stage import compute_params
 
     new_params = compute_params(dataclasses.asdict(cfg.model), tmeta["vocab_size"])
     flops_per_step = 6.0 * new_params * args.batch * args.seq_len
-    metas, jobs = {}, {}
-    for seed in args.seeds:  # every schedule first: the pool is traced and fitted once, here
-        for arm in args.arms:
-            strategy, lr_schedule = ARM_SPECS[arm]
-            sched = out / "schedules" / f"{arm}-s{seed}"
-            metas[(arm, seed)] = reshape(out / "ref", sched, ReshapeConfig(
-                strategy=strategy, pool_size=pool_size, window=args.window, mix=args.mix,
-                sharpness=args.sharpness, max_ckpts=args.max_ckpts, seed=seed, steps=args.steps,
-                batch_size=args.batch, seq_len=args.seq_len, token_floor=args.token_floor, device="cpu"),
-                progress=False)
-            jobs[(arm, seed)] = (base, out / "runs" / f"{arm}-s{seed}", base_sets(args) + train_sets(
-                args, args.preset, args.steps) + [f"seed={seed}", f"train.schedule={lr_schedule}",
-                                                  f"train.data_schedule={sched}"], not args.no_avg)
-    runs = train_all(jobs, args.jobs)
+    jobs = {(arm, seed): run_job(args, base, out, arm, seed) for seed in args.seeds for arm in args.arms}
+    ref, metas, runs = train_all(args, base, out, pool_size, jobs)
+    print(f"proxy: {args.ref_preset}{f' hidden {args.ref_hidden}' if args.ref_hidden else ''}, "
+          f"{ref['summary']['n_params']:,} non-embedding params, {args.ref_steps} steps, "
+          f"final val {ref['val_loss'][-1]:.3f} ({ref['seconds']:.0f} s)")
+    runs = {k: runs[k] for k in jobs}  # seed-major order, as the jobs were listed
 
-    m0 = metas[(args.arms[-1], args.seeds[0])]
+    m0 = next(iter(metas.values()))
     pool_info = read_json(out / "ref" / "reshape" / "pool" / "pool.json")
     proxy = {"params": m0["cost"]["ref_params"], "train_tokens": m0["cost"]["ref_train_tokens"],
              "pool_trace_tokens": m0["cost"]["pool_trace_tokens"], "flops": m0["cost"]["ref_flops"],

@@ -50,3 +50,7 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
     page.unlink()
     assert bench.main(["--out", str(out), "--report-only"]) == 0
     assert page.is_file()
+    # two jobs (uniform arms beside the proxy, the reshaped ones after it) give the same curves
+    assert bench.main(["--quick", "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["curves"] == res["curves"] and two["summary"] == res["summary"]
