@@ -265,6 +265,7 @@ def reshape_report(bench_dir: str | Path) -> Path:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
     lo = min(min(c["val_loss"]) for c in res["curves"].values())
+    pool_drawn = False
     for i, arm in enumerate(arms):
         color = f"C{i % 10}"
         for j, (k, c) in enumerate((k, c) for k, c in res["curves"].items() if k.split("|")[0] == arm):
@@ -276,12 +277,16 @@ def reshape_report(bench_dir: str | Path) -> Path:
                 ax1.plot(step[ok], np.asarray(c["val_loss_avg"])[ok], color=color, lw=0.8, ls="--", alpha=0.7)
         strategy, lr_schedule = specs.get(arm, (arm, "cosine"))
         sched = sorted((bench / "schedules").glob(f"{arm}-s*"))
+        if not sched:
+            continue
+        before, after = sampled_learning_hist(sched[0])
+        x = (np.arange(len(after)) + 0.5) / len(after)
+        if not pool_drawn:  # every schedule shares the pool: its average is what the uniform order feeds
+            ax2.step(x, before, where="mid", color="k", lw=2, label="uniform (pool average)")
+            pool_drawn = True
         # one line per sequence-level strategy (its -wsd / -const arms draw the same sequences)
-        if sched and (arm == "uniform" or (strategy not in ("uniform", *TOKEN_STRATEGIES) and lr_schedule == "cosine")):
-            before, after = sampled_learning_hist(sched[0])
-            x = (np.arange(len(after)) + 0.5) / len(after)
-            ax2.step(x, before if arm == "uniform" else after, where="mid", color="k" if arm == "uniform" else color,
-                     lw=2 if arm == "uniform" else 1.2, label="uniform (pool average)" if arm == "uniform" else arm)
+        if strategy not in ("uniform", *TOKEN_STRATEGIES) and lr_schedule == "cosine":
+            ax2.step(x, after, where="mid", color=color, lw=1.2, label=arm)
     ax1.set(xscale="log", xlabel="step", ylabel="validation loss (nats)",
             title="validation loss, every arm and seed (dashed: averaged weights)")
     ax1.set_ylim(lo - 0.05, lo + 1.5)
