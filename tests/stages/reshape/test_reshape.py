@@ -10,7 +10,7 @@ from tokenclock.artifacts import read_npy
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError, RunDirError
 from tokenclock.stages.reshape.profiles import ReshapeConfig, build_schedule, log_fraction, sampling_weights
-from tokenclock.stages.reshape.stage import reshape
+from tokenclock.stages.reshape.stage import _subset, reshape
 from tokenclock.windows import batch_offsets
 
 STEPS, BATCH, SEQ = 40, 8, 32
@@ -56,6 +56,16 @@ def test_orderings_and_loss_based():
     assert np.allclose(sampling_weights(prof, [3], total, "uniform"), 1 / 6)
     sharp = sampling_weights(prof, [0], total, "loss-based", sharpness=2.0)[0]
     assert sharp[5] / sharp[0] == pytest.approx((lb[0, 5] / lb[0, 0]) ** 2)
+
+
+def test_pool_checkpoints_are_log_spaced_in_step():
+    # a demo-like series (16 per decade to 2,000): ten checkpoints cover every decade, the last kept
+    steps = sorted({0, *np.unique(np.round(np.geomspace(1, 2000, 56)).astype(int)).tolist()})
+    got = _subset(steps, 10)
+    assert got[0] == 1 and got[-1] == 2000 and len(got) == 10 and got == sorted(got)
+    gaps = np.diff(np.log(got))
+    assert gaps.max() < 2 * np.log(2000) / 9  # no decade left empty (indices spaced twice gave 202 -> 2000)
+    assert _subset([0, 1, 2, 3], 10) == [1, 2, 3]
 
 
 def test_uniform_schedule_is_the_default_order():

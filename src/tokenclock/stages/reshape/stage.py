@@ -66,11 +66,15 @@ def _reference(ref: RunDir) -> dict:
 
 
 def _subset(steps: list[int], n: int) -> list[int]:
-    """At most n checkpoints with step > 0, log-spaced, always keeping the last."""
+    """At most n checkpoints with step > 0, evenly spaced in ln(step): the nearest checkpoint to
+    each of n log-spaced targets from the first to the last (both kept). Spacing the checkpoints'
+    indices instead would space a log-spaced series twice and leave its last decade empty."""
     pos = [s for s in steps if s > 0]
     if len(pos) <= n:
         return pos
-    idx = np.unique(np.round(np.geomspace(1, len(pos), n)).astype(int) - 1)
+    logs = np.log(pos)
+    targets = np.linspace(logs[0], logs[-1], n)
+    idx = np.unique(np.abs(logs[None, :] - targets[:, None]).argmin(axis=1))
     return [pos[i] for i in idx]
 
 
