@@ -171,6 +171,20 @@ def proxy_job(args, base: Path, out: Path, pool_size: int, reshaped: list) -> tu
     return ref, metas
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit when the benchmark's process is gone (a `kill` of it, not only Ctrl-C
+    of the whole group, stops its runs; they resume on the next start)."""
+    import os
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def train_all(args, base: Path, out: Path, pool_size: int, jobs: dict) -> tuple[dict, dict, dict]:
     """The proxy (with its pool trace and schedules) and every (arm, seed) run, `args.jobs` at a time
     (one thread each; 1 = in this process, in order). With two or more, the uniform-order arms train
@@ -186,9 +200,11 @@ def train_all(args, base: Path, out: Path, pool_size: int, jobs: dict) -> tuple[
         ref, metas = proxy_job(args, base, out, pool_size, reshaped)
         return ref, metas, {k: done(k, run_train(*job)) for k, job in jobs.items()}
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
         proxy = ex.submit(proxy_job, args, base, out, pool_size, reshaped)
         futs = {ex.submit(run_train, *job): k for k, job in jobs.items() if k not in reshaped}
         ref, metas = proxy.result()
