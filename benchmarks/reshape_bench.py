@@ -91,26 +91,59 @@ def train_sets(args, preset: str, steps: int) -> list[str]:
             "train.keep_state_steps=[]", f"train.warmup_steps={min(args.warmup, steps // 4)}"]
 
 
-def avg_curve(run: Path, cfg) -> list[float]:
-    """Validation loss of every averaged-weight checkpoint (ckpt_avg/) on the run's own validation
-    windows (the train stage scores the raw weights only)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+def _val_batch(run: Path, seed: int, n_seqs: int, seq_len: int):
+    """The first n_seqs seeded validation windows of RUN's validation split."""
     from tokenclock.artifacts import read_npy
-    from tokenclock.forward import token_losses
     from tokenclock.rundir import RunDir
     from tokenclock.windows import make_batch, val_offsets
 
-    tc = cfg.train
     vstream = read_npy(RunDir(run).token_stream("val"), mmap=True)
-    batch = make_batch(vstream, val_offsets(cfg.seed, len(vstream), tc.val_seqs, tc.seq_len), tc.seq_len)[: tc.val_seqs]
+    return make_batch(vstream, val_offsets(seed, len(vstream), n_seqs, seq_len), seq_len)[:n_seqs]
+
+
+def _mean_loss(ckpt: Path, batch) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tokenclock.forward import quiet_transformers, token_losses
+
+    quiet_transformers()
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    return float(token_losses(model, batch, None, "cpu").mean())
+
+
+def avg_curve(run: Path, cfg) -> list[float]:
+    """Validation loss of every averaged-weight checkpoint (ckpt_avg/) on the run's own validation
+    windows (the train stage scores the raw weights only)."""
+    from tokenclock.rundir import RunDir
+
+    batch = _val_batch(run, cfg.seed, cfg.train.val_seqs, cfg.train.seq_len)
     avg = RunDir(run, "avg")
-    out = []
-    for step in avg.ckpt_steps():
-        model = AutoModelForCausalLM.from_pretrained(avg.ckpt(step), dtype=torch.float32).eval()
-        out.append(float(token_losses(model, batch, None, "cpu").mean()))
-    return out
+    return [_mean_loss(avg.ckpt(step), batch) for step in avg.ckpt_steps()]
+
+
+CHECK_SEED = 12345  # the check's validation windows: one set for every run and seed
+
+
+def final_check(run: Path, n_seqs: int, seq_len: int) -> dict:
+    """Validation loss of RUN's last checkpoint (raw, and averaged where kept) on N windows shared
+    by every arm and seed: the final gap on more tokens than the per-seed curve's windows (cached
+    in RUN/bench_check.json)."""
+    from tokenclock.artifacts import read_json, write_json
+    from tokenclock.rundir import RunDir
+
+    cache = run / "bench_check.json"
+    key = f"{n_seqs}x{seq_len}@{CHECK_SEED}"
+    got = read_json(cache) if cache.is_file() else {}
+    if key not in got:
+        batch = _val_batch(run, CHECK_SEED, n_seqs, seq_len)
+        res = {}
+        for series, rd in (("raw", RunDir(run)), ("avg", RunDir(run, "avg"))):
+            if rd.ckpt_steps():
+                res[series] = _mean_loss(rd.ckpt(max(rd.ckpt_steps())), batch)
+        got[key] = res
+        write_json(cache, got)
+    return got[key]
 
 
 def run_train(base: Path, out: Path, sets: list[str], with_avg: bool) -> dict:
@@ -247,6 +280,8 @@ def parse(argv=None):
     ap.add_argument("--sharpness", type=float, default=2.0)
     ap.add_argument("--token-floor", type=float, default=0.1)
     ap.add_argument("--no-avg", action="store_true", help="skip the averaged-weight series")
+    ap.add_argument("--check-seqs", type=int, default=512,
+                    help="validation windows (one set for every seed) the final checkpoints are also scored on; 0 = skip")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     ap.add_argument("--quick", action="store_true", help="a tiny configuration (< 3 min on 2 cores) for tests")
     ap.add_argument("--report-only", action="store_true")
@@ -296,6 +331,7 @@ def main(argv=None) -> int:
           f"{ref['summary']['n_params']:,} non-embedding params, {args.ref_steps} steps, "
           f"final val {ref['val_loss'][-1]:.3f} ({ref['seconds']:.0f} s)")
     runs = {k: runs[k] for k in jobs}  # seed-major order, as the jobs were listed
+    check = {k: final_check(jobs[k][1], args.check_seqs, args.seq_len) for k in jobs} if args.check_seqs else {}
 
     m0 = next(iter(metas.values()))
     pool_info = read_json(out / "ref" / "reshape" / "pool" / "pool.json")
@@ -321,11 +357,14 @@ def main(argv=None) -> int:
             rows.append({"arm": arm if series == "raw" else f"{arm}+avg", "seed": seed, "target_loss": target,
                          "steps_uniform": s_u, "steps_arm": s_r, "speedup": 1 - s_r / s_u,
                          "speedup_with_proxy_cost": 1 - (s_r * flops_per_step + charge) / (s_u * flops_per_step),
-                         "final_val_delta": float(v[-1] - uv[-1])})
+                         "final_val_delta": float(v[-1] - uv[-1]),
+                         "final_check_delta": float(check[(arm, seed)][series] - check[(BASELINE, seed)]["raw"])
+                         if check.get((arm, seed), {}).get(series) is not None else float("nan")})
     summary = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
-        s = {k: spread([r[k] for r in mine]) for k in ("speedup", "speedup_with_proxy_cost", "final_val_delta")}
+        s = {k: spread([r[k] for r in mine]) for k in ("speedup", "speedup_with_proxy_cost", "final_val_delta",
+                                                              "final_check_delta")}
         s["verdict"] = verdict(s["speedup"]) if arm != BASELINE else "baseline"
         s["verdict_with_proxy_cost"] = verdict(s["speedup_with_proxy_cost"]) if arm != BASELINE else "baseline"
         summary[arm] = s
@@ -371,11 +410,17 @@ def print_summary(args, summary: dict, proxy: dict, checks: dict, base_flops: fl
               + (" -> REPETITION: raise --pool-size" if flag else ""))
     print(f"\nspeed-up = 1 - steps_arm(L*) / steps_uniform(L*), L* = uniform (cosine) final val loss per seed; "
           f"mean +- SD over seeds {args.seeds}; n/r = seeds that never reached L*; a mean within 2 SD = no gain")
-    print(f"{'arm':<26}{'speed-up':>20}{'verdict':>9}{'incl. proxy cost':>22}{'verdict':>9}{'dL final (nats)':>22}")
+    print(f"dL final: the final validation loss minus uniform's on each seed's {args.val_seqs} windows; "
+          f"dL check: the same on {args.check_seqs} windows shared by every seed")
+    print(f"{'arm':<26}{'speed-up':>20}{'verdict':>9}{'incl. proxy cost':>22}{'verdict':>9}{'dL final':>20}"
+          f"{'dL check':>20}")
     for arm, s in summary.items():
-        dl = s["final_val_delta"]
         print(f"{arm:<26}{_cell(s['speedup'])}{s['verdict']:>9}{_cell(s['speedup_with_proxy_cost'])}"
-              f"{s['verdict_with_proxy_cost']:>9}{dl['mean']:+12.4f} +-{dl['sd'] or 0:.4f}")
+              f"{s['verdict_with_proxy_cost']:>9}{_nats(s['final_val_delta'])}{_nats(s['final_check_delta'])}")
+
+
+def _nats(d: dict) -> str:
+    return f"{'':>20}" if d["mean"] is None else f"{d['mean']:+12.4f} +-{d['sd'] or 0:.4f}"
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
     assert 0 <= res["proxy"]["censored_share"] <= 1 and res["proxy"]["flops"] > 0
     assert res["proxy"]["train_seconds"] > 0 and res["proxy"]["pool_fit_seconds"] >= 0
     assert set(res["checks"]["pool_repetition"]) == {"learnable-now", "token-learnable-wsd"}
+    # the final checkpoints scored again on validation windows shared by every seed
+    assert res["summary"]["uniform"]["final_check_delta"]["mean"] == 0
+    assert math.isfinite(res["summary"]["token-learnable-wsd+avg"]["final_check_delta"]["mean"])
     printed = capsys.readouterr().out
     assert "proxy check:" in printed and "pool check" in printed and "no gain" in printed
     page = out / "report" / "index.html"

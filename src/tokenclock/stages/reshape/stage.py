@@ -301,6 +301,11 @@ def reshape_report(bench_dir: str | Path) -> Path:
     with atomic_path(out / "reshape.png") as tmp:
         fig.savefig(tmp, format="png")
 
+    def nats(d: dict | None) -> str:
+        if not d or d["mean"] is None:
+            return "<td></td>"
+        return f"<td>{d['mean']:+.4f} &plusmn; {d['sd'] or 0:.4f}</td>"
+
     def cell(d: dict) -> str:
         if d["mean"] is None:
             return "<td>never</td>"
@@ -311,7 +316,7 @@ def reshape_report(bench_dir: str | Path) -> Path:
     rows = "".join(
         f"<tr><td>{html.escape(arm)}</td>{cell(s['speedup'])}<td>{s['verdict']}</td>"
         f"{cell(s['speedup_with_proxy_cost'])}<td>{s['verdict_with_proxy_cost']}</td>"
-        f"<td>{s['final_val_delta']['mean']:+.4f} &plusmn; {s['final_val_delta']['sd'] or 0:.4f}</td></tr>"
+        f"{nats(s['final_val_delta'])}{nats(s.get('final_check_delta'))}</tr>"
         for arm, s in res["summary"].items())
     a, p = res["args"], res["proxy"]
     reps = "".join(f"<li>{html.escape(arm)}: a drawn pool window is seen {r['mean_draws']:.2f} times on average "
@@ -329,7 +334,7 @@ validation loss L* (per seed), mean &plusmn; SD over seeds; a mean within two SD
 pool fit. Proxy check: {p['censored_share']:.1%} of its learning events censored at its last checkpoint.</p>
 <img src="reshape.png" alt="reshape.png" style="max-width:100%">
 <table><tr><th>arm</th><th>speed-up at L*</th><th></th><th>incl. proxy cost</th><th></th>
-<th>final val delta (nats)</th></tr>{rows}</table>
+<th>final val delta (nats)</th><th>on the shared check windows</th></tr>{rows}</table>
 <p>Pool check:</p><ul>{reps}</ul>
 <p>From results.json (<code>python benchmarks/reshape_bench.py --out {html.escape(str(bench))}</code>;
 <code>--report-only</code> redraws this page).</p></body></html>
