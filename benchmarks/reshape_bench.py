@@ -396,6 +396,8 @@ def _cell(s: dict) -> str:
 
 
 def print_summary(args, summary: dict, proxy: dict, checks: dict, base_flops: float) -> None:
+    from tokenclock.stages.reshape.stage import repetition_check
+
     print(f"\nproxy: {proxy['params']:,} params x {proxy['train_tokens']:,} train tokens x6 + "
           f"{proxy['pool_trace_tokens']:,} traced tokens x2 = {proxy['flops']:.3g} FLOPs, "
           f"{proxy['share_of_one_run']:.1%} of one run ({base_flops:.3g}); seconds: train {proxy['train_seconds']:.0f}, "
@@ -404,11 +406,9 @@ def print_summary(args, summary: dict, proxy: dict, checks: dict, base_flops: fl
     print(f"proxy check: {cs:.1%} of its learning events censored at its last checkpoint"
           + (" (over a third: the proxy had not finished learning; train it longer)" if cs > 1 / 3 else ""))
     for arm, rep in checks["pool_repetition"].items():
-        lam = rep["uniform_draws_per_token"]
-        seen = lam / -math.expm1(-lam) if lam > 0 else 1.0  # the uniform order's draws of a token it draws at all
-        flag = rep["mean_draws"] > 1.1 * max(1.0, seen)
+        seen, flag = repetition_check(rep)
         print(f"pool check {arm}: a drawn pool window is seen {rep['mean_draws']:.2f} times on average (max "
-              f"{rep['max_draws']}); the uniform order (random windows) sees a token {lam:.2f} times on average, "
+              f"{rep['max_draws']}); the uniform order (random windows) sees a token {rep['uniform_draws_per_token']:.2f} times on average, "
               f"{seen:.2f} times among the tokens it sees" + (" -> REPETITION: raise --pool-size" if flag else ""))
     print(f"\nspeed-up = 1 - steps_arm(L*) / steps_uniform(L*), L* = uniform (cosine) final val loss per seed; "
           f"mean +- SD over seeds {args.seeds}; n/r = seeds that never reached L*; a mean within 2 SD = no gain")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -134,6 +135,15 @@ def score_pool(ref: RunDir, loss: np.ndarray, ckpts: list[int], seq_len: int, cf
 def tokenizer_sha256(run: RunDir) -> str | None:
     """sha256 of RUN/tokens/tokenizer.json (a schedule's offsets only mean something under it)."""
     return file_sha256(run.tokenizer) if run.tokenizer.is_file() else None
+
+
+def repetition_check(rep: dict) -> tuple[float, bool]:
+    """(how often the uniform order's random windows see a token they see at all, whether the pool's
+    drawn windows are seen more than 1.1 x that) for a schedule's `pool_repetition`: lambda / (1 - e^-lambda)
+    at lambda draws per token, so a drawn window is compared like with like."""
+    lam = rep["uniform_draws_per_token"]
+    seen = lam / -math.expm1(-lam) if lam > 0 else 1.0
+    return seen, rep["mean_draws"] > 1.1 * max(1.0, seen)
 
 
 def compute_params(model_conf: dict, vocab_size: int) -> int:
@@ -319,9 +329,14 @@ def reshape_report(bench_dir: str | Path) -> Path:
         f"{nats(s['final_val_delta'])}{nats(s.get('final_check_delta'))}</tr>"
         for arm, s in res["summary"].items())
     a, p = res["args"], res["proxy"]
-    reps = "".join(f"<li>{html.escape(arm)}: a drawn pool window is seen {r['mean_draws']:.2f} times on average "
-                   f"(max {r['max_draws']}); the uniform order sees a token {r['uniform_draws_per_token']:.2f} "
-                   "times</li>" for arm, r in res["checks"]["pool_repetition"].items())
+    def rep_item(arm: str, r: dict) -> str:
+        seen, flag = repetition_check(r)
+        return (f"<li>{html.escape(arm)}: a drawn pool window is seen {r['mean_draws']:.2f} times on average "
+                f"(max {r['max_draws']}); the uniform order's random windows see a token "
+                f"{r['uniform_draws_per_token']:.2f} times, {seen:.2f} times among the tokens they see"
+                f"{' <b>REPETITION</b>' if flag else ''}</li>")
+
+    reps = "".join(rep_item(arm, r) for arm, r in res["checks"]["pool_repetition"].items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tokenclock reshape</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}}td,th{{padding:3px 10px;text-align:right}}</style>
 </head><body><h1>Reshaped vs uniform training at matched tokens</h1>
