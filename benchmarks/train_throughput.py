@@ -27,7 +27,8 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     import torch
 
     from tokenclock.artifacts import read_json, read_npy
-    from tokenclock.forward import autocast_dtype, resolve_device
+    from tokenclock import precision
+    from tokenclock.forward import resolve_device
     from tokenclock.rundir import RunDir
     from tokenclock.stages.train.model import build_model
     from tokenclock.windows import batch_offsets, make_batch
@@ -35,7 +36,7 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     run = RunDir(run_dir)
     meta = read_json(run.tokens_meta)
     device = resolve_device(cfg.train.device)
-    amp = autocast_dtype(cfg.train.dtype, device)
+    amp = precision.choose(cfg.train.dtype, device).amp()
     stream = read_npy(run.token_stream("train"), mmap=True)
     model = build_model(cfg.model, meta["vocab_size"], cfg.seed).to(device)
     if cfg.train.compile:

@@ -17,22 +17,20 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def autocast_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "fp32":
-        return None
-    if device.startswith("cuda") and dtype == "auto" and not torch.cuda.is_bf16_supported():
-        return None
-    return torch.bfloat16
-
-
 def trace_dtype(dtype: str, device: str):
+    """The autocast dtype of a trace (None: fp32): auto is bf16 on CUDA with bf16 and fp32 on
+    every CPU (a per-token loss keeps full precision where it costs little); bf16 forced on a CPU
+    that emulates it is allowed, with a warning that gives the measured slowdown."""
     import torch
 
-    if dtype == "fp32" or (dtype == "auto" and not device.startswith("cuda")):
+    from tokenclock import precision
+
+    if dtype == "auto" and not device.startswith("cuda"):
         return None
-    return torch.bfloat16
+    p = precision.choose(dtype, device)
+    if p.emulated:
+        precision.say("trace.dtype", p)
+    return torch.bfloat16 if p.dtype == "bf16" else None
 
 
 def token_losses(model, tokens, amp_dtype, device: str):

@@ -99,6 +99,7 @@ def _train(run: RunDir, cfg, conf: dict, progress: bool, init_root: str | Path |
     extra = {} if order is None else {"data_order_version": order}
     with run.stage("train", conf, writer=d.main, world_size=d.world, **extra) as st:
         trainer.setup(read_data(run, cfg, meta))
+        st.note(precision=trainer.precision.record())  # a resume (or a zoom) keeps this dtype
         trainer.resume()
         trainer.loop()
         summary = trainer.summary()

@@ -16,8 +16,9 @@ import numpy as np
 from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, TrainingError
-from tokenclock.forward import autocast_dtype, resolve_device, token_losses
-from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar
+from tokenclock import precision
+from tokenclock.forward import resolve_device, token_losses
+from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest
 from tokenclock.stages.train.average import WeightAverage
 from tokenclock.stages.train.checkpoint import (
     load_state,
@@ -116,11 +117,12 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = dist.device_for(resolve_device(tc.device), self.d)
-        self.amp = autocast_dtype(tc.dtype, self.device)
         model = build_model(mc, data.vocab_size, self.cfg.seed, eos_id=data.eos_id).to(self.device)
         self.n_params = non_embedding_params(model)
         # weights to continue from go into the whole model before it is wrapped or sharded
         start_weights = self.start_weights()
+        self.precision = self.choose_precision()  # after start_weights: it knows whether this resumes
+        self.amp = self.precision.amp()
         if start_weights is not None:
             load_weights(model, start_weights, mc.tie_embeddings)
         if self.device.startswith("cuda"):
@@ -146,6 +148,25 @@ class Trainer:
         if self.resuming:
             return self.run.ckpt(state_step(self.run.train_state))
         return self.init_src
+
+    def choose_precision(self) -> precision.Precision:
+        """The dtype to train in: the one recorded in the manifest when this run has trained before
+        (a resume or a zoom stays the same run, even on a machine where `auto` would choose
+        another), else train.dtype resolved on this device (precision.choose). Printed once."""
+        prev = load_manifest(self.run)["stages"].get("train") if self.run.manifest.is_file() else None
+        recorded = (prev or {}).get("precision", {}).get("dtype") or (prev or {}).get("summary", {}).get("dtype")
+        if recorded is None and self.resuming and self.tc.dtype == "auto":
+            recorded = "bf16"  # an interrupted run of tokenclock < 0.2, whose auto was bf16 on every device
+        now = precision.choose(self.tc.dtype, self.device)
+        if recorded is None or recorded == now.dtype:
+            if self.d.main:
+                precision.say("train.dtype", now)
+            return now
+        kept = precision.Precision(recorded, f"kept from this run's manifest (it trained in {recorded}); "
+                                             f"here {self.tc.dtype} would give {now.dtype} ({now.reason})")
+        if self.d.main:
+            precision.say("train.dtype", kept)
+        return kept
 
     def _wrap(self, model) -> tuple[Any, Any]:
         """(the model, what the forward pass calls): FSDP2 shards each layer and then the whole
@@ -401,7 +422,7 @@ class Trainer:
                 # device's dense bf16 peak (GPU only)
                 "loop_tokens_per_second": loop_rate, "flops_per_token": self.fpt,
                 "mfu": loop_rate * self.fpt / (self.peak * d.world) if (self.peak and loop_rate) else None,
-                "device": self.device, "dtype": "bf16" if self.amp is not None else "fp32",
+                "device": self.device, "dtype": self.precision.dtype, "precision": self.precision.record(),
                 "micro_batches": self.n_micro, "compiled": tc.compile, "resumed_from": self.start,
                 "average": self.avg.info() if self.avg is not None else None,
                 **weights_summary(self.data.token_weights, self.tc.steps)}
