@@ -110,23 +110,30 @@ def test_resume_after_kill_gives_same_weights(tmp_path, texts_dir):
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 
-def test_golden_first_losses(tmp_path, texts_dir):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_golden_first_losses(tmp_path, texts_dir, dtype):
     """Same seed and config -> the same losses, bit for bit, and the first 12 training losses of
-    the tiny preset match tests/stages/train/golden_losses.json (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after
-    a deliberate change to the model, data order or optimizer)."""
+    the tiny preset match tests/stages/train/golden_losses.json within the tolerance recorded there,
+    measured across CPU kernel families (regenerate with TOKENCLOCK_REGEN_GOLDEN=1 after a
+    deliberate change to the model, data order or optimizer). bf16 is checked only where the CPU
+    computes it natively: where it is emulated it rounds differently and runs ~80x slower."""
+    from tokenclock import precision
     from tokenclock.pipeline import train
 
-    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 12}))
+    if dtype == "bf16" and not precision.native_bf16_cpu():
+        pytest.skip("no native bf16 on this CPU (AMX or AVX512-BF16): the bf16 golden is checked where it is")
+    cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 12, "train.dtype": dtype}))
     train(tmp_path / "a", cfg, progress=False)
     train(tmp_path / "b", cfg, progress=False)
     la, lb = (read_parquet(RunDir(tmp_path / r).train_log) for r in "ab")
     np.testing.assert_array_equal(la["loss"], lb["loss"])
+    golden = json.loads(GOLDEN.read_text())
     if os.environ.get("TOKENCLOCK_REGEN_GOLDEN"):
-        GOLDEN.write_text(json.dumps({"config": "tiny + tests/conftest.py tiny_overrides, train.steps=12",
-                                      "loss": [float(x) for x in la["loss"]]}, indent=1) + "\n")
-    golden = json.loads(GOLDEN.read_text())["loss"]
-    # bit-identical on one machine (above); across CPUs, vectorized kernels may round differently
-    np.testing.assert_allclose(la["loss"], golden, rtol=1e-5, atol=1e-5)
+        golden[dtype] = {**golden.get(dtype, {}), "loss": [float(x) for x in la["loss"]]}
+        GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+    # bit-identical on one machine (above); across CPUs, vectorized kernels round differently:
+    # the tolerance is the spread measured across kernel families, with a margin (see the file)
+    np.testing.assert_allclose(la["loss"], golden[dtype]["loss"], rtol=0, atol=golden[dtype]["atol"])
 
 
 def test_unknown_key_and_preset():
