@@ -5,7 +5,7 @@
 
 Protocol: one corpus and tokenizer (built once, copied into every run); per seed, every arm trains
 the same model (same initial weights), on the same number of tokens, scored on the same validation
-windows at every checkpoint (ckpt/index.parquet), with the demo's train settings (presets/demo.yaml:
+windows at every checkpoint (ckpt/index.parquet), with the demo's train settings (presets/demo-large.yaml:
 llama-500k, 2,000 steps of 16 x 256, cosine to 10%, averaged weights). Baselines: `uniform` (the
 demo's fully decayed cosine) and `uniform-wsd`; `-const` / `-wsd` arms change only the lr schedule,
 and every run's averaged-weight series (train.avg: ema, scored on the same windows) is an extra
@@ -157,7 +157,7 @@ def run_train(base: Path, out: Path, sets: list[str], with_avg: bool) -> dict:
         for d in ("corpus", "tokens"):
             shutil.copytree(base / d, out / d)
         shutil.copy(base / "manifest.json", out / "manifest.json")
-    cfg = load_config("demo", sets)
+    cfg = load_config("demo-large", sets)
     t0 = time.time()
     summary = train(out, cfg, progress=False)
     seconds = time.time() - t0
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     if args.quick and not args.texts:
         args.texts = str(write_sample_texts(out / "texts"))
     base = out / "base"
-    cfg = load_config("demo", base_sets(args) + train_sets(args, args.preset, args.steps))
+    cfg = load_config("demo-large", base_sets(args) + train_sets(args, args.preset, args.steps))
     build_corpus(base, cfg.corpus, progress=False)
     tmeta = tokenize(base, cfg.tokens, progress=False)
     n_tokens = tmeta["train_tokens"]
