@@ -58,16 +58,19 @@ def yardstick_tokens_per_second(dtype: str = "auto", device: str = "cpu", steps:
     return steps * batch * seq_len / (time.perf_counter() - t0)
 
 
-def machine_header(dtype: str = "auto", device: str = "cpu") -> str:
+def machine_header(dtype: str = "auto", device: str = "auto", yardstick: bool = True) -> str:
     """Printed first by every benchmark (and by CI): where the figures below were measured (CPU
     model, cores, torch and its kernel capability, native bf16, the dtype `dtype` resolves to) and
     the bare loop's tokens/s of the demo's model, the yardstick between machines."""
+    from tokenclock.forward import resolve_device
     from tokenclock.precision import choose, header
 
+    device = resolve_device(device)
     preset, batch, seq_len, _ = YARDSTICK
-    rate = yardstick_tokens_per_second(dtype, device)
-    text = (f"{header(dtype, device)}\n"
-            f"yardstick: bare training loop of {preset}, {batch}x{seq_len}, {choose(dtype, device).dtype}: "
-            f"{rate:,.0f} tokens/s")
+    text = header(dtype, device)
+    if yardstick:  # skipped by quick test modes and by benchmarks that run no model
+        rate = yardstick_tokens_per_second(dtype, device)
+        text += (f"\nyardstick: bare training loop of {preset}, {batch}x{seq_len}, {choose(dtype, device).dtype}: "
+                 f"{rate:,.0f} tokens/s")
     print(text, flush=True)
     return text

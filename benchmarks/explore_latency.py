@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine_header
 
 from tokenclock.artifacts import write_json, write_parquet
 from tokenclock.curves import logistic
@@ -212,6 +213,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tokenclock-explore-bench"))
     ap.add_argument("--requests", type=int, default=60, help="timed requests per query kind")
     args = ap.parse_args()
+    machine_header()
     import psutil
 
     n = fit_on_disk(args.dir, args.n_tok, args.n_ckpt)

@@ -20,6 +20,7 @@ import time
 import warnings
 
 import numpy as np
+from _common import machine_header
 
 from tokenclock.curves import initial_guess, local_spacing, mu_bounds, sigmoid1, width_bounds
 from tokenclock.stages.fit.config import FitConfig
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="write a (K, N) .npy here and fit from a memmap of it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    machine_header()
 
     u = axis()
     rng = np.random.default_rng(args.seed)

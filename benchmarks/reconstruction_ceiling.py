@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import _common  # noqa: F401  (HF_HUB_OFFLINE)
+import _common  # HF_HUB_OFFLINE; the machine header
 
 
 def _fmt(v) -> str:
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    _common.machine_header()
 
     from tokenclock.artifacts import write_json
     from tokenclock.pipeline import demo

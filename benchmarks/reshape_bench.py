@@ -304,6 +304,10 @@ def main(argv=None) -> int:
     if args.report_only:
         print(f"report: {reshape_report(out)}")
         return 0
+    if not args.quick:  # the machine header (tests run --quick in-process, without benchmarks/ on sys.path)
+        from _common import machine_header
+
+        machine_header()
     from tokenclock.artifacts import read_json
     from tokenclock.config import load_config
     from tokenclock.stages.data.corpus import build_corpus, write_sample_texts

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (HF_HUB_OFFLINE)
+import _common  # HF_HUB_OFFLINE; the machine header
 
 OLD = {"D": 0.26, "M": 0.61}  # old study-cpu, in-sample mean R^2 (README, "The longer grid")
 KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_loo", "replicate_ceiling_r2",
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--report-only", action="store_true", help="print from OUT/study.json, train nothing")
     args = ap.parse_args()
+    _common.machine_header()
     out = Path(args.out)
     t0 = time.time()
     if not args.report_only:

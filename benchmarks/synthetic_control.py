@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (HF_HUB_OFFLINE before transformers is imported)
+import _common  # HF_HUB_OFFLINE before transformers is imported; the machine header
 import numpy as np
 
 SERIES = ("raw", "avg")  # the preset keeps averaged weights (train.avg=ema)
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a seconds-long run for tests")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args(argv)
+    _common.machine_header(yardstick=not args.quick)
 
     from tokenclock.rundir import RunDir
     from tokenclock.stages.data.synthetic import planted

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import bench_config
+from _common import bench_config, machine_header
 
 
 def bare_trace(run_dir, inputs: np.ndarray, batch: int, device: str, amp) -> float:
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. trace.device=cuda")
     args = ap.parse_args()
+    machine_header()
 
     from tokenclock.artifacts import read_npy
     from tokenclock.forward import resolve_device, trace_dtype

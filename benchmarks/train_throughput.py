@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 
-from _common import bench_config
+from _common import bench_config, machine_header
 
 
 def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
@@ -26,8 +26,8 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
     kernel autotuning), like the trainer's steady loop rate."""
     import torch
 
-    from tokenclock.artifacts import read_json, read_npy
     from tokenclock import precision
+    from tokenclock.artifacts import read_json, read_npy
     from tokenclock.forward import resolve_device
     from tokenclock.rundir import RunDir
     from tokenclock.stages.train.model import build_model
@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--no-dense", action="store_true",
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
+    cfg0 = bench_config(args.preset, 1, args.batch, args.seq_len, args.set)
+    machine_header(cfg0.train.dtype, cfg0.train.device)
 
     from tokenclock.pipeline import train
     from tokenclock.stages.train.perf import peak_flops

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from tokenclock import dist
+from tokenclock import dist, precision
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, TrainingError
-from tokenclock import precision
 from tokenclock.forward import resolve_device, token_losses
 from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest
 from tokenclock.stages.train.average import WeightAverage
