@@ -163,9 +163,11 @@ def header(dtype: str | None = None, device: str = "cpu") -> str:
     """One line that says where a measurement ran: CPU model, cores, torch and its capability,
     native bf16, the CUDA device, and (given `dtype`) what it resolves to here."""
     m = machine()
-    units = [u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]] or ["none"]
+    units = "+".join(u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]) or "none"
+    if units != "none" and not native_bf16_cpu():
+        units += f" (unused: torch's kernels held to {m['capability']})"
     parts = [f"cpu: {m['cpu']}", f"cores {m['cores']} (torch threads {m['threads']})",
-             f"torch {m['torch']}", f"capability {m['capability']}", f"native bf16 units: {'+'.join(units)}"]
+             f"torch {m['torch']}", f"capability {m['capability']}", f"native bf16 units: {units}"]
     if "cuda" in m:
         parts.append(f"cuda: {m['cuda']}")
     if dtype is not None:
