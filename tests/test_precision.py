@@ -24,11 +24,13 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 def test_explicit_and_auto_choice():
     assert precision.choose("fp32", "cpu") == precision.Precision("fp32", "fp32 as configured")
     auto = precision.choose("auto", "cpu")
-    if precision.native_bf16_cpu():
-        assert auto.dtype == ("bf16" if precision.cpu_bf16_speedup() >= precision.BF16_MIN_SPEEDUP else "fp32")
-        assert "measured" in auto.reason
+    m = precision.machine()
+    if precision.native_bf16_cpu():  # by capability, never by timing: the same choice at any load
+        assert (m["amx"] or m["avx512_bf16"]) and "AVX512" in m["capability"]
+        assert auto.dtype == "bf16" and "auto: native bf16" in auto.reason
     else:
         assert auto.dtype == "fp32" and "no native bf16" in auto.reason
+    assert precision.choose("auto", "cpu") == auto
     assert not auto.emulated
     rec = auto.record()
     assert rec["cpu"] == precision.cpu_model() and rec["capability"] and rec["cores"] >= 1
@@ -36,13 +38,15 @@ def test_explicit_and_auto_choice():
         precision.choose("fp16", "cpu")
 
 
-def test_avx2_kernels_choose_fp32_and_warn_on_forced_bf16():
-    """In a process held to torch's AVX2 kernels, auto is fp32 and a forced bf16 says how much slower."""
+@pytest.mark.parametrize("env", [AVX2_ENV, {"ONEDNN_MAX_CPU_ISA": "AVX2"}], ids=["avx2-kernels", "onednn-cap"])
+def test_avx2_kernels_choose_fp32_and_warn_on_forced_bf16(env):
+    """In a process held to torch's AVX2 kernels (or with oneDNN alone capped below bf16), auto is
+    fp32 and a forced bf16 says how much slower it runs."""
     code = ("from tokenclock import precision as p\n"
             "a, b = p.choose('auto', 'cpu'), p.choose('bf16', 'cpu')\n"
             "p.say('train.dtype', b)\n"
             "print(a.dtype, b.dtype, b.emulated, round(1 / p.cpu_bf16_speedup()))\n")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_ENV},
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
                          capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
     assert out[0].startswith("tokenclock: warning: train.dtype bf16: bf16 as configured, but this CPU has "
                              "no native bf16") and "slower than fp32" in out[0]

@@ -1,8 +1,8 @@
 """Which precision a run computes in, and why: `auto` takes bf16 autocast only where the device
-computes bf16 natively and measurably faster (CUDA with bf16; a CPU with AMX or AVX512-BF16 whose
-bf16 matmul times faster than fp32), fp32 elsewhere. Also the machine facts behind the choice (CPU
-model, cores, torch's kernel capability), for the manifest, the train summary and every
-benchmark's header. torch is imported inside each function, so `import tokenclock` stays fast.
+computes bf16 natively (CUDA with bf16; a CPU with AMX or AVX512-BF16 units that torch's kernels
+use), fp32 elsewhere, where bf16 is emulated and many times slower. Also the machine facts behind
+the choice (CPU model, cores, torch's kernel capability), for the manifest, the train summary and
+every benchmark's header. torch is imported inside each function, so `import tokenclock` stays fast.
 """
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from tokenclock.errors import ConfigError
 
 PROBE_SIZE = 256  # the probe matmul: (256, 256) @ (256, 256), a few ms even where bf16 is emulated
 PROBE_REPEATS = 5
-# `auto` takes bf16 on a CPU when its probe matmul is at least this much faster than fp32. Measured
-# with torch 2.13.0+cpu: 3.3x on an AMD EPYC with AVX512-BF16, 0.012x (bf16 emulated, 80x slower)
-# with torch held to its AVX2 kernels; the gap is wide enough that noise never flips the choice.
-BF16_MIN_SPEEDUP = 1.5
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: its bf16 kernels are then emulated
+_ONEDNN_NO_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 @dataclass(frozen=True)
@@ -79,17 +77,22 @@ def _flag(name: str) -> bool:
 
 
 def native_bf16_cpu() -> bool:
-    """Whether this CPU has bf16 units torch can use: AMX tiles or AVX512-BF16, with torch's
-    kernels not held below AVX512 (ATEN_CPU_CAPABILITY=avx2 makes a CPU with them act as one
-    without)."""
+    """Whether this CPU has bf16 units torch uses: AMX tiles or AVX512-BF16, with torch's kernels
+    not held below AVX512 (ATEN_CPU_CAPABILITY=avx2, or ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16,
+    make a CPU with them compute as one without). Decided by capability, not by timing, so that a
+    loaded machine never trains one run in another dtype than the next (a timed probe under load
+    measured bf16 at 0.02x the speed of fp32 on a CPU where it is 3-5x faster when idle)."""
     m = machine()
-    return (m["amx"] or m["avx512_bf16"]) and "AVX512" in m["capability"].upper()
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return bool(m["amx"] or m["avx512_bf16"]) and "AVX512" in m["capability"].upper() \
+        and isa_cap not in _ONEDNN_NO_BF16
 
 
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time of the probe matmul on this CPU (> 1: bf16 is faster), measured once
-    per process: best of PROBE_REPEATS after one warm-up, on torch's current thread count."""
+    per process: best of PROBE_REPEATS after one warm-up, on torch's current thread count. It
+    states how much slower a forced bf16 runs where bf16 is emulated; it chooses nothing."""
     import torch
 
     def best(dtype) -> float:
@@ -107,12 +110,20 @@ def cpu_bf16_speedup() -> float:
     return best(torch.float32) / best(torch.bfloat16)
 
 
+def _held() -> str:
+    """What keeps present bf16 units unused: torch's capability or oneDNN's ISA cap."""
+    cap = machine()["capability"]
+    if "AVX512" not in cap.upper():
+        return f"torch's kernels are held to {cap}"
+    return f"oneDNN is held to {os.environ.get('ONEDNN_MAX_CPU_ISA', '').strip().upper()}"
+
+
 def _cpu_words() -> str:
     m = machine()
     units = [u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]]
     if not units:
         return f"{m['cpu']}, torch capability {m['capability']}, no AMX or AVX512-BF16"
-    held = "" if native_bf16_cpu() else f", unused: torch's kernels are held to {m['capability']}"
+    held = "" if native_bf16_cpu() else f", unused: {_held()}"
     return f"{m['cpu']}, torch capability {m['capability']}, bf16 units: {' and '.join(units)}{held}"
 
 
@@ -139,12 +150,7 @@ def choose(dtype: str, device: str) -> Precision:
                                  "set dtype=fp32 (or auto) to run at full speed", emulated=True)
     if not native_bf16_cpu():
         return Precision("fp32", f"auto: no native bf16 on this CPU ({_cpu_words()})")
-    speedup = cpu_bf16_speedup()
-    if speedup >= BF16_MIN_SPEEDUP:
-        return Precision("bf16", f"auto: native bf16 ({_cpu_words()}); a bf16 matmul measured "
-                                 f"{speedup:.1f}x faster than fp32")
-    return Precision("fp32", f"auto: bf16 units present ({_cpu_words()}) but a bf16 matmul measured only "
-                             f"{speedup:.2f}x the speed of fp32 (< {BF16_MIN_SPEEDUP})")
+    return Precision("bf16", f"auto: native bf16 on this CPU ({_cpu_words()})")
 
 
 _SAID: set[str] = set()
@@ -165,7 +171,7 @@ def header(dtype: str | None = None, device: str = "cpu") -> str:
     m = machine()
     units = "+".join(u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]) or "none"
     if units != "none" and not native_bf16_cpu():
-        units += f" (unused: torch's kernels held to {m['capability']})"
+        units += f" (unused: {_held()})"
     parts = [f"cpu: {m['cpu']}", f"cores {m['cores']} (torch threads {m['threads']})",
              f"torch {m['torch']}", f"capability {m['capability']}", f"native bf16 units: {units}"]
     if "cuda" in m:
