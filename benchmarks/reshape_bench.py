@@ -45,7 +45,7 @@ BASELINE = "uniform"
 # --quick: a tiny configuration for the test (its figures mean nothing)
 QUICK = {"preset": "llama-100k", "steps": 24, "batch": 4, "seq_len": 32, "vocab": 512, "val_seqs": 8,
          "ckpt_per_decade": 5, "ref_preset": "llama-100k", "ref_hidden": 16, "ref_steps": 24, "max_ckpts": 5,
-         "arms": ["uniform", "learnable-now", "token-learnable-wsd"]}
+         "check_seqs": 16, "arms": ["uniform", "learnable-now", "token-learnable-wsd"]}
 
 
 def steps_to_reach(steps: np.ndarray, val: np.ndarray, target: float) -> float:

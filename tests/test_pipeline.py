@@ -226,7 +226,7 @@ def test_zoom_killed_and_rerun_gives_the_same_result(tiny_run, tmp_path, texts_d
 
     def cmd(r):
         return [sys.executable, "-m", "tokenclock", *_train_argv(r.root, texts_dir, "--zoom", "18:110",
-                                                                "--zoom-ckpt-per-decade", "40")]
+                                                                "--zoom-ckpt-per-decade", "24")]
 
     subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

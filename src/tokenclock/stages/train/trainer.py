@@ -180,6 +180,12 @@ class Trainer:
                 fully_shard(layer)
             fully_shard(model)
         if self.tc.compile:
+            if not self.device.startswith("cuda"):
+                # CPU kernels 256 bits wide (AVX2): torch 2.13's AVX512 kernels for this model
+                # corrupted the heap on an AMD EPYC with AVX512 ("malloc(): unaligned tcache chunk")
+                import torch._inductor.config as inductor_config
+
+                inductor_config.cpp.simdlen = 256
             model.compile()
         if self.tc.fsdp or not self.d.enabled:
             return model, model
