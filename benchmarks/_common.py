@@ -25,6 +25,19 @@ def bench_config(preset: str, steps: int, batch: int, seq_len: int, extra: list[
                                 "model.max_seq_len=1024", *extra])
 
 
+def bare_step(model, opt, batch, amp, device: str) -> None:
+    """One plain training update on `batch` (batch, seq_len + 1) under autocast `amp` (None: fp32):
+    the bare loop every benchmark compares tokenclock's trainer with."""
+    import torch
+
+    with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+        logits = model(input_ids=batch[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 YARDSTICK = ("llama-500k", 16, 256, 4096)  # preset, batch, seq_len, vocab: the demo's model and batch
 
 
@@ -47,12 +60,7 @@ def yardstick_tokens_per_second(dtype: str = "auto", device: str = "cpu", steps:
     for step in range(steps + warm):
         if step == warm:
             t0 = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(input_ids=x[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, vocab), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bare_step(model, opt, x, amp, device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return steps * batch * seq_len / (time.perf_counter() - t0)
@@ -68,7 +76,7 @@ def machine_header(dtype: str = "auto", device: str = "auto", yardstick: bool = 
     device = resolve_device(device)
     preset, batch, seq_len, _ = YARDSTICK
     text = header(dtype, device)
-    if yardstick:  # skipped by quick test modes and by benchmarks that run no model
+    if yardstick:  # skipped by the quick modes the tests run
         rate = yardstick_tokens_per_second(dtype, device)
         text += (f"\nyardstick: bare training loop of {preset}, {batch}x{seq_len}, {choose(dtype, device).dtype}: "
                  f"{rate:,.0f} tokens/s")

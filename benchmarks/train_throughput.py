@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 
-from _common import bench_config, machine_header
+from _common import bare_step, bench_config, machine_header
 
 
 def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
@@ -50,12 +50,7 @@ def bare_loop(cfg, run_dir, steps: int, warm: int = 3) -> float:
             t0 = time.perf_counter()
         batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), cfg.train.batch_size,
                                                  cfg.train.seq_len), cfg.train.seq_len).to(device)
-        with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bare_step(model, opt, batch, amp, device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -66,6 +61,7 @@ def ema_cost(cfg, run_dir, steps: int = 10) -> tuple[float, float]:
     interleaved in one process, so the ratio holds on a loaded machine."""
     import torch
 
+    from tokenclock import precision
     from tokenclock.artifacts import read_json, read_npy
     from tokenclock.rundir import RunDir
     from tokenclock.stages.train.average import WeightAverage
@@ -73,6 +69,7 @@ def ema_cost(cfg, run_dir, steps: int = 10) -> tuple[float, float]:
     from tokenclock.windows import batch_offsets, make_batch
 
     run = RunDir(run_dir)
+    amp = precision.choose(cfg.train.dtype, "cpu").amp()
     stream = read_npy(run.token_stream("train"), mmap=True)
     model = build_model(cfg.model, read_json(run.tokens_meta)["vocab_size"], cfg.seed)
     avg, opt = WeightAverage(model, cfg.train.avg_sigma_rel), torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -81,12 +78,7 @@ def ema_cost(cfg, run_dir, steps: int = 10) -> tuple[float, float]:
         batch = make_batch(stream, batch_offsets(cfg.seed, step, len(stream), cfg.train.batch_size,
                                                  cfg.train.seq_len), cfg.train.seq_len)
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bare_step(model, opt, batch, amp, "cpu")  # in the dtype the trainer would choose here
         t1 = time.perf_counter()
         avg.update(step + 1)
         if step >= 2:
@@ -108,8 +100,6 @@ def main() -> None:
     ap.add_argument("--no-dense", action="store_true",
                     help="skip the dense-checkpoint run (large models: each checkpoint is a full save)")
     args = ap.parse_args()
-    cfg0 = bench_config(args.preset, 1, args.batch, args.seq_len, args.set)
-    machine_header(cfg0.train.dtype, cfg0.train.device)
 
     from tokenclock.pipeline import train
     from tokenclock.stages.train.perf import peak_flops
@@ -119,6 +109,7 @@ def main() -> None:
     dense = bench_config(args.preset, args.steps, args.batch, args.seq_len,
                          ["train.warmup_steps=5", "train.ckpt_per_decade=16", *args.set])
     cfg = sparse
+    machine_header(cfg.train.dtype, cfg.train.device)
     tmp = tempfile.mkdtemp(prefix="tokenclock-bench-")
     # tokenize once (not timed), then alternate: bare, tokenclock (sparse ckpts), bare, tokenclock (dense)
     from tokenclock.stages.data.corpus import build_corpus

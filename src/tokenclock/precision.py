@@ -27,7 +27,7 @@ class Precision:
     dtype: str
     """bf16 (autocast) or fp32."""
     reason: str
-    """One line: why this dtype (the capability or measurement that chose it)."""
+    """One line: why this dtype (the setting or the capability that chose it)."""
     emulated: bool = False
     """bf16 forced on a CPU without native bf16 (it runs, many times slower than fp32)."""
 

@@ -154,8 +154,8 @@ class Trainer:
         another), else train.dtype resolved on this device (precision.choose). Printed once."""
         prev = load_manifest(self.run)["stages"].get("train") if self.run.manifest.is_file() else None
         recorded = (prev or {}).get("precision", {}).get("dtype") or (prev or {}).get("summary", {}).get("dtype")
-        if recorded is None and self.resuming and self.tc.dtype == "auto":
-            recorded = "bf16"  # an interrupted run of tokenclock < 0.2, whose auto was bf16 on every device
+        if recorded is None and self.resuming and self.tc.dtype == "auto" and not self.device.startswith("cuda"):
+            recorded = "bf16"  # an interrupted run of an earlier tokenclock, whose auto was bf16 on every CPU
         now = precision.choose(self.tc.dtype, self.device)
         if recorded is None or recorded == now.dtype:
             if self.d.main:
