@@ -146,7 +146,7 @@ def choose(dtype: str, device: str) -> Precision:
             return Precision("bf16", f"bf16 as configured ({_cpu_words()})")
         slow = 1.0 / cpu_bf16_speedup()
         return Precision("bf16", f"bf16 as configured, but this CPU has no native bf16 ({_cpu_words()}): "
-                                 f"a bf16 matmul measured {slow:.0f}x slower than fp32; "
+                                 f"a bf16 matmul took {slow:.0f}x the time of an fp32 one here; "
                                  "set dtype=fp32 (or auto) to run at full speed", emulated=True)
     if not native_bf16_cpu():
         return Precision("fp32", f"auto: no native bf16 on this CPU ({_cpu_words()})")
