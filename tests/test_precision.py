@@ -1,4 +1,4 @@
-"""dtype auto: bf16 only where the CPU computes it natively and measurably faster; the choice
+"""dtype auto: bf16 only where the CPU computes it natively (by capability, not timing); the choice
 recorded with the machine; a resumed run keeps its recorded dtype; bf16 forced on a CPU that
 emulates it warns with the measured slowdown."""
 from __future__ import annotations

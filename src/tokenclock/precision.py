@@ -118,9 +118,15 @@ def _held() -> str:
     return f"oneDNN is held to {os.environ.get('ONEDNN_MAX_CPU_ISA', '').strip().upper()}"
 
 
+def _units() -> list[str]:
+    """The bf16 units this CPU has (whether torch uses them or not)."""
+    m = machine()
+    return [u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]]
+
+
 def _cpu_words() -> str:
     m = machine()
-    units = [u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]]
+    units = _units()
     if not units:
         return f"{m['cpu']}, torch capability {m['capability']}, no AMX or AVX512-BF16"
     held = "" if native_bf16_cpu() else f", unused: {_held()}"
@@ -169,7 +175,7 @@ def header(dtype: str | None = None, device: str = "cpu") -> str:
     """One line that says where a measurement ran: CPU model, cores, torch and its capability,
     native bf16, the CUDA device, and (given `dtype`) what it resolves to here."""
     m = machine()
-    units = "+".join(u for u, k in (("AMX", "amx"), ("AVX512-BF16", "avx512_bf16")) if m[k]) or "none"
+    units = "+".join(_units()) or "none"
     if units != "none" and not native_bf16_cpu():
         units += f" (unused: {_held()})"
     parts = [f"cpu: {m['cpu']}", f"cores {m['cores']} (torch threads {m['threads']})",
