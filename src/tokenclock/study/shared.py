@@ -16,7 +16,7 @@ from tokenclock.rundir import RunDir, StudyDir, load_manifest
 from tokenclock.stages.data.corpus import build_corpus
 from tokenclock.stages.data.tokens import tokenize
 from tokenclock.study.config import Study
-from tokenclock.windows import val_offsets
+from tokenclock.windows import val_windows
 
 
 def _digest(path: Path) -> str:
@@ -47,8 +47,7 @@ def prepare_shared(sd: StudyDir, st: Study, progress: bool) -> dict:
     tcfg = cfg.trace.resolved(cfg.train.seq_len, cfg.seed)
     seq_len, seed = tcfg.seq_len, tcfg.seed
     vstream = read_npy(shared.token_stream("val"), mmap=True)
-    offs = val_offsets(seed, len(vstream), cfg.trace.n_seqs, seq_len)
-    inputs = np.asarray(vstream[offs[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
+    inputs = val_windows(vstream, seed, cfg.trace.n_seqs, seq_len)
     if not shared.trace_inputs.is_file() or not np.array_equal(read_npy(shared.trace_inputs), inputs):
         write_npy(shared.trace_inputs, inputs.astype(np.int32))
     return {"tokenizer": _digest(shared.tokenizer), "val": _digest(shared.token_stream("val")),

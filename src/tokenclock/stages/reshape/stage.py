@@ -45,6 +45,7 @@ from tokenclock.stages.reshape.profiles import (
 )
 from tokenclock.stages.trace.stage import TraceConfig, trace_series
 from tokenclock.stages.train.model import ModelConfig
+from tokenclock.windows import gather
 
 # ----------------------------------------------------------------------------- the stage
 
@@ -94,7 +95,7 @@ def trace_pool(ref: RunDir, pool: np.ndarray, seq_len: int, ckpt_steps: list[int
         return read_npy(out.trace_loss, mmap=True)
     t0 = time.time()
     stream = read_npy(ref.token_stream("train"), mmap=True)
-    inputs = np.asarray(stream[pool[:, None] + np.arange(seq_len + 1)[None, :]], dtype=np.int64)
+    inputs = gather(stream, pool, seq_len)
     tcfg = TraceConfig(n_seqs=len(pool), seq_len=seq_len, batch_size=cfg.trace_batch_size, dtype="fp32",
                        device=cfg.device)
 

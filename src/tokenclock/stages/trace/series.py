@@ -24,7 +24,7 @@ from tokenclock.stages.data.documents import CorpusConfig
 from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
 from tokenclock.stages.trace.revisions import parse_revision, read_step_map, resolve_revisions
 from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, TraceConfig, token_table, trace_series
-from tokenclock.windows import val_offsets
+from tokenclock.windows import val_windows
 
 DEFAULT_SEQ_LEN = 256  # an unset TraceConfig.seq_len means this here (there is no run to take it from)
 
@@ -53,11 +53,7 @@ def text_inputs(text: str, tok, cfg: TraceConfig, seq_len: int, seed: int) -> tu
     if len(stream) < seq_len + 2:
         raise InputError(f"--text {text} gives {len(stream)} tokens, fewer than one sequence of {seq_len + 1}",
                          "pass more text or a smaller --seq-len")
-    offs = val_offsets(seed, len(stream), cfg.n_seqs, seq_len)
-    if len(offs) < cfg.n_seqs:
-        print(f"tokenclock: warning: --text {text} holds {len(offs)} sequences of {seq_len + 1} tokens, "
-              f"fewer than n_seqs={cfg.n_seqs}; tracing {len(offs)}", file=sys.stderr)
-    inputs = stream[offs[:, None] + np.arange(seq_len + 1)[None, :]]
+    inputs = val_windows(stream, seed, cfg.n_seqs, seq_len, source=f"--text {text}", setting="n_seqs")
     return inputs, {"text": text, "n_docs": len(docs), "text_tokens": int(len(stream))}
 
 

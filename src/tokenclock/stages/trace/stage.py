@@ -26,7 +26,7 @@ from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.forward import quiet_transformers, resolve_device, token_losses, trace_dtype
 from tokenclock.rundir import RunDir
 from tokenclock.stages.data.tokens import load_tokenizer
-from tokenclock.windows import val_offsets
+from tokenclock.windows import val_windows
 
 MIN_CHECKPOINTS = 4
 
@@ -296,11 +296,7 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     meta = None
     with run.stage("trace", conf, writer=d.main, world_size=d.world) as st:
         vstream = read_npy(run.token_stream("val"), mmap=True)
-        offs = val_offsets(cfg.seed, len(vstream), cfg.n_seqs, cfg.seq_len)
-        if len(offs) < cfg.n_seqs:
-            print(f"tokenclock: warning: the validation split holds {len(offs)} sequences of "
-                  f"{cfg.seq_len + 1} tokens, fewer than trace.n_seqs={cfg.n_seqs}; tracing {len(offs)}")
-        inputs = np.asarray(vstream[offs[:, None] + np.arange(cfg.seq_len + 1)[None, :]], dtype=np.int64)
+        inputs = val_windows(vstream, cfg.seed, cfg.n_seqs, cfg.seq_len)
         device = dist.device_for(resolve_device(cfg.device), d)
         tok = load_tokenizer(run.tokenizer)  # before the trace: a missing tokenizer stops it early
         counts = read_npy(run.token_counts) if run.token_counts.is_file() else None
