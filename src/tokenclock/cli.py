@@ -15,7 +15,7 @@ import sys
 from tokenclock.config import PRESET_DIR, load_config, merge, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.pipeline import demo, fit_npz, prepare, train
-from tokenclock.rundir import RunDir
+from tokenclock.rundir import RAW, WEIGHT_SERIES, WEIGHTS_HELP, RunDir
 from tokenclock.stages.data.corpus import build_corpus, count_documents
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
@@ -123,7 +123,6 @@ def cmd_train(args) -> int:
 
 
 TRACE_FLAGS = ("n_seqs", "seq_len", "batch_size", "seed", "dtype", "device", "weights")  # -> trace.<flag>
-WEIGHTS_HELP = "weight series: raw (default) or avg (the averaged weights of train.avg)"
 
 
 def _add_trace(sub) -> None:
@@ -151,7 +150,7 @@ def _add_trace(sub) -> None:
     sp.add_argument("--seed", type=int, help="which sequences (trace.seed)")
     sp.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="trace.dtype (auto: bf16 on CUDA)")
     sp.add_argument("--device", help="trace.device: auto, cpu, cuda, cuda:1")
-    sp.add_argument("--weights", choices=["raw", "avg"], help="trace.weights: " + WEIGHTS_HELP)
+    sp.add_argument("--weights", choices=WEIGHT_SERIES, help="trace.weights: " + WEIGHTS_HELP)
     _common(sp)
     sp.set_defaults(func=cmd_trace)
 
@@ -176,7 +175,7 @@ def _add_fit(sub) -> None:
     sp.add_argument("--uncertainty", action="store_true", default=None,  # None: as the config says
                     help="standard errors of each learning time mu (events column mu_se)")
     sp.add_argument("--max-events", type=int, choices=(0, 1, 2), help="most sigmoid events per token")
-    sp.add_argument("--weights", choices=["raw", "avg"], default="raw", help=WEIGHTS_HELP)
+    sp.add_argument("--weights", choices=WEIGHT_SERIES, default=RAW, help=WEIGHTS_HELP)
     _common(sp)
     sp.set_defaults(func=cmd_fit)
 
@@ -197,7 +196,7 @@ def cmd_fit(args) -> int:
 def _add_spectrum(sub) -> None:
     sp = sub.add_parser("spectrum", help="learning-time spectrum and reconstruction of -dL/dln x")
     sp.add_argument("run", help="run directory")
-    sp.add_argument("--weights", choices=["raw", "avg"], default="raw", help=WEIGHTS_HELP)
+    sp.add_argument("--weights", choices=WEIGHT_SERIES, default=RAW, help=WEIGHTS_HELP)
     sp.add_argument("--replicate", metavar="RUN2", help="a replicate of RUN (another train.data_seed, same "
                     "init and traced tokens, already fitted): the replicate ceiling beside the R^2")
     _common(sp)
@@ -217,7 +216,7 @@ def cmd_spectrum(args) -> int:
 def _add_report(sub) -> None:
     sp = sub.add_parser("report", help="write RUN/report/index.html")
     sp.add_argument("run", help="run directory")
-    sp.add_argument("--weights", choices=["raw", "avg"], default="raw",
+    sp.add_argument("--weights", choices=WEIGHT_SERIES, default=RAW,
                     help=WEIGHTS_HELP + "; the raw report shows an averaged series beside it")
     sp.set_defaults(func=cmd_report)
 

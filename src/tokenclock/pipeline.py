@@ -13,7 +13,7 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json
 from tokenclock.config import Config, load_config
 from tokenclock.forward import resolve_device
-from tokenclock.rundir import RunDir
+from tokenclock.rundir import AVG, RAW, RunDir
 from tokenclock.stages.data.corpus import build_corpus
 from tokenclock.stages.data.tokens import tokenize
 from tokenclock.stages.fit.config import FitConfig
@@ -60,9 +60,8 @@ def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",
     t0 = time.time()
     stages = [("train (corpus, tokenizer, checkpoints)", lambda: train(run.root, cfg, progress=progress))]
     for w in demo_series(cfg):  # the averaged series beside the raw one when train.avg keeps it
-        view, label = run.series(w), "" if w == "raw" else f" ({w} weights)"
-        tcfg = dataclasses.replace(cfg.trace, weights=w)
-        stages += [(f"trace{label}", lambda v=view, c=tcfg: trace(v, c, progress=progress)),
+        view, label = run.series(w), "" if w == RAW else f" ({w} weights)"
+        stages += [(f"trace{label}", lambda v=view: trace(v, cfg.trace, progress=progress)),
                    (f"fit{label}", lambda v=view: fit(v, cfg.fit, progress=progress)),
                    (f"spectrum{label}", lambda v=view: spectrum(v, cfg.spectrum, progress=progress))]
     stages.append(("report", lambda: report(run.root)))
@@ -72,8 +71,8 @@ def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",
         fn()
         print(f"[{i}/{len(stages)}] {name} done in {time.time() - t:.0f} s", flush=True)
     head = headline(run)
-    if "avg" in demo_series(cfg):
-        head["avg"] = headline(run.series("avg"))
+    if AVG in demo_series(cfg):
+        head[AVG] = headline(run.series(AVG))
     head["seconds"] = round(time.time() - t0, 1)
     print(format_headline(head))
     return head
@@ -81,7 +80,7 @@ def demo(out: str | Path = "runs/demo", config: str | Path | None = "demo",
 
 def demo_series(cfg: Config) -> list[str]:
     """The weight series the demo traces: raw, and avg when train.avg keeps averaged weights."""
-    return ["raw"] + (["avg"] if cfg.train.avg != "none" else [])
+    return [RAW] + ([AVG] if cfg.train.avg != "none" else [])
 
 
 def headline(run: RunDir) -> dict:
@@ -115,7 +114,7 @@ def format_headline(h: dict) -> str:
     def f3(key: str, d: dict = h) -> str:
         return fmt(d.get(key), ".3f")
 
-    series = [("raw", h)] + ([("avg", h["avg"])] if h.get("avg") else [])
+    series = [(RAW, h)] + ([(AVG, h[AVG])] if h.get(AVG) else [])
     rows = [f"  {'-dL/dln(' + str(h['axis']) + ') R^2':<40}" + "".join(f"{w + ' weights':>16}" for w, _ in series)]
     for key, label in (("reconstruction_r2", "in-sample"), ("reconstruction_r2_heldout", "held-out (every other)"),
                        ("reconstruction_r2_heldout_after_warmup", "held-out, after warmup"),

@@ -22,7 +22,47 @@ SCHEMA_VERSION = 1
 # ----------------------------------------------------------------------------- layout
 
 
-WEIGHT_SERIES = ("raw", "avg")
+# ----------------------------------------------------------------------------- the weight series
+
+RAW, AVG = "raw", "avg"
+WEIGHT_SERIES = (RAW, AVG)
+"""The weight series of a run, raw first: raw (the trained weights) and avg (the averaged weights
+train.avg keeps). This module is their one owner: every folder suffix, manifest or study key,
+CLI choice, label and command hint that differs by series is derived here."""
+SERIES_LABELS = {RAW: "raw weights", AVG: "averaged weights"}
+WEIGHTS_HELP = "weight series: raw (default) or avg (the averaged weights of train.avg)"
+
+
+def check_series(weights: str | None, setting: str = "weight series", error: type = RunDirError) -> str:
+    """`weights` (None -> raw) if it names a weight series, else `error` naming `setting`."""
+    weights = RAW if weights is None else weights
+    if weights not in WEIGHT_SERIES:
+        raise error(f"unknown {setting} '{weights}'", "use " + " or ".join(WEIGHT_SERIES))
+    return weights
+
+
+def series_suffix(weights: str | None) -> str:
+    """'' for the raw series, '_avg' for the averaged one: the suffix of its folders and keys."""
+    weights = check_series(weights)
+    return "" if weights == RAW else "_" + weights
+
+
+def series_key(name: str, weights: str | None) -> str:
+    """A folder, manifest or study key of one series: series_key("axes", "avg") == "axes_avg"."""
+    return name + series_suffix(weights)
+
+
+def series_label(weights: str | None) -> str:
+    """'' for the raw series, ' (avg)' for the averaged one: the tag beside a run's name."""
+    weights = check_series(weights)
+    return "" if weights == RAW else f" ({weights})"
+
+
+def series_flag(weights: str | None) -> str:
+    """The CLI flag that selects `weights` ('' for raw, ' --weights avg'), for command hints."""
+    weights = check_series(weights)
+    return "" if weights == RAW else f" --weights {weights}"
+
 # stages whose artifacts belong to one weight series: the averaged series keeps its own
 # ckpt_avg/, trace_avg/, fit_avg/, spectrum_avg/, report_avg/ and manifest entries <stage>_avg
 SERIES_STAGES = ("trace", "fit", "spectrum", "report")
@@ -37,15 +77,13 @@ class RunDir:
     manifest). `RunDir(run)` of a RunDir keeps its series."""
 
     root: Path
-    weights: str = "raw"
+    weights: str = RAW
 
     def __init__(self, root: "str | Path | RunDir", weights: str | None = None):
         if isinstance(root, RunDir):
             weights = root.weights if weights is None else weights
             root = root.root
-        weights = weights or "raw"
-        if weights not in WEIGHT_SERIES:
-            raise RunDirError(f"unknown weight series '{weights}'", "use raw or avg")
+        weights = check_series(weights)
         object.__setattr__(self, "root", Path(root))
         object.__setattr__(self, "weights", weights)
 
@@ -56,11 +94,16 @@ class RunDir:
     @property
     def suffix(self) -> str:
         """'' for the raw series, '_avg' for the averaged one (folder and manifest names)."""
-        return "" if self.weights == "raw" else "_" + self.weights
+        return series_suffix(self.weights)
+
+    @property
+    def label(self) -> str:
+        """'raw weights' or 'averaged weights', for captions and headings."""
+        return SERIES_LABELS[self.weights]
 
     def command(self, stage: str) -> str:
         """The command that writes `stage` here, for error hints: `tokenclock fit RUN --weights avg`."""
-        return f"tokenclock {stage} {self.root}" + (f" --weights {self.weights}" if self.weights != "raw" else "")
+        return f"tokenclock {stage} {self.root}" + series_flag(self.weights)
 
     def stage_key(self, stage: str) -> str:
         """The manifest entry of `stage` in this series (trace, fit, spectrum, report: trace_avg ...)."""
@@ -232,7 +275,7 @@ def ckpt_sidecar(step_dir: str | Path) -> Path:
 def avg_sibling(step_dir: str | Path) -> Path:
     """The averaged weights saved with a checkpoint folder: RUN/ckpt/step_X -> RUN/ckpt_avg/step_X."""
     p = Path(step_dir)
-    return p.parent.parent / (p.parent.name + "_avg") / p.name
+    return p.parent.parent / series_key(p.parent.name, AVG) / p.name
 
 
 def ckpt_optimizer(step_dir: str | Path) -> Path:
@@ -254,7 +297,7 @@ class ScheduleDir:
         """int64 (steps, batch_size) start offsets into RUN/tokens/train.npy."""
         return self.root / "offsets.npy"
     @property
-    def weights(self) -> Path:
+    def loss_weights(self) -> Path:
         """float16 (steps, batch_size, seq_len) per-token loss weights (token-level strategies only)."""
         return self.root / "weights.npy"
     @property
@@ -276,12 +319,6 @@ class PoolDir(RunDir):
     def offsets(self) -> Path:
         """int64 (pool_size,) start offsets of the pool's windows in REF/tokens/train.npy."""
         return self.trace_dir / "offsets.npy"
-
-
-def _suffix(weights: str) -> str:
-    if weights not in WEIGHT_SERIES:
-        raise RunDirError(f"unknown weight series '{weights}'", "use raw or avg")
-    return "" if weights == "raw" else "_" + weights
 
 
 @dataclass(frozen=True)
@@ -308,16 +345,16 @@ class StudyDir:
     @property
     def runs_dir(self) -> Path: return self.root / "runs"
     def run(self, name: str) -> RunDir: return RunDir(self.runs_dir / name)
-    def final_losses(self, name: str, weights: str = "raw") -> Path:
+    def final_losses(self, name: str, weights: str = RAW) -> Path:
         """float32 (n_tok,) per-token loss of run `name`'s final checkpoint on the shared inputs:
         finals/ (raw weights) or finals_avg/ (its averaged weights, ckpt_avg/)."""
-        return self.root / f"finals{_suffix(weights)}" / f"{name}.npy"
-    def axes_dir(self, weights: str = "raw") -> Path: return self.root / f"axes{_suffix(weights)}"
-    def axis(self, name: str, weights: str = "raw") -> RunDir:
+        return self.root / series_key("finals", weights) / f"{name}.npy"
+    def axes_dir(self, weights: str = RAW) -> Path: return self.root / series_key("axes", weights)
+    def axis(self, name: str, weights: str = RAW) -> RunDir:
         """axes/<name>/ (D_<model> or M_<budget>; axes_avg/ from the averaged finals): run-like,
         trace/ fit/ spectrum/ over the runs."""
         return RunDir(self.axes_dir(weights) / name)
-    def axis_npz(self, name: str, weights: str = "raw") -> Path:
+    def axis_npz(self, name: str, weights: str = RAW) -> Path:
         """The axis in the paper's losses.npz format, beside its run-like folders."""
         return self.axis(name, weights).root / "losses.npz"
     @property

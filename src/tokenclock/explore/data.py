@@ -16,7 +16,7 @@ from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError, TokenclockError
 from tokenclock.explore.db import batches, parquet_file, release_unused
 from tokenclock.explore.index import FitIndex, fit_index
-from tokenclock.rundir import RunDir
+from tokenclock.rundir import RAW, RunDir
 
 FIT_POINTS = 160  # points of the fitted curve drawn between the first and last kept checkpoint
 
@@ -50,7 +50,7 @@ class RunData:
     tok_idx: np.ndarray | None = None     # int64 (N,) when trace/tokens.parquet's tok_idx is not 0..N-1
     notes: list[str] = field(default_factory=list)
     signature: str = ""
-    series: str = "raw"                   # the weight series (RunDir.series: raw, or avg for averaged weights)
+    series: str = RAW                     # the weight series (RunDir.series: raw, or avg for averaged weights)
     cache: dict = field(default_factory=dict, repr=False)  # explore.token's lookups of recent tokens
 
     @property
@@ -211,7 +211,7 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
     data = RunData(run=run, name=name or run.root.name, loss=loss, axis=axis, x=x, axis_table=axis_table,
                    sequences=sequences, token_id=token_id, vocab_text=text, vocab_count=count,
                    tok_idx=tok_idx)
-    data.series = getattr(run, "weights", "raw")
+    data.series = getattr(run, "weights", RAW)
     data.signature = _signature(data)
     if run.fit_tokens.is_file() and run.fit_events.is_file():
         data.fit = fit_index(run, axis, n, data.cols_of)

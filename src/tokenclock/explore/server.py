@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.explore import files, queries, token
 from tokenclock.explore.data import ExploreError, RunData, open_run
+from tokenclock.rundir import AVG, RAW, series_label
 
 STATIC = Path(__file__).parent / "static"
 
@@ -218,7 +219,7 @@ def create_app(runs: list[RunData]) -> Starlette:
 
 def open_runs(paths: list[str | Path], log=print) -> list[RunData]:
     """Open every run (names made unique with their parent folder where two share one), and beside
-    each its averaged-weight series where it has one traced (RunDir.series("avg"))."""
+    each its averaged-weight series where it has one traced (RunDir.series(AVG))."""
     names = [Path(p).resolve().name for p in paths]
     runs = []
     for p, name in zip(paths, names):
@@ -226,8 +227,8 @@ def open_runs(paths: list[str | Path], log=print) -> list[RunData]:
             name = f"{Path(p).resolve().parent.name}/{name}"
         runs.append(open_run(p, name, log=log))
         series = getattr(runs[-1].run, "series", None)  # weight series: RunDir.series(weights)
-        if series is not None and runs[-1].series == "raw" and series("avg").trace_loss.is_file():
-            runs.append(open_run(series("avg"), f"{name} (avg)", log=log))
+        if series is not None and runs[-1].series == RAW and series(AVG).trace_loss.is_file():
+            runs.append(open_run(series(AVG), name + series_label(AVG), log=log))
     return runs
 
 

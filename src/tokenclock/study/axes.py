@@ -14,7 +14,7 @@ import numpy as np
 from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, write_parquet
 from tokenclock.errors import TokenclockError, TrainingError
 from tokenclock.forward import resolve_device, token_losses, trace_dtype
-from tokenclock.rundir import RunDir, StudyDir, stage_status
+from tokenclock.rundir import RAW, RunDir, StudyDir, stage_status
 from tokenclock.scores import r2_score
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.fit.stage import fit
@@ -34,7 +34,7 @@ AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r
 T_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "alpha_measured", "alpha_spectrum", "n_ckpt")
 
 
-def final_losses(sd: StudyDir, name: str, inputs: np.ndarray, cfg, weights: str = "raw") -> np.ndarray:
+def final_losses(sd: StudyDir, name: str, inputs: np.ndarray, cfg, weights: str = RAW) -> np.ndarray:
     """Per-token loss (n_tok,) of a run's final checkpoint (weights avg: its averaged weights,
     ckpt_avg/) on the shared inputs; cached in STUDY_DIR/finals[_avg]/<name>.npy."""
     import torch
@@ -91,7 +91,7 @@ def analyze_axis(ax: RunDir, npz: Path, column: str, kind: str, fit_cfg, spec_cf
                                                   "fit_rule": fsum.get("rule")}
 
 
-def seed_losses(sd: StudyDir, good: dict, model: str, steps: int, weights: str = "raw") -> dict[int, np.ndarray]:
+def seed_losses(sd: StudyDir, good: dict, model: str, steps: int, weights: str = RAW) -> dict[int, np.ndarray]:
     """{seed: per-token final loss} of (model, budget), for the seeds that finished."""
     return {int(s["seed"]): read_npy(sd.final_losses(n, weights)) for n, s in good.items()
             if s["model"] == model and s["steps"] == steps}
@@ -116,7 +116,7 @@ def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.nda
 
 
 def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool,
-               weights: str = "raw", choose_from: dict | None = None) -> tuple[dict, dict]:
+               weights: str = RAW, choose_from: dict | None = None) -> tuple[dict, dict]:
     """D_<model> (loss over budgets, one model) and M_<budget> (loss over model sizes, one budget)
     from the finished runs `good` {name: study.json record} and their `weights` finals; an axis
     with fewer than MIN_POINTS finished runs is skipped, one whose fit or spectrum fails is

@@ -11,6 +11,7 @@ import yaml
 
 from tokenclock.config import build_section, config_from_dict, merge, parse_overrides, resolve_config_path
 from tokenclock.errors import ConfigError, DataError
+from tokenclock.rundir import AVG, RAW, WEIGHT_SERIES
 from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
 from tokenclock.stages.train.model import PRESETS, preset_params
 from tokenclock.study.fitrules import FIT_RULES
@@ -45,7 +46,7 @@ class StudyConfig:
     branch-vs-full difference (study.json: branch_vs_full); not used for the axes."""
     bootstrap: int = 100
     """Bootstrap resamples of runs for the Chinchilla intervals."""
-    weights: list[str] = field(default_factory=lambda: ["raw"])
+    weights: list[str] = field(default_factory=lambda: [RAW])
     """Weight series whose finals make the D and M axes: raw (finals/, axes/) and, with
     train.avg: ema in the base config, avg (each run's averaged final, finals_avg/, axes_avg/)."""
     axis_fit_rules: list[str] = field(default_factory=lambda: ["two_events"])
@@ -88,7 +89,7 @@ class StudyConfig:
                             "add budgets to study.budgets_steps or study.budgets_tokens")
         if self.bootstrap < 0:
             raise ConfigError("study.bootstrap must be >= 0")
-        if not self.weights or any(w not in ("raw", "avg") for w in self.weights) \
+        if not self.weights or any(w not in WEIGHT_SERIES for w in self.weights) \
                 or len(set(self.weights)) != len(self.weights):
             raise ConfigError(f"study.weights must list raw and/or avg once each, got {self.weights}",
                               "e.g. weights: [raw, avg] (avg needs train.avg: ema)")
@@ -169,7 +170,7 @@ def load_study(path: str | Path, overrides: list[str] | dict | None = None) -> S
     if first < warm:
         raise ConfigError(f"the smallest study budget ({first} steps) is shorter than train.warmup_steps "
                           f"({warm})", f"set base.train.warmup_steps <= {first} or drop the smaller budgets")
-    if "avg" in study.weights and cfg.train.avg != "ema":
+    if AVG in study.weights and cfg.train.avg != "ema":
         raise ConfigError("study.weights lists avg but the base config trains without averaged weights",
                           "set base.train.avg: ema, or weights: [raw]")
     return st

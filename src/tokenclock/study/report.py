@@ -12,7 +12,7 @@ import numpy as np
 
 from tokenclock.artifacts import atomic_path, read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError
-from tokenclock.rundir import RunDir, StudyDir
+from tokenclock.rundir import RAW, WEIGHT_SERIES, RunDir, StudyDir, series_key
 from tokenclock.study.chinchilla import predict
 from tokenclock.text import fmt, html_page
 
@@ -24,14 +24,14 @@ def _cell(v, spec: str | None = None) -> str:
 
 def _series(man: dict) -> list[str]:
     """The weight series whose axes study.json holds (raw first)."""
-    return [w for w in ("raw", "avg") if man.get("axes" if w == "raw" else f"axes_{w}")]
+    return [w for w in WEIGHT_SERIES if man.get(series_key("axes", w))]
 
 
 def _axes_of(man: dict, w: str) -> dict:
-    return man.get("axes" if w == "raw" else f"axes_{w}", {})
+    return man.get(series_key("axes", w), {})
 
 
-def _axis_dirs(sd: StudyDir, man: dict, w: str = "raw") -> dict[str, list[tuple[str, RunDir]]]:
+def _axis_dirs(sd: StudyDir, man: dict, w: str = RAW) -> dict[str, list[tuple[str, RunDir]]]:
     """{"T": [(label, rundir)], "D": [...], "M": [...]} of everything with a spectrum."""
     out: dict[str, list] = {"T": [], "D": [], "M": []}
     t = man.get("T", {})
@@ -54,7 +54,7 @@ def study_report(study_dir: str | Path) -> Path:
     man = read_json(sd.manifest)
     ch = read_json(sd.chinchilla) if sd.chinchilla.is_file() else {}
     sd.report_dir.mkdir(parents=True, exist_ok=True)
-    series = _series(man) or ["raw"]
+    series = _series(man) or [RAW]
     with matplotlib.rc_context({"font.size": 8}), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         panels = _axes_figure(sd, _axis_dirs(sd, man, series[0]))
@@ -164,9 +164,9 @@ def _chinchilla_figure(sd: StudyDir, man: dict, ch: dict) -> str | None:
 
 
 def _summary_rows(man: dict, series: list[str]) -> str:
-    rows = [("T", "raw", man.get("summary", {}).get("T", {}))]
+    rows = [("T", RAW, man.get("summary", {}).get("T", {}))]
     for w in series:
-        summ = man.get("summary" if w == "raw" else f"summary_{w}", {})
+        summ = man.get(series_key("summary", w), {})
         rows += [(k, w, summ.get(k, {})) for k in ("D", "M")]
     return "".join(
         f"<tr><th>{k}</th><td>{w}</td><td>{_cell(v.get('fit_rule', 'two_events' if k == 'T' else None))}</td>"

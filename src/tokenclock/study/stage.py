@@ -23,7 +23,7 @@ import numpy as np
 from tokenclock import pipeline  # called as pipeline.train, so a test can replace it
 from tokenclock.artifacts import read_npy, write_json
 from tokenclock.errors import ConfigError, DataError, RunLockedError, TokenclockError
-from tokenclock.rundir import StudyDir, load_manifest, stage_status
+from tokenclock.rundir import AVG, RAW, StudyDir, load_manifest, series_key, stage_status
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.axes import axes_summary, build_axes, final_losses, t_axis
 from tokenclock.study.chinchilla import fit_chinchilla
@@ -71,10 +71,10 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     good = {n: s for n, s in status.items() if s.get("status") == "done" and s["kind"] != "compare"}
     manifest["fit_rules"] = {}
     for w in st.study.weights:  # the rule is chosen on the first series (raw) and kept for the others
-        key = "axes" if w == "raw" else f"axes_{w}"
+        key = series_key("axes", w)
         first = manifest["fit_rules"].get(st.study.weights[0]) if w != st.study.weights[0] else None
         manifest[key], manifest["fit_rules"][w] = build_axes(sd, st, good, inputs, cfg0, progress, w, first)
-    axes = manifest["axes" if "raw" in st.study.weights else "axes_avg"]
+    axes = manifest[series_key("axes", RAW if RAW in st.study.weights else AVG)]
     if not any(a["status"] == "done" for a in axes.values()):
         write_json(sd.manifest, manifest)
         raise DataError("no D or M axis has 4 finished runs", "fix the failed runs (see study.json) "
@@ -82,8 +82,8 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     manifest["T"] = t_axis(sd, good, cfg0, sig, progress)
     manifest["summary"] = axes_summary(axes, manifest["T"])
     for w in st.study.weights:
-        if w != "raw":
-            manifest[f"summary_{w}"] = axes_summary(manifest[f"axes_{w}"], manifest["T"])
+        if w != RAW:
+            manifest[series_key("summary", w)] = axes_summary(manifest[series_key("axes", w)], manifest["T"])
     manifest["branch_vs_full"] = branch_vs_full(status)
     manifest["chinchilla"] = chinchilla_baseline(sd, good, st.study.bootstrap)
     manifest["seconds"] = round(time.time() - t0, 2)
@@ -138,8 +138,8 @@ def train_run(sd: StudyDir, st: Study, r: PlannedRun, rec: dict, parent_done: bo
         summ = pipeline.train(run.root, cfg, progress=progress, init_root=sd.root)
         check_same_inputs(sd, [r.name], sig)
         loss = final_losses(sd, r.name, inputs, cfg)
-        extra = {f"final_trace_loss_{w}": float(np.mean(final_losses(sd, r.name, inputs, cfg, w)))
-                 for w in st.study.weights if w != "raw"}
+        extra = {series_key("final_trace_loss", w): float(np.mean(final_losses(sd, r.name, inputs, cfg, w)))
+                 for w in st.study.weights if w != RAW}
     except TokenclockError as e:
         rec.update(status="failed", error=str(e).splitlines()[0], error_type=type(e).__name__)
         print(f"tokenclock: error: run {r.name}: {rec['error']}", file=sys.stderr)

@@ -11,7 +11,7 @@ import html
 import numpy as np
 
 from tokenclock.artifacts import read_json, read_parquet
-from tokenclock.rundir import RunDir
+from tokenclock.rundir import AVG, RAW, SERIES_LABELS, WEIGHT_SERIES, RunDir
 from tokenclock.stages.report.figures import _Figures
 from tokenclock.stages.report.load import RunView
 from tokenclock.text import fmt
@@ -33,7 +33,7 @@ ROWS = (
 def _series(run: RunDir) -> dict[str, RunDir]:
     """The weight series of this run with a spectrum: raw first."""
     out = {}
-    for w in ("raw", "avg"):
+    for w in WEIGHT_SERIES:
         s = run.series(w)
         if s.spectrum_summary.is_file():
             out[w] = s
@@ -67,13 +67,12 @@ def _section_validation(r: RunView, figs: _Figures, numbers: dict) -> str:
     summaries = {w: read_json(s.spectrum_summary) for w, s in series.items()}
     reps = {w: read_json(s.spectrum_replicate) for w, s in series.items() if s.spectrum_replicate.is_file()}
     cols = list(series)
-    names = {"raw": "raw weights", "avg": "averaged weights"}
     rows = [(label, {w: summaries[w].get(key) for w in cols}, bound) for label, key, bound in ROWS]
     if reps:
         rows += _replicate_rows(reps, summaries)
     trs = "".join(f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{fmt(vals.get(w))}</td>" for w in cols)
                   + f'<td class="src">{html.escape(bound)}</td></tr>' for label, vals, bound in rows)
-    table = ("<table><tr><th>score of −dL/d ln step</th>" + "".join(f"<th>{names[w]}</th>" for w in cols)
+    table = ("<table><tr><th>score of −dL/d ln step</th>" + "".join(f"<th>{SERIES_LABELS[w]}</th>" for w in cols)
              + "<th>what bounds it</th></tr>" + trs + "</table>")
     numbers["series"] = {w: {key: summaries[w].get(key) for _, key, _ in ROWS} for w in cols}
     if reps:
@@ -97,7 +96,7 @@ def _section_validation(r: RunView, figs: _Figures, numbers: dict) -> str:
 def _figure(series: dict[str, RunDir], figs: _Figures, run: RunDir) -> str:
     fig, ax = figs.new(size=(6.8, 4.0))
     ax = ax[0, 0]
-    colors = {"raw": ("k", "tab:red"), "avg": ("tab:blue", "tab:orange")}
+    colors = {RAW: ("k", "tab:red"), AVG: ("tab:blue", "tab:orange")}
     srcs = []
     for w, s in series.items():
         if not s.spectrum_curve().is_file():

@@ -223,9 +223,9 @@ def reshape(ref_dir: str | Path, out_dir: str | Path, cfg: ReshapeConfig | None 
                                                      "ref_ckpt_steps": ckpts})
     write_npy(out.offsets, offsets)
     if weights is not None:
-        write_npy(out.weights, weights)
-    elif out.weights.is_file():  # a token-level schedule rewritten by a sequence-level one
-        out.weights.unlink()
+        write_npy(out.loss_weights, weights)
+    elif out.loss_weights.is_file():  # a token-level schedule rewritten by a sequence-level one
+        out.loss_weights.unlink()
     write_json(out.meta, meta)
     return meta
 

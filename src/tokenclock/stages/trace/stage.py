@@ -24,7 +24,7 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
 from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.forward import quiet_transformers, resolve_device, token_losses, trace_dtype
-from tokenclock.rundir import RunDir
+from tokenclock.rundir import AVG, RAW, RunDir, check_series
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.windows import val_windows
 
@@ -53,10 +53,11 @@ class TraceConfig:
     prefetch: bool = True
     """Load the next checkpoint while scoring this one (two models in host memory at once: set
     false for models near the memory size)."""
-    weights: str = "raw"
-    """Which weight series to trace: raw (RUN/ckpt/ -> RUN/trace/) or avg (the averaged weights
-    train.avg keeps, RUN/ckpt_avg/ -> RUN/trace_avg/; fit, spectrum and report then take
-    --weights avg). A run traced both ways keeps both loss matrices."""
+    weights: str = RAW
+    """Which weight series `tokenclock trace RUN` traces (its --weights flag): raw (RUN/ckpt/ ->
+    RUN/trace/) or avg (the averaged weights train.avg keeps, RUN/ckpt_avg/ -> RUN/trace_avg/; fit,
+    spectrum and report then take --weights avg). A run traced both ways keeps both loss matrices.
+    In Python, a RunDir names its own series: `trace(RunDir(run, weights="avg"))`."""
 
     def __post_init__(self) -> None:
         if self.seq_len == 0:
@@ -67,8 +68,7 @@ class TraceConfig:
             raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
-        if self.weights not in ("raw", "avg"):
-            raise ConfigError(f"unknown trace.weights '{self.weights}'", "use raw or avg")
+        check_series(self.weights, "trace.weights", ConfigError)
 
     def resolved(self, seq_len: int, seed: int) -> "TraceConfig":
         """This config with seq_len and seed taken from the run (the given values) where None."""
@@ -272,9 +272,15 @@ def _axis_rows(run: RunDir, steps: list[int]) -> list[dict]:
 def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool = True) -> dict:
     """The stage for a tokenclock run: every checkpoint in RUN/ckpt/ x the seeded validation tokens."""
     quiet_transformers()
-    run = RunDir(run_dir, cfg.weights if cfg is not None else None)
+    cfg = cfg or TraceConfig()
+    # the series' one door: a RunDir names its own; a path takes trace.weights (the CLI's --weights)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, cfg.weights)
+    if cfg.weights not in (RAW, run.weights):
+        raise ConfigError(f"trace.weights={cfg.weights}, but the RunDir given is the {run.weights} series",
+                          f"pass RunDir(run, weights='{cfg.weights}')")
+    cfg = dataclasses.replace(cfg, weights=run.weights)
     steps = run.ckpt_steps()
-    if run.weights == "avg" and not steps:
+    if run.weights == AVG and not steps:
         raise ConfigError(f"trace.weights=avg, but {run.root} has no averaged weights ({run.weights_dir} is missing)",
                           "train with train.avg=ema (it keeps RUN/ckpt_avg/ beside RUN/ckpt/), or trace "
                           "trace.weights=raw")
@@ -286,10 +292,9 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
                         "train longer or with more checkpoints per decade (train.ckpt_per_decade)")
     manifest = read_json(run.manifest) if run.manifest.is_file() else {"stages": {}}
     tconf = manifest["stages"].get("train", {}).get("config", {})
-    cfg = dataclasses.replace(cfg or TraceConfig(), weights=run.weights)
     cfg = cfg.resolved(tconf.get("train", {}).get("seq_len", 256), tconf.get("seed", 0))
     conf = dataclasses.asdict(cfg)
-    if cfg.weights == "raw":  # raw traces made before trace.weights existed keep their signature
+    if cfg.weights == RAW:  # raw traces made before trace.weights existed keep their signature
         conf.pop("weights")
 
     d = dist.init(resolve_device(cfg.device))  # under torchrun: sequences sharded over ranks
@@ -313,7 +318,7 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
 
 def _average_info(run: RunDir) -> dict | None:
     """The averaged series' EMA (kind, sigma_rel, gamma, lag in ln step), from a checkpoint sidecar."""
-    if run.weights != "avg":
+    if run.weights != AVG:
         return None
     side = run.ckpt_sidecar(run.ckpt_steps()[-1])
     return read_json(side).get("average") if side.is_file() else None

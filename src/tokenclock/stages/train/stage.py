@@ -172,11 +172,11 @@ def load_token_weights(tc: TrainConfig) -> np.ndarray | None:
     """SCHEDULE/weights.npy (steps, batch_size, seq_len) float16 per-token loss weights, memory-mapped,
     when train.data_schedule is a folder that holds one; else None (uniform weights)."""
     path = Path(tc.data_schedule)
-    if not path.is_dir() or not ScheduleDir(path).weights.is_file():
+    if not path.is_dir() or not ScheduleDir(path).loss_weights.is_file():
         return None
-    w = read_npy(ScheduleDir(path).weights, mmap=True)
+    w = read_npy(ScheduleDir(path).loss_weights, mmap=True)
     if w.shape != (tc.steps, tc.batch_size, tc.seq_len):
-        raise ConfigError(f"{ScheduleDir(path).weights} has shape {w.shape}; this run needs "
+        raise ConfigError(f"{ScheduleDir(path).loss_weights} has shape {w.shape}; this run needs "
                           f"({tc.steps}, {tc.batch_size}, {tc.seq_len})", "rebuild the schedule for this run")
     return w
 

@@ -17,7 +17,7 @@ from tokenclock import dist, precision
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, TrainingError
 from tokenclock.forward import resolve_device, token_losses
-from tokenclock.rundir import RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest
+from tokenclock.rundir import AVG, RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest
 from tokenclock.stages.train.average import WeightAverage
 from tokenclock.stages.train.checkpoint import (
     load_state,
@@ -31,7 +31,7 @@ from tokenclock.stages.train.checkpoint import (
 from tokenclock.stages.train.config import init_path
 from tokenclock.stages.train.model import build_model, non_embedding_params
 from tokenclock.stages.train.perf import flops_per_token, peak_flops
-from tokenclock.stages.train.weights import step_weights, weights_summary
+from tokenclock.stages.train.loss_weights import step_weights, weights_summary
 from tokenclock.windows import batch_offsets, make_batch
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
@@ -214,7 +214,7 @@ class Trainer:
             if self.start >= self.tc.steps:
                 raise ConfigError(f"train.init_from is at step {self.start}, not before train.steps={self.tc.steps}")
         if self.avg is not None:
-            self.avg.resume(self.run.series("avg").ckpt(self.start) if self.resuming else None,
+            self.avg.resume(self.run.series(AVG).ckpt(self.start) if self.resuming else None,
                             self.init_src, self.cfg.model.tie_embeddings)
 
     # ------------------------------------------------------------------------- the loop
@@ -386,8 +386,8 @@ class Trainer:
         """The averaged weights of checkpoint `step` into ckpt_avg/step_X/ (or `final`), before the
         resume state that points at it."""
         if self.avg is not None:
-            save_checkpoint(self.run.series("avg"), self.avg.model, self.data.hf_tok, step,
-                            row | {"n_params": self.n_params, "weights": "avg", "average": self.avg.info()},
+            save_checkpoint(self.run.series(AVG), self.avg.model, self.data.hf_tok, step,
+                            row | {"n_params": self.n_params, "weights": AVG, "average": self.avg.info()},
                             final=final)
 
     def val_loss(self) -> float:

@@ -24,7 +24,7 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.lock import run_lock
-from tokenclock.rundir import RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar, load_manifest, update_stage
+from tokenclock.rundir import AVG, RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar, load_manifest, update_stage
 from tokenclock.stages.train.checkpoint import (
     load_state,
     optimizer_tensors,
@@ -288,7 +288,7 @@ class Replay(Trainer):
                         state_dict=full_sd, final=folder)
         if self.tc.keeps_state(step):
             save_state(ckpt_optimizer(folder), self.opt, step, {"cum_lr": self.cum_lr}, opt_full)
-        self.save_average(step, row, final=self.run.series("avg").ckpt_staged(step))
+        self.save_average(step, row, final=self.run.series(AVG).ckpt_staged(step))
         self.staged.append(step)
 
     def match(self, step: int) -> None:
@@ -306,7 +306,7 @@ class Replay(Trainer):
 
         sd = full_sd if full_sd is not None else self.model.state_dict()
         _same(load_file(str(self.run.ckpt(step) / "model.safetensors")), sd, f"checkpoint {step}")
-        avg = self.run.series("avg")
+        avg = self.run.series(AVG)
         if self.avg is not None:
             _same(load_file(str(avg.ckpt(step) / "model.safetensors")), self.avg.model.state_dict(),
                   f"the averaged weights of {step}")
