@@ -29,9 +29,9 @@ from tokenclock.stages.train.checkpoint import (
     state_step,
 )
 from tokenclock.stages.train.config import init_path
+from tokenclock.stages.train.loss_weights import step_weights, weights_summary
 from tokenclock.stages.train.model import build_model, non_embedding_params
 from tokenclock.stages.train.perf import flops_per_token, peak_flops
-from tokenclock.stages.train.loss_weights import step_weights, weights_summary
 from tokenclock.windows import batch_offsets, make_batch
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
