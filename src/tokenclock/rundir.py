@@ -105,6 +105,19 @@ class RunDir:
         """The command that writes `stage` here, for error hints: `tokenclock fit RUN --weights avg`."""
         return f"tokenclock {stage} {self.root}" + series_flag(self.weights)
 
+    def rel(self, path: str | Path) -> str:
+        """`path` relative to the run directory, with forward slashes (trace_avg/loss.npy)."""
+        p = Path(path)
+        return (p.relative_to(self.root) if p.is_relative_to(self.root) else p).as_posix()
+
+    def stage_of(self, path: str | Path) -> str:
+        """The stage that writes an artifact of this run (trace_avg/loss.npy -> trace; ckpt/ -> train)."""
+        top = Path(self.rel(path)).parts[0]
+        folders = {self.trace_dir.name: "trace", self.fit_dir.name: "fit", self.spectrum_dir.name: "spectrum",
+                   self.report_dir.name: "report", self.ckpt_dir.name: "train", self.weights_dir.name: "train",
+                   self.tokens_dir.name: "tokenize", self.corpus_dir.name: "corpus"}
+        return folders.get(top, top)
+
     def stage_key(self, stage: str) -> str:
         """The manifest entry of `stage` in this series (trace, fit, spectrum, report: trace_avg ...)."""
         return stage + self.suffix if stage in SERIES_STAGES else stage
@@ -114,6 +127,11 @@ class RunDir:
     def manifest(self) -> Path: return self.root / "manifest.json"
     @property
     def lock(self) -> Path: return self.root / ".lock"
+    @property
+    def losses_npz(self) -> Path:
+        """losses.npz (the paper's format) at the top of a run-like folder: a study axis's copy, or
+        one a user placed there to import (`tokenclock fit --npz`)."""
+        return self.root / "losses.npz"
     # corpus/
     @property
     def corpus_dir(self) -> Path: return self.root / "corpus"
@@ -356,7 +374,7 @@ class StudyDir:
         return RunDir(self.axes_dir(weights) / name)
     def axis_npz(self, name: str, weights: str = RAW) -> Path:
         """The axis in the paper's losses.npz format, beside its run-like folders."""
-        return self.axis(name, weights).root / "losses.npz"
+        return self.axis(name, weights).losses_npz
     @property
     def report_dir(self) -> Path: return self.root / "report"
     @property

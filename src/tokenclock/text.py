@@ -1,10 +1,9 @@
-"""How tokenclock writes numbers and pages for people (no files): one number format with one rule
-for missing values, percentages, and the stylesheet and HTML frame that the run report and the
-study report share. Used by the report stage, the study report and the demo's printed headline.
+"""How tokenclock writes numbers for people (no files): one number format with one rule for missing
+values, and percentages. Used by the reports (pages: tokenclock.render) and the demo's printed
+headline.
 """
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -36,25 +35,3 @@ def fmt(v: Any, spec: str | None = None) -> str:
 def pct(v: Any) -> str:
     """A share as a percentage with one decimal (0.123 -> '12.3%'); missing -> 'n/a'."""
     return fmt(v, ".1%")
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-.box{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:0 1em 1em}
-table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .6em;border-bottom:1px solid #eee;
-text-align:left;vertical-align:top}.src{color:#777;font-size:.85em}table.num td{text-align:right}
-figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
-.note{color:#8a5300;background:#fff8e6;padding:.3em .6em;border-radius:4px}
-code,pre{background:#f0f0f0;border-radius:3px;padding:0 .2em;white-space:pre-wrap}
-"""
-"""The one stylesheet of tokenclock's pages (`table.num`: a table of numbers, right-aligned)."""
-
-
-def html_page(title: str, body: str) -> str:
-    """A self-contained HTML page (no JS, no CDN, the stylesheet inline): `title` is plain text
-    (escaped here), `body` is HTML."""
-    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}"
-            "</body></html>\n")

@@ -16,7 +16,7 @@ from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError, TokenclockError
 from tokenclock.explore.db import batches, parquet_file, release_unused
 from tokenclock.explore.index import FitIndex, fit_index
-from tokenclock.rundir import RAW, RunDir
+from tokenclock.rundir import RAW, RunDir, StudyDir
 
 FIT_POINTS = 160  # points of the fitted curve drawn between the first and last kept checkpoint
 
@@ -149,16 +149,16 @@ class RunData:
 def _what_exists(run: RunDir) -> list[str]:
     have = []
     if run.manifest.is_file():
-        have.append("manifest.json")
+        have.append(run.rel(run.manifest))
     for d in (run.corpus_dir, run.tokens_dir):
         if d.is_dir():
             have.append(f"{d.name}/")
     if steps := run.ckpt_steps():
-        have.append(f"ckpt/ ({len(steps)} checkpoints)")
+        have.append(f"{run.rel(run.weights_dir)}/ ({len(steps)} checkpoints)")
     if run.trace_partial.is_file():
-        have.append("an unfinished trace (trace/loss.partial.npy)")
-    if (run.root / "losses.npz").is_file():
-        have.append("losses.npz")
+        have.append(f"an unfinished trace ({run.rel(run.trace_partial)})")
+    if run.losses_npz.is_file():
+        have.append(run.rel(run.losses_npz))
     return have
 
 
@@ -173,20 +173,21 @@ def check_run_dir(path: str | Path | RunDir) -> RunDir:
         raise RunDirError(f"{root} does not exist", RUN_HINT)
     if not root.is_dir():
         raise RunDirError(f"{root} is not a directory", "pass a run directory, not a file")
-    if (root / "study.json").is_file():
-        inside = sorted(p for d in ("axes", "runs") if (root / d).is_dir() for p in (root / d).iterdir()
-                        if p.is_dir())
+    sd = StudyDir(root)
+    if sd.manifest.is_file():
+        inside = sorted(p for d in (sd.axes_dir(), sd.runs_dir) if d.is_dir() for p in d.iterdir() if p.is_dir())
         names = ", ".join(str(p) for p in inside[:4]) + (", ..." if len(inside) > 4 else "")
         raise RunDirError(f"{root} is a study directory, not a run", f"explore its axes or runs: {names or 'none yet'}")
     if run.trace_loss.is_file() and run.trace_tokens.is_file():
         return run
     have = _what_exists(run)
     if not have:
-        raise RunDirError(f"{root} is not a tokenclock run (no manifest.json, no trace/loss.npy)", RUN_HINT)
-    if (root / "losses.npz").is_file():
-        fix = f"import it with `tokenclock fit --npz {root / 'losses.npz'} --out DIR`, then explore DIR"
+        raise RunDirError(f"{root} is not a tokenclock run (no {run.rel(run.manifest)}, no "
+                          f"{run.rel(run.trace_loss)})", RUN_HINT)
+    if run.losses_npz.is_file():
+        fix = f"import it with `tokenclock fit --npz {run.losses_npz} --out DIR`, then explore DIR"
     else:
-        fix = f"run `tokenclock trace {root}` first"
+        fix = f"run `{run.command('trace')}` first"
     raise RunDirError(f"{root} has no trace to explore (it has: {', '.join(have)})", fix)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from tokenclock.explore.db import batches, parquet_file
 from tokenclock.rundir import RunDir
-from tokenclock.stages.report.text import CLASS_ORDER
+from tokenclock.stages.fit.models import CLASSES
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _codes(values, names: list[str]) -> np.ndarray:
 def fit_index(run: RunDir, axis: str, n: int, cols_of: Callable[[np.ndarray], np.ndarray]) -> FitIndex:
     """Read RUN/fit/{tokens,events}.parquet into a FitIndex; cols_of maps tok_idx to columns of loss.npy."""
     f32 = lambda: np.full(n, np.nan, np.float32)  # noqa: E731
-    fi = FitIndex(axis=axis, classes=list(CLASS_ORDER), cls=np.full(n, -1, np.int8), models=[],
+    fi = FitIndex(axis=axis, classes=list(CLASSES), cls=np.full(n, -1, np.int8), models=[],
                   model=np.full(n, -1, np.int8), r2=f32(), n_events=np.zeros(n, np.int8), b=f32(), c=None,
                   mu=f32(), a=f32(), ev_start=np.zeros(n + 1, np.int32), ev_a=np.zeros(0, np.float32),
                   ev_mu=np.zeros(0, np.float32), ev_w=np.zeros(0, np.float32), ev_resolved=np.zeros(0, np.int8),

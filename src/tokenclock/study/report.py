@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenclock.artifacts import atomic_path, read_json, read_npy, read_parquet
+from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError
+from tokenclock.render import Figures, write_page
 from tokenclock.rundir import RAW, WEIGHT_SERIES, RunDir, StudyDir, series_key
 from tokenclock.study.chinchilla import predict
-from tokenclock.text import fmt, html_page
+from tokenclock.text import fmt
 
 
 def _cell(v, spec: str | None = None) -> str:
@@ -60,7 +61,7 @@ def study_report(study_dir: str | Path) -> Path:
         panels = _axes_figure(sd, _axis_dirs(sd, man, series[0]))
         ch_fig = _chinchilla_figure(sd, man, ch)
         per_axis = _per_axis_html(sd, man, series)
-    page = html_page(
+    page = (
         f"tokenclock study: {root.name}",
         "<h1>tokenclock study</h1>"
         f"<p>STUDY_DIR = <code>{html.escape(str(root))}</code>. Made by <code>tokenclock study CONFIG --out "
@@ -84,24 +85,11 @@ def study_report(study_dir: str | Path) -> Path:
         '<h2>Runs</h2><table class="num"><tr><th>run</th><th>model</th><th>params</th><th>steps</th>'
         "<th>tokens</th><th>kind</th><th>final loss</th><th>status</th><th>error</th></tr>"
         f"{_run_rows(man)}</table>")
-    with atomic_path(sd.report_html) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return sd.report_html
+    return write_page(sd.report_html, *page)
 
 
-def _figure(nrows: int, ncols: int, size):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)  # Agg, set per figure: no global backend switch, no pyplot state
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
-
-
-def _save(fig, sd: StudyDir, name: str) -> str:
-    with atomic_path(sd.report_figure(name)) as tmp:
-        fig.savefig(tmp, format="png")
-    return name
+def _figures(sd: StudyDir) -> Figures:
+    return Figures(sd.report_dir, dpi=100)
 
 
 def _axes_figure(sd: StudyDir, dirs: dict[str, list[tuple[str, RunDir]]]) -> str:
@@ -111,7 +99,7 @@ def _axes_figure(sd: StudyDir, dirs: dict[str, list[tuple[str, RunDir]]]) -> str
 
     titles = {"T": "T: training steps", "D": "D: tokens seen (one curve per model)",
               "M": "M: non-embedding params (one curve per budget)"}
-    fig, axs = _figure(3, 3, (13, 10))
+    fig, axs = _figures(sd).new(3, 3, (13, 10))
     for j, kind in enumerate(("T", "D", "M")):
         a0, a1, a2 = axs[0][j], axs[1][j], axs[2][j]
         for i, (label, rd) in enumerate(dirs[kind]):
@@ -137,7 +125,7 @@ def _axes_figure(sd: StudyDir, dirs: dict[str, list[tuple[str, RunDir]]]) -> str
         a2.set_xlabel({"T": "step", "D": "tokens seen", "M": "non-embedding params"}[kind])
         if dirs[kind]:
             a0.legend(fontsize=6)
-    return _save(fig, sd, "axes.png")
+    return _figures(sd).write(fig, "axes.png")
 
 
 def _chinchilla_figure(sd: StudyDir, man: dict, ch: dict) -> str | None:
@@ -145,7 +133,7 @@ def _chinchilla_figure(sd: StudyDir, man: dict, ch: dict) -> str | None:
     runs = {n: s for n, s in man.get("runs", {}).items() if s.get("status") == "done" and s["kind"] != "compare"}
     if not runs or ch.get("alpha") is None:
         return None
-    fig, axs = _figure(1, 1, (6, 4))
+    fig, axs = _figures(sd).new(1, 1, (6, 4))
     ax = axs[0][0]
     models = sorted({s["model"] for s in runs.values()}, key=lambda m: min(
         s["n_params"] for s in runs.values() if s["model"] == m))
@@ -160,7 +148,7 @@ def _chinchilla_figure(sd: StudyDir, man: dict, ch: dict) -> str | None:
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("final loss on traced tokens (nats)")
     ax.legend(fontsize=6)
-    return _save(fig, sd, "chinchilla.png")
+    return _figures(sd).write(fig, "chinchilla.png")
 
 
 def _summary_rows(man: dict, series: list[str]) -> str:
@@ -244,7 +232,7 @@ def _per_axis_html(sd: StudyDir, man: dict, series: list[str]) -> str:
 def _axis_figure(sd: StudyDir, rd: RunDir, fname: str, title: str) -> str:
     from matplotlib.ticker import NullFormatter
 
-    fig, axs = _figure(1, 3, (13, 3.2))
+    fig, axs = _figures(sd).new(1, 3, (13, 3.2))
     a0, a1, a2 = axs[0]
     c = read_parquet(rd.spectrum_curve())
     a0.plot(c["x"], c["dldu_measured"], "o-", color="C0", ms=3, lw=1, label="measured (seed mean)")
@@ -270,7 +258,7 @@ def _axis_figure(sd: StudyDir, rd: RunDir, fname: str, title: str) -> str:
     for ax in (a0, a1, a2):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-    return _save(fig, sd, fname)
+    return _figures(sd).write(fig, fname)
 
 
 def _run_rows(man: dict) -> str:

@@ -33,7 +33,8 @@ import numpy as np
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.outliers import excluded_models
 
-CLASSES = ("learned", "forgotten", "rise-then-fall", "flat", "early", "late", "irregular")
+CLASSES = ("learned", "rise-then-fall", "forgotten", "flat", "early", "late", "irregular")
+"""The token classes, in the order every table, figure and legend lists them (the one list)."""
 MODELS = ("flat", "linear", "sigmoid1", "sigmoid2")
 _N_PARAMS = (1, 2, 4, 7)
 _SWAP = [0, 4, 5, 6, 1, 2, 3]  # sigmoid2 parameters with the two events exchanged

@@ -5,15 +5,15 @@ measured (added to the `numbers` dict that becomes summary.json)."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import numpy as np
 
-from tokenclock.artifacts import atomic_path
 from tokenclock.curves import curve
+from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import r2_score
+from tokenclock.stages.fit.models import CLASSES
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import CLASS_ORDER, _from, _not_computed, _token_label, _visible
+from tokenclock.stages.report.text import _token_label, _visible
 from tokenclock.text import fmt, pct
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
@@ -22,31 +22,7 @@ GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irr
 GRID_SHAPE = (4, 4)
 
 
-class _Figures:
-    """Writes PNGs (atomically) into the report folder and returns HTML <figure> blocks."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.written: list[str] = []
-
-    def new(self, nrows: int = 1, ncols: int = 1, size=(6.4, 4.0)):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=size, dpi=110, layout="constrained")
-        FigureCanvasAgg(fig)  # Agg, set per figure: no global backend switch, no pyplot state
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        return fig, axes
-
-    def save(self, fig, name: str, caption: str) -> str:
-        with atomic_path(self.out / name) as tmp:
-            fig.savefig(tmp, format="png")
-        self.written.append(name)
-        return (f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
-                f"<figcaption>{caption}</figcaption></figure>")
-
-
-def _section_loss_curve(r: RunView, figs: _Figures) -> str:
+def _section_loss_curve(r: RunView, figs: Figures) -> str:
     axis = (r.spec_summary or {}).get("axis", r.axis)
     if axis not in r.axis_table:
         axis = r.axis
@@ -54,14 +30,14 @@ def _section_loss_curve(r: RunView, figs: _Figures) -> str:
     mean_loss = r.mean_loss
     fig, ax = figs.new()
     ax = ax[0, 0]
-    srcs = ["trace/loss.npy"]
+    srcs = [r.run.trace_loss]
     if r.ckpt is not None and axis in r.ckpt:
         xc = np.asarray(r.ckpt[axis], dtype=np.float64)
         for col, style in (("val_loss", "-o"), ("train_loss", "-")):
             if col in r.ckpt and np.isfinite(r.ckpt[col]).any():
                 ok = xc > 0
-                ax.plot(xc[ok], r.ckpt[col][ok], style, ms=3, label=f"{col} (ckpt/index.parquet)")
-        srcs.append("ckpt/index.parquet")
+                ax.plot(xc[ok], r.ckpt[col][ok], style, ms=3, label=f"{col} ({r.run.rel(r.run.ckpt_index)})")
+        srcs.append(r.run.ckpt_index)
     ok = x_all > 0
     ax.plot(x_all[ok], mean_loss[ok], "s", ms=3, color="k", label="mean traced-token loss")
     text = ""
@@ -74,17 +50,17 @@ def _section_loss_curve(r: RunView, figs: _Figures) -> str:
                 ax.plot(xs, e + a * xs ** -alpha, "--", color=color,
                         label=f"E + A x^-α, α = {alpha:.3g} ({key})")
                 text += (f"<li>{key} = {alpha:.3g}: E = {e:.3g}, A = {a:.3g} ({html.escape(how)})</li>")
-        srcs.append("spectrum/summary.json")
+        srcs.append(r.run.spectrum_summary)
     ax.set_xscale("log")
     ax.set_xlabel(axis)
     ax.set_ylabel("loss (nats)")
     ax.legend(fontsize=7)
-    cap = _from(*srcs)
+    cap = sources(r.run, *srcs)
     body = figs.save(fig, "loss_curve.png", cap)
     if text:
         body += f"<ul>{text}</ul>"
     elif r.spec_summary is None:
-        body += _not_computed("spectrum", r.run, "power-law overlay")
+        body += not_computed(r.run, "spectrum", "power-law overlay")
     return "<h2>Loss curve</h2>" + body
 
 
@@ -111,7 +87,7 @@ def _choose_examples(r: RunView, n: int) -> list[tuple[int, str]]:
     cls = r.fit_tokens["class"].astype(str)
     tok = r.fit_tokens["tok_idx"]
     rows: list[int] = []  # rows of fit/tokens.parquet
-    for name in sorted(GRID_QUOTA, key=lambda c: CLASS_ORDER.index(c)):
+    for name in sorted(GRID_QUOTA, key=lambda c: CLASSES.index(c)):
         idx = np.flatnonzero(cls == name)
         if len(idx):
             rows += sorted(rng.choice(idx, size=min(GRID_QUOTA[name], len(idx)), replace=False))
@@ -121,7 +97,7 @@ def _choose_examples(r: RunView, n: int) -> list[tuple[int, str]]:
     return [(int(tok[i]), str(cls[i])) for i in rows[:n]]
 
 
-def _section_examples(r: RunView, figs: _Figures) -> str:
+def _section_examples(r: RunView, figs: Figures) -> str:
     nr, nc = GRID_SHAPE
     examples = _choose_examples(r, nr * nc)
     x = r.x
@@ -157,11 +133,11 @@ def _section_examples(r: RunView, figs: _Figures) -> str:
         ax.set_axis_off()
     fig.supxlabel(r.axis, fontsize=8)
     fig.supylabel("loss (nats)", fontsize=8)
-    srcs = ["trace/loss.npy", "trace/tokens.parquet"] + (
-        ["fit/events.parquet", "fit/tokens.parquet"] if r.fit_tokens is not None else [])
-    body = figs.save(fig, "examples.png", _from(*srcs) +
+    srcs = [r.run.trace_loss, r.run.trace_tokens] + (
+        [r.run.fit_events, r.run.fit_tokens] if r.fit_tokens is not None else [])
+    body = figs.save(fig, "examples.png", sources(r.run, *srcs) +
                      ": dots measured, red line the fitted sigmoid(s); title = context[token]")
-    note = "" if r.fit_tokens is not None else _not_computed("fit", r.run, "fitted curves")
+    note = "" if r.fit_tokens is not None else not_computed(r.run, "fit", "fitted curves")
     return ("<h2>Example token trajectories</h2>" + body + note +
             "<details><summary>the tokens shown</summary><table><tr><th>tok_idx</th><th>class</th>"
             "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")
@@ -177,9 +153,9 @@ def _token_html(r: RunView, i: int) -> str:
             f"<b>{html.escape(_visible(_text(r, 'token_text', i)))}</b></code>")
 
 
-def _section_spectrum(r: RunView, figs: _Figures) -> str:
+def _section_spectrum(r: RunView, figs: Figures) -> str:
     if r.events is None and r.density is None:
-        return "<h2>Learning-time spectrum</h2>" + _not_computed("fit", r.run, "events")
+        return "<h2>Learning-time spectrum</h2>" + not_computed(r.run, "fit", "events")
     fig, ax = figs.new()
     ax = ax[0, 0]
     N = r.loss.shape[1]
@@ -197,27 +173,27 @@ def _section_spectrum(r: RunView, figs: _Figures) -> str:
             h, _ = np.histogram(mu[m], bins=edges, weights=a[m] / N)
             ax.bar(np.exp(edges[:-1]), h / width, width=np.exp(edges[1:]) - np.exp(edges[:-1]),
                    align="edge", color=color, alpha=0.5, label=lab)
-        srcs.append("fit/events.parquet")
+        srcs.append(r.run.fit_events)
     if r.density is not None:
-        ax.plot(np.exp(r.density["u"]), r.density["rho"], color="k", label="ρ(u) (spectrum/density.parquet)")
-        srcs.append("spectrum/density.parquet")
+        ax.plot(np.exp(r.density["u"]), r.density["rho"], color="k", label=f"ρ(u) ({r.run.rel(r.run.spectrum_density())})")
+        srcs.append(r.run.spectrum_density())
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xscale("log")
     ax.set_xlabel(f"learning time ({r.axis})")
     ax.set_ylabel("amplitude density (nats per unit ln x, per token)")
     ax.legend(fontsize=7)
-    body = figs.save(fig, "spectrum.png", _from(*srcs) +
+    body = figs.save(fig, "spectrum.png", sources(r.run, *srcs) +
                      ": histogram of event midpoints mu weighted by a/N")
     if r.density is None:
-        body += _not_computed("spectrum", r.run, "density ρ(u)")
+        body += not_computed(r.run, "spectrum", "density ρ(u)")
     return "<h2>Learning-time spectrum</h2>" + body
 
 
-def _section_resolution(r: RunView, figs: _Figures, numbers: dict) -> str:
+def _section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:
     """Unresolved share (events, |a|) per ln-time bin beside the widths of the resolved events."""
     head = "<h2>Resolved and unresolved learning events</h2>"
     if r.events is None:
-        return head + _not_computed("fit", r.run, "event widths")
+        return head + not_computed(r.run, "fit", "event widths")
     res = (r.fit_summary or {}).get("resolution")
     if "resolved" not in r.events or not res:
         return head + ('<p class="note">fit/events.parquet has no <code>resolved</code> column '
@@ -259,9 +235,10 @@ def _section_resolution(r: RunView, figs: _Figures, numbers: dict) -> str:
     numbers.update(unresolved_event_share=res.get("unresolved_event_share"),
                    unresolved_amplitude_share=res.get("unresolved_amplitude_share"),
                    resolved_width_median=q.get("q50"), width_floor_rule=wf.get("rule"))
-    body = figs.save(fig, "resolution.png", _from("fit/events.parquet", "fit/summary.json") +
+    fsum = r.run.rel(r.run.fit_summary)
+    body = figs.save(fig, "resolution.png", sources(r.run, r.run.fit_events, r.run.fit_summary) +
                      ": left, per ln-time bin of mu, the share of events (and of |a|) with "
-                     "resolved = false, i.e. width below the local checkpoint spacing (fit/summary.json "
+                     f"resolved = false, i.e. width below the local checkpoint spacing ({fsum} "
                      "resolution.bins: unresolved_event_share, unresolved_amplitude_share, spacing); "
                      "right, histogram of the column width over events with resolved = true")
     factor = ("w_min_spacing", "w_min_frac")[wf.get("rule") == "span"]
@@ -272,13 +249,13 @@ def _section_resolution(r: RunView, figs: _Figures, numbers: dict) -> str:
             f"than the checkpoints around their midpoint (width < Δu): for those the width is a "
             f"bound, not a measurement. Resolved events: median width {fmt(q.get('q50'))} ln-units "
             f"({fmt(qs.get('q50'))} x the local spacing; 5-95%: {fmt(q.get('q05'))}-"
-            f"{fmt(q.get('q95'))}). {floor} (fit/summary.json width_floor).")
+            f"{fmt(q.get('q95'))}). {floor} ({fsum} width_floor).")
     return head + body + f"<p>{html.escape(text)}</p>"
 
 
-def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
+def _section_reconstruction(r: RunView, figs: Figures, numbers: dict) -> str:
     if not r.curves:
-        return "<h2>Reconstruction of −dL/d ln x</h2>" + _not_computed("spectrum", r.run)
+        return "<h2>Reconstruction of −dL/d ln x</h2>" + not_computed(r.run, "spectrum")
     clocks = (r.spec_summary or {}).get("clocks") or {}
     fig, axes = figs.new(1, len(r.curves), size=(5.0 * len(r.curves), 3.8))
     for ax, (axis, c) in zip(axes.flat, r.curves.items()):
@@ -302,10 +279,10 @@ def _section_reconstruction(r: RunView, figs: _Figures, numbers: dict) -> str:
     paths = [r.run.spectrum_curve(a) for a in r.run.spectrum_clocks()]
     if r.run.spectrum_curve().is_file():
         paths.append(r.run.spectrum_curve())
-    names = [p.relative_to(r.run.root).as_posix() for p in sorted(paths)]
+    ssum = r.run.rel(r.run.spectrum_summary)
     return "<h2>Reconstruction of −dL/d ln x</h2>" + figs.save(
-        fig, "reconstruction.png", _from(*names, "spectrum/summary.json")
-        + "; open circles: held-out checkpoints; R² from spectrum/summary.json (in-sample), "
+        fig, "reconstruction.png", sources(r.run, *sorted(paths), r.run.spectrum_summary)
+        + f"; open circles: held-out checkpoints; R² from {ssum} (in-sample), "
           "or computed here on the in-sample checkpoints where the summary has none")
 
 

@@ -79,7 +79,7 @@ class RunView:
         pl = summary.get("power_law" if alpha_key == "alpha_measured" else "power_law_spectrum")
         if isinstance(pl, dict) and all(isinstance(pl.get(k), (int, float)) and math.isfinite(pl[k])
                                         for k in ("E", "A")):
-            return float(pl["E"]), float(pl["A"]), float(alpha), "spectrum/summary.json"
+            return float(pl["E"]), float(pl["A"]), float(alpha), self.run.rel(self.run.spectrum_summary)
         ea = power_law_coefficients(x, y, alpha)
         return None if ea is None else (*ea, float(alpha), "least squares here")
 

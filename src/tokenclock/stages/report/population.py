@@ -9,16 +9,17 @@ import math
 
 import numpy as np
 
+from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import spearman
-from tokenclock.stages.report.figures import _Figures, _token_html
+from tokenclock.stages.report.figures import _token_html
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import _from, _not_computed, _ordered
+from tokenclock.stages.report.text import _ordered
 from tokenclock.text import fmt, pct
 
 UNIGRAM_TOL_NATS = 0.1  # "mean loss within 0.1 nats of the mean unigram loss"
 
 
-def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
+def _section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
     head = "<h2>Token classes, and how much of the drop is unigram learning</h2>"
     parts = []
     if r.fit_tokens is not None and "class" in r.fit_tokens:
@@ -29,9 +30,9 @@ def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
         ax.bar([p[0] for p in pairs], [p[1] for p in pairs], color="tab:blue")
         ax.set_ylabel("tokens")
         ax.tick_params(axis="x", labelsize=8)
-        parts.append(figs.save(fig, "classes.png", _from("fit/tokens.parquet")))
+        parts.append(figs.save(fig, "classes.png", sources(r.run, r.run.fit_tokens)))
     else:
-        parts.append(_not_computed("fit", r.run, "token classes"))
+        parts.append(not_computed(r.run, "fit", "token classes"))
     if "unigram_loss" not in r.tokens or not r.meta.get("vocab_size") \
             or not np.isfinite(np.asarray(r.tokens["unigram_loss"], float)).any():
         return head + "".join(parts)
@@ -83,10 +84,10 @@ def _section_classes(r: RunView, figs: _Figures, numbers: dict) -> str:
 
 
 
-def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
+def _section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
     head = "<h2>Learning time vs training-set frequency</h2>"
     if r.events is None:
-        return head + _not_computed("fit", r.run, "learning times")
+        return head + not_computed(r.run, "fit", "learning times")
     if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
         return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
     tok, mu = r.largest_learning_events()
@@ -107,7 +108,7 @@ def _section_frequency(r: RunView, figs: _Figures, numbers: dict) -> str:
         ax.set_yscale("log")
     ax.set_xlabel("train_count + 1 (occurrences of the token id in the training split)")
     ax.set_ylabel(f"learning time mu ({r.axis})")
-    body = figs.save(fig, "frequency.png", _from("fit/events.parquet", "trace/tokens.parquet") +
+    body = figs.save(fig, "frequency.png", sources(r.run, r.run.fit_events, r.run.trace_tokens) +
                      ": mu of each token's largest learning event")
     text = (f"Spearman rank correlation between training-set frequency and learning time: "
             f"ρ = {rho:+.2f} over {len(tok):,} tokens with a learning event"

@@ -14,9 +14,9 @@ import numpy as np
 
 from tokenclock.artifacts import atomic_path, write_json
 from tokenclock.errors import RunDirError
+from tokenclock.render import Figures, html_page, not_computed
 from tokenclock.rundir import RunDir
 from tokenclock.stages.report.figures import (
-    _Figures,
     _section_examples,
     _section_loss_curve,
     _section_reconstruction,
@@ -25,9 +25,9 @@ from tokenclock.stages.report.figures import (
 )
 from tokenclock.stages.report.load import RunView, load_run
 from tokenclock.stages.report.population import _section_classes, _section_frequency
-from tokenclock.stages.report.text import _not_computed, _ordered
+from tokenclock.stages.report.text import _ordered
 from tokenclock.stages.report.validation import _section_validation
-from tokenclock.text import fmt, html_page, pct
+from tokenclock.text import fmt, pct
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
 
@@ -66,7 +66,7 @@ def _section_headline(r: RunView, numbers: dict) -> str:
             add("class shares", ", ".join(f"{k} {pct(v)}" for k, v in _ordered(shares)),
                 "fit/tokens.parquet")
     else:
-        notes.append(_not_computed("fit", r.run, "token fits"))
+        notes.append(not_computed(r.run, "fit", "token fits"))
     s = r.spec_summary
     if s is not None:
         for key, label in (("reconstruction_r2", "reconstruction R² (in-sample)"),
@@ -84,7 +84,7 @@ def _section_headline(r: RunView, numbers: dict) -> str:
                 numbers[key] = v
                 add(key.replace("_", " ").replace("r2", "R²"), fmt(v), "spectrum/summary.json")
     else:
-        notes.append(_not_computed("spectrum", r.run, "learning-time spectrum"))
+        notes.append(not_computed(r.run, "spectrum", "learning-time spectrum"))
     extra = _all_numbers(r)
     return ('<div class="box"><h2>Headline</h2><table class="kv">' + "".join(rows) + "</table>"
             + "".join(notes) + extra + "</div>")
@@ -136,7 +136,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out is not None else run.report_dir
     with run.stage("report", inputs={"run": str(run.root)}) as st:
         r = load_run(run)
-        figs = _Figures(out_dir)
+        figs = Figures(out_dir)
         numbers: dict[str, Any] = {}
         # Missing glyphs in token text only warn; silence them, not real errors.
         with matplotlib.rc_context({"font.size": 9}), warnings.catch_warnings():

@@ -11,8 +11,8 @@ import html
 import numpy as np
 
 from tokenclock.artifacts import read_json, read_parquet
+from tokenclock.render import Figures
 from tokenclock.rundir import AVG, RAW, SERIES_LABELS, WEIGHT_SERIES, RunDir
-from tokenclock.stages.report.figures import _Figures
 from tokenclock.stages.report.load import RunView
 from tokenclock.text import fmt
 
@@ -59,7 +59,7 @@ def _ratio(a, b):
     return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
 
 
-def _section_validation(r: RunView, figs: _Figures, numbers: dict) -> str:
+def _section_validation(r: RunView, figs: Figures, numbers: dict) -> str:
     series = _series(r.run)
     head = "<h2>How far the reconstruction can be trusted</h2>"
     if not series:
@@ -93,7 +93,7 @@ def _section_validation(r: RunView, figs: _Figures, numbers: dict) -> str:
             + f"<p>{html.escape(text)}</p>")
 
 
-def _figure(series: dict[str, RunDir], figs: _Figures, run: RunDir) -> str:
+def _figure(series: dict[str, RunDir], figs: Figures, run: RunDir) -> str:
     fig, ax = figs.new(size=(6.8, 4.0))
     ax = ax[0, 0]
     colors = {RAW: ("k", "tab:red"), AVG: ("tab:blue", "tab:orange")}
@@ -106,12 +106,12 @@ def _figure(series: dict[str, RunDir], figs: _Figures, run: RunDir) -> str:
         mc, rc = colors[w]
         ax.plot(x, c["dldu_measured"], "o", ms=3, color=mc, label=f"measured ({w})")
         ax.plot(x, c["dldu_reconstructed"], "-", color=rc, label=f"reconstructed ({w})")
-        srcs.append(s.spectrum_curve().relative_to(run.root).as_posix())
+        srcs.append(run.rel(s.spectrum_curve()))
         if s.spectrum_replicate_curve.is_file():
             rc2 = read_parquet(s.spectrum_replicate_curve)
             ax.plot(np.asarray(rc2["step"], float), rc2["dldu_measured_b"], "x", ms=3, color=mc, alpha=0.5,
                     label=f"measured, replicate ({w})")
-            srcs.append(s.spectrum_replicate_curve.relative_to(run.root).as_posix())
+            srcs.append(run.rel(s.spectrum_replicate_curve))
     if not srcs:
         return ""
     ax.set_xscale("log")
