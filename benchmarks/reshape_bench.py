@@ -27,10 +27,13 @@ import argparse
 import dataclasses
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _common, reshape_report
 
 # arm -> (reshape strategy, train.schedule)
 ARM_SPECS = {
@@ -299,12 +302,12 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     out = Path(args.out)
-    from tokenclock.stages.reshape.stage import reshape_report
+    from reshape_report import reshape_report
 
     if args.report_only:
         print(f"report: {reshape_report(out)}")
         return 0
-    if not args.quick:  # the machine header (tests run --quick in-process, without benchmarks/ on sys.path)
+    if not args.quick:  # the machine header (tests run --quick in-process and quietly)
         from _common import machine_header
 
         machine_header()
@@ -400,7 +403,7 @@ def _cell(s: dict) -> str:
 
 
 def print_summary(args, summary: dict, proxy: dict, checks: dict, base_flops: float) -> None:
-    from tokenclock.stages.reshape.stage import repetition_check
+    from reshape_report import repetition_check
 
     print(f"\nproxy: {proxy['params']:,} params x {proxy['train_tokens']:,} train tokens x6 + "
           f"{proxy['pool_trace_tokens']:,} traced tokens x2 = {proxy['flops']:.3g} FLOPs, "
