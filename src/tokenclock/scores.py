@@ -26,6 +26,16 @@ def r2_score(pred, meas) -> float:
     return 1.0 - float(np.sum((pred - meas) ** 2)) / sst if sst > 0 else float("nan")
 
 
+def replicate_r2(curves) -> float:
+    """The replicate ceiling: the mean R^2 of each replicate's measured curve predicting another's,
+    over every ordered pair (both ways for two runs); pairs whose R^2 is not finite are left out
+    (NaN when none is). What a reconstruction of one replicate can be expected to explain."""
+    curves = list(curves)
+    pairs = [r2_score(a, b) for i, a in enumerate(curves) for j, b in enumerate(curves) if i != j]
+    finite = [p for p in pairs if np.isfinite(p)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def mean_rel_error(pred, meas) -> float:
     """sum |pred - meas| / sum |meas| over the finite pairs: mean absolute error relative to the mean
     measured size (pointwise ratios blow up where -dL/du crosses zero, e.g. in the unigram dip)."""

@@ -15,7 +15,7 @@ from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, wri
 from tokenclock.errors import TokenclockError, TrainingError
 from tokenclock.forward import resolve_device, token_losses, trace_dtype
 from tokenclock.rundir import RAW, RunDir, StudyDir, stage_status
-from tokenclock.scores import r2_score
+from tokenclock.scores import replicate_r2
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.spectrum.reconstruct import measured_derivative
@@ -108,11 +108,10 @@ def replicate_ceiling(ax: RunDir, x: np.ndarray, per_seed: list[dict[int, np.nda
     u = np.log(np.asarray(x, np.float64))
     meas = {s: measured_derivative(np.array([p[s].mean(dtype=np.float64) for p in per_seed]), u, smoothing)
             for s in seeds}
-    pairs = [r2_score(meas[a], meas[b]) for a in seeds for b in seeds if a != b]
+    ceiling = replicate_r2(meas[s] for s in seeds)
     cols = {"x": np.asarray(x, np.float64), "u": u, **{f"dldu_measured_seed{s}": meas[s] for s in seeds}}
     write_parquet(ax.spectrum_replicate_curve, cols)
-    finite = [p for p in pairs if np.isfinite(p)]
-    return {"replicate_ceiling_r2": float(np.mean(finite)) if finite else None, "n_seeds": len(seeds)}
+    return {"replicate_ceiling_r2": ceiling if np.isfinite(ceiling) else None, "n_seeds": len(seeds)}
 
 
 def build_axes(sd: StudyDir, st: Study, good: dict, inputs: np.ndarray, cfg0, progress: bool,

@@ -18,9 +18,7 @@ from tokenclock.stages.data.tokens import tokenize
 from tokenclock.study.config import Study
 from tokenclock.windows import val_windows
 
-
-def _digest(path: Path) -> str:
-    return file_sha256(path)[:16]
+DIGEST = 16  # hex digits of sha256 a study records per shared input (study.json keeps its old ones)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -50,7 +48,7 @@ def prepare_shared(sd: StudyDir, st: Study, progress: bool) -> dict:
     inputs = val_windows(vstream, seed, cfg.trace.n_seqs, seq_len)
     if not shared.trace_inputs.is_file() or not np.array_equal(read_npy(shared.trace_inputs), inputs):
         write_npy(shared.trace_inputs, inputs.astype(np.int32))
-    return {"tokenizer": _digest(shared.tokenizer), "val": _digest(shared.token_stream("val")),
+    return {"tokenizer": file_sha256(shared.tokenizer)[:DIGEST], "val": file_sha256(shared.token_stream("val"))[:DIGEST],
             "vocab_size": meta["vocab_size"], "seq_len": seq_len, "trace_seed": seed,
             "n_seqs": int(inputs.shape[0]), "n_tok": int(inputs.shape[0] * seq_len)}
 
@@ -72,9 +70,9 @@ def check_same_inputs(sd: StudyDir, names: list[str], sig: dict) -> None:
     bad_tok, bad_val = [], []
     for name in names:
         run = sd.run(name)
-        if run.tokenizer.is_file() and _digest(run.tokenizer) != sig["tokenizer"]:
+        if run.tokenizer.is_file() and file_sha256(run.tokenizer)[:DIGEST] != sig["tokenizer"]:
             bad_tok.append(name)
-        if run.token_stream("val").is_file() and _digest(run.token_stream("val")) != sig["val"]:
+        if run.token_stream("val").is_file() and file_sha256(run.token_stream("val"))[:DIGEST] != sig["val"]:
             bad_val.append(name)
     if bad_tok:
         raise TokenizerError(f"runs {', '.join(bad_tok[:4])} use a different tokenizer than "

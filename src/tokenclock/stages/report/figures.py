@@ -13,7 +13,7 @@ from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import r2_score
 from tokenclock.stages.fit.models import CLASSES
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import _token_label, _visible
+from tokenclock.stages.report.text import token_label, visible
 from tokenclock.text import fmt, pct
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
@@ -22,7 +22,7 @@ GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irr
 GRID_SHAPE = (4, 4)
 
 
-def _section_loss_curve(r: RunView, figs: Figures) -> str:
+def section_loss_curve(r: RunView, figs: Figures) -> str:
     axis = (r.spec_summary or {}).get("axis", r.axis)
     if axis not in r.axis_table:
         axis = r.axis
@@ -97,7 +97,7 @@ def _choose_examples(r: RunView, n: int) -> list[tuple[int, str]]:
     return [(int(tok[i]), str(cls[i])) for i in rows[:n]]
 
 
-def _section_examples(r: RunView, figs: Figures) -> str:
+def section_examples(r: RunView, figs: Figures) -> str:
     nr, nc = GRID_SHAPE
     examples = _choose_examples(r, nr * nc)
     x = r.x
@@ -122,13 +122,13 @@ def _section_examples(r: RunView, figs: Figures) -> str:
             ax.plot(np.exp(uu), curve(uu, b_of[t], a, mu, w, c_of.get(t, 0.0), u.max()),
                     color="tab:red", lw=1.2)
         i = cols[j]
-        label = _token_label(_text(r, "context", i), _text(r, "token_text", i))
+        label = token_label(_text(r, "context", i), _text(r, "token_text", i))
         # parse_math=False: token text may hold '$'; it is plain text here, never mathtext
         ax.set_title(f"{label}\n{name}" if name else label, fontsize=7, parse_math=False)
         ax.set_xscale("log")
         ax.tick_params(labelsize=6)
         rows.append(f"<tr><td>{t}</td><td>{html.escape(name)}</td>"
-                    f"<td>{_token_html(r, i)}</td></tr>")
+                    f"<td>{token_html(r, i)}</td></tr>")
     for ax in list(axes.flat)[len(examples):]:
         ax.set_axis_off()
     fig.supxlabel(r.axis, fontsize=8)
@@ -147,13 +147,13 @@ def _text(r: RunView, column: str, i: int) -> str:
     return str(r.tokens[column][i]) if column in r.tokens else ""
 
 
-def _token_html(r: RunView, i: int) -> str:
+def token_html(r: RunView, i: int) -> str:
     """Escaped '<code>context<b>token</b></code>' with newlines and control characters visible."""
-    return (f"<code>{html.escape(_visible(_text(r, 'context', i), 60))}"
-            f"<b>{html.escape(_visible(_text(r, 'token_text', i)))}</b></code>")
+    return (f"<code>{html.escape(visible(_text(r, 'context', i), 60))}"
+            f"<b>{html.escape(visible(_text(r, 'token_text', i)))}</b></code>")
 
 
-def _section_spectrum(r: RunView, figs: Figures) -> str:
+def section_spectrum(r: RunView, figs: Figures) -> str:
     if r.events is None and r.density is None:
         return "<h2>Learning-time spectrum</h2>" + not_computed(r.run, "fit", "events")
     fig, ax = figs.new()
@@ -189,7 +189,7 @@ def _section_spectrum(r: RunView, figs: Figures) -> str:
     return "<h2>Learning-time spectrum</h2>" + body
 
 
-def _section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:
+def section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:
     """Unresolved share (events, |a|) per ln-time bin beside the widths of the resolved events."""
     head = "<h2>Resolved and unresolved learning events</h2>"
     if r.events is None:
@@ -253,7 +253,7 @@ def _section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:
     return head + body + f"<p>{html.escape(text)}</p>"
 
 
-def _section_reconstruction(r: RunView, figs: Figures, numbers: dict) -> str:
+def section_reconstruction(r: RunView, figs: Figures, numbers: dict) -> str:
     if not r.curves:
         return "<h2>Reconstruction of −dL/d ln x</h2>" + not_computed(r.run, "spectrum")
     clocks = (r.spec_summary or {}).get("clocks") or {}

@@ -11,20 +11,20 @@ import numpy as np
 
 from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import spearman
-from tokenclock.stages.report.figures import _token_html
+from tokenclock.stages.report.figures import token_html
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import _ordered
+from tokenclock.stages.report.text import ordered
 from tokenclock.text import fmt, pct
 
 UNIGRAM_TOL_NATS = 0.1  # "mean loss within 0.1 nats of the mean unigram loss"
 
 
-def _section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
+def section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
     head = "<h2>Token classes, and how much of the drop is unigram learning</h2>"
     parts = []
     if r.fit_tokens is not None and "class" in r.fit_tokens:
         names, counts = np.unique(r.fit_tokens["class"].astype(str), return_counts=True)
-        pairs = _ordered(dict(zip(names.tolist(), counts.tolist())))
+        pairs = ordered(dict(zip(names.tolist(), counts.tolist())))
         fig, ax = figs.new(size=(6.4, 3.2))
         ax = ax[0, 0]
         ax.bar([p[0] for p in pairs], [p[1] for p in pairs], color="tab:blue")
@@ -84,7 +84,7 @@ def _section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
 
 
 
-def _section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
+def section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
     head = "<h2>Learning time vs training-set frequency</h2>"
     if r.events is None:
         return head + not_computed(r.run, "fit", "learning times")
@@ -130,7 +130,7 @@ def _extremes_table(r: RunView, tok: np.ndarray, mu: np.ndarray, count: np.ndarr
         for j in idx:
             i = int(r.columns([tok[j]])[0])
             rows.append(f"<tr><td>{label}</td><td>{fmt(float(np.exp(mu[j])))}</td>"
-                        f"<td>{fmt(int(count[j]))}</td><td>{_token_html(r, i)}</td></tr>")
+                        f"<td>{fmt(int(count[j]))}</td><td>{token_html(r, i)}</td></tr>")
     return (f"<details><summary>the {n} earliest and latest learned tokens</summary><table>"
             f"<tr><th></th><th>mu ({html.escape(r.axis)})</th><th>train_count</th>"
             "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")

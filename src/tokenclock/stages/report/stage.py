@@ -17,22 +17,22 @@ from tokenclock.errors import RunDirError
 from tokenclock.render import Figures, html_page, not_computed
 from tokenclock.rundir import RunDir
 from tokenclock.stages.report.figures import (
-    _section_examples,
-    _section_loss_curve,
-    _section_reconstruction,
-    _section_resolution,
-    _section_spectrum,
+    section_examples,
+    section_loss_curve,
+    section_reconstruction,
+    section_resolution,
+    section_spectrum,
 )
 from tokenclock.stages.report.load import RunView, load_run
-from tokenclock.stages.report.population import _section_classes, _section_frequency
-from tokenclock.stages.report.text import _ordered
-from tokenclock.stages.report.validation import _section_validation
+from tokenclock.stages.report.population import section_classes, section_frequency
+from tokenclock.stages.report.text import ordered
+from tokenclock.stages.report.validation import section_validation
 from tokenclock.text import fmt, pct
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
 
 
-def _section_headline(r: RunView, numbers: dict) -> str:
+def section_headline(r: RunView, numbers: dict) -> str:
     rows = []
 
     def add(label: str, value: Any, source: str) -> None:
@@ -63,7 +63,7 @@ def _section_headline(r: RunView, numbers: dict) -> str:
             names, counts = np.unique(cls.astype(str), return_counts=True)
             shares = {str(n): float(c) / len(cls) for n, c in zip(names, counts)}
             numbers["class_shares"] = shares
-            add("class shares", ", ".join(f"{k} {pct(v)}" for k, v in _ordered(shares)),
+            add("class shares", ", ".join(f"{k} {pct(v)}" for k, v in ordered(shares)),
                 "fit/tokens.parquet")
     else:
         notes.append(not_computed(r.run, "fit", "token fits"))
@@ -100,7 +100,7 @@ def _all_numbers(r: RunView) -> str:
     return "".join(parts)
 
 
-def _section_provenance(r: RunView) -> str:
+def section_provenance(r: RunView) -> str:
     m = r.manifest
     if not m:
         return "<h2>Runs and provenance</h2><p class=\"note\">no manifest.json in this run directory.</p>"
@@ -141,12 +141,12 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
         # Missing glyphs in token text only warn; silence them, not real errors.
         with matplotlib.rc_context({"font.size": 9}), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sections = [_section_headline(r, numbers), _section_loss_curve(r, figs),
-                        _section_examples(r, figs), _section_spectrum(r, figs),
-                        _section_resolution(r, figs, numbers),
-                        _section_reconstruction(r, figs, numbers), _section_validation(r, figs, numbers),
-                        _section_classes(r, figs, numbers), _section_frequency(r, figs, numbers),
-                        _section_provenance(r)]
+            sections = [section_headline(r, numbers), section_loss_curve(r, figs),
+                        section_examples(r, figs), section_spectrum(r, figs),
+                        section_resolution(r, figs, numbers),
+                        section_reconstruction(r, figs, numbers), section_validation(r, figs, numbers),
+                        section_classes(r, figs, numbers), section_frequency(r, figs, numbers),
+                        section_provenance(r)]
         page = html_page(f"tokenclock report: {run.root.name}",
                          f"<h1>tokenclock report</h1><p>RUN = <code>{html.escape(str(run.root))}"
                          "</code>; every number below comes from an artifact in RUN, named under "

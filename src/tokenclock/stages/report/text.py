@@ -8,7 +8,7 @@ from typing import Any
 from tokenclock.stages.fit.models import CLASSES
 
 
-def _visible(text: Any, limit: int | None = None, keep: str = "end") -> str:
+def visible(text: Any, limit: int | None = None, keep: str = "end") -> str:
     """Show whitespace and control characters (newline -> \\n) and cut to `limit` characters."""
     s = "" if text is None else str(text)
     out = []
@@ -27,10 +27,10 @@ def _visible(text: Any, limit: int | None = None, keep: str = "end") -> str:
     return s
 
 
-def _token_label(context: Any, token: Any) -> str:
-    return f"{_visible(context, 22)}[{_visible(token, 12, keep='start')}]"
+def token_label(context: Any, token: Any) -> str:
+    return f"{visible(context, 22)}[{visible(token, 12, keep='start')}]"
 
 
-def _ordered(d: dict) -> list:
+def ordered(d: dict) -> list:
     return sorted(d.items(), key=lambda kv: (CLASSES.index(kv[0]) if kv[0] in CLASSES
                                              else len(CLASSES), kv[0]))

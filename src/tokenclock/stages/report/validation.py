@@ -59,7 +59,7 @@ def _ratio(a, b):
     return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
 
 
-def _section_validation(r: RunView, figs: Figures, numbers: dict) -> str:
+def section_validation(r: RunView, figs: Figures, numbers: dict) -> str:
     series = _series(r.run)
     head = "<h2>How far the reconstruction can be trusted</h2>"
     if not series:

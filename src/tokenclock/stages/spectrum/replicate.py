@@ -9,22 +9,24 @@ replicates whose traced tokens or tokenizer differ; checkpoint steps that differ
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-from tokenclock.artifacts import json_safe, read_json, read_npy, read_parquet, write_json, write_parquet
+from tokenclock.artifacts import (
+    file_sha256,
+    json_safe,
+    read_json,
+    read_npy,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 from tokenclock.errors import DataError, RunDirError
 from tokenclock.rundir import RunDir, load_manifest
-from tokenclock.scores import r2_score
+from tokenclock.scores import r2_score, replicate_r2
 from tokenclock.stages.spectrum.reconstruct import measured_curve, measured_derivative, reconstruct_derivative
-from tokenclock.stages.spectrum.stage import SpectrumConfig, _after_step, _finite_events
+from tokenclock.stages.spectrum.stage import SpectrumConfig, finite_events, warmup_end
 
 PRIMARY = "step"  # replicates are compared on the step clock: the one both runs share exactly
-
-
-def _sha(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_replicates(a: RunDir, b: RunDir) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -35,7 +37,7 @@ def check_replicates(a: RunDir, b: RunDir) -> tuple[np.ndarray, np.ndarray, list
             raise RunDirError(f"{r.trace_loss} is missing", f"run `{r.command('trace')}` first")
         if not r.fit_events.is_file():
             raise RunDirError(f"{r.fit_events} is missing", f"run `{r.command('fit')}` first")
-    if a.tokenizer.is_file() != b.tokenizer.is_file() or (a.tokenizer.is_file() and _sha(a.tokenizer) != _sha(b.tokenizer)):
+    if a.tokenizer.is_file() != b.tokenizer.is_file() or (a.tokenizer.is_file() and file_sha256(a.tokenizer) != file_sha256(b.tokenizer)):
         raise DataError(f"{b.root} is not a replicate of {a.root}: their tokenizers differ "
                         f"({a.tokenizer} vs {b.tokenizer})",
                         "train the replicate with the same corpus and tokens config (only train.data_seed differs)")
@@ -61,7 +63,7 @@ def _series(run: RunDir, rows: np.ndarray, u: np.ndarray, smoothing: int) -> tup
     keep = np.zeros(loss.shape[0], bool)
     keep[rows] = True
     meas = measured_derivative(measured_curve(loss, keep), u, smoothing)
-    events, _ = _finite_events(read_parquet(run.fit_events, columns=["a", "mu", "width"]))
+    events, _ = finite_events(read_parquet(run.fit_events, columns=["a", "mu", "width"]))
     rec = reconstruct_derivative(events, loss.shape[1], u)
     return meas, rec
 
@@ -80,13 +82,13 @@ def replicate(run_a: RunDir | str, run_b: RunDir | str, cfg=None, *, progress: b
     ra, rb, dropped = check_replicates(a, b)
     steps = np.asarray(read_parquet(a.trace_axis)["step"], np.int64)[ra]
     u = np.log(steps.astype(np.float64))
-    warm = _after_step(a, cfg)
+    warm = warmup_end(a, cfg)
     after = steps >= warm
     meas_a, rec_a = _series(a, ra, u, smoothing)
     meas_b, rec_b = _series(b, rb, u, smoothing)
     ceiling = {"a_predicts_b": _pair(meas_a, meas_b, after), "b_predicts_a": _pair(meas_b, meas_a, after)}
-    ceiling["mean"] = {k: float(np.mean([ceiling["a_predicts_b"][k], ceiling["b_predicts_a"][k]]))
-                       for k in ("all", "after_warmup")}
+    ceiling["mean"] = {"all": replicate_r2([meas_a, meas_b]),
+                       "after_warmup": replicate_r2([meas_a[after], meas_b[after]])}
     own = {"a": _pair(rec_a, meas_a, after), "b": _pair(rec_b, meas_b, after)}
     cross = {"a_events_predict_b": _pair(rec_a, meas_b, after), "b_events_predict_a": _pair(rec_b, meas_a, after)}
     ratio = {r: {k: own[r][k] / ceiling["mean"][k] if ceiling["mean"][k] > 0 else float("nan")

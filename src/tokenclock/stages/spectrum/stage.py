@@ -114,7 +114,7 @@ def _heldout_events(loss_kn: np.ndarray, rows: np.ndarray, u: np.ndarray, run: R
         parts["tok_idx"].append(np.asarray(ev["tok_idx"], np.int64) + c0)
         for k in ("a", "mu", "width"):
             parts[k].append(np.asarray(ev[k], np.float64))
-    return _finite_events({k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()})[0]
+    return finite_events({k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()})[0]
 
 
 def _loo_events(loss_kn: np.ndarray, keep: np.ndarray, u: np.ndarray, run: RunDir, axis: str,
@@ -131,7 +131,7 @@ def _loo_events(loss_kn: np.ndarray, keep: np.ndarray, u: np.ndarray, run: RunDi
     return out
 
 
-def _finite_events(events: dict) -> tuple[dict, int]:
+def finite_events(events: dict) -> tuple[dict, int]:
     """Drop events with non-finite a/mu or non-positive width (a fit that failed for that token)."""
     ok = (np.isfinite(events["a"]) & np.isfinite(events["mu"]) & (events["width"] > 0))
     return {k: np.asarray(v)[ok] for k, v in events.items()}, int((~ok).sum())
@@ -239,7 +239,8 @@ def _clocks(run: RunDir) -> tuple[str, dict[str, str | None]]:
     return primary, clocks
 
 
-def _after_step(run: RunDir, cfg: SpectrumConfig) -> int:
+def warmup_end(run: RunDir, cfg: SpectrumConfig) -> int:
+    """The first step of the post-warmup scores: spectrum.after_step, else the run's train.warmup_steps."""
     if cfg.after_step is not None:
         return cfg.after_step
     train = load_manifest(run)["stages"].get("train", {}).get("config") or {}
@@ -263,7 +264,7 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
                 progress: bool) -> dict:
     loss = read_npy(run.trace_loss, mmap=True)                      # (K, N) float32
     axis_table = read_parquet(run.trace_axis)
-    after_step = _after_step(run, cfg) if "step" in axis_table else None
+    after_step = warmup_end(run, cfg) if "step" in axis_table else None
     scores: dict[str, dict] = {}
     for axis, fit_clock in clocks.items():
         u, keep = load_axis(run, axis)
@@ -275,7 +276,7 @@ def _run_clocks(run: RunDir, cfg: SpectrumConfig, primary: str, clocks: dict[str
             after = np.asarray(axis_table["step"])[keep] >= after_step
         else:
             after = np.ones(len(u), bool)
-        events, n_bad = _finite_events(read_parquet(run.fit_clock_events(fit_clock),
+        events, n_bad = finite_events(read_parquet(run.fit_clock_events(fit_clock),
                                                     columns=["tok_idx", "a", "mu", "width"]))
         tok_cols = read_parquet(run.fit_clock_tokens(fit_clock))
         tokens_b, tokens_c = tok_cols["b"], tok_cols.get("c")
