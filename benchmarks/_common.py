@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def doc_texts() -> Path:
-    from tokenclock.stages.data.corpus import write_sample_texts
+    from tokenclock.testing import write_sample_texts
 
     return write_sample_texts(tempfile.mkdtemp(prefix="tokenclock-bench-texts-"))
 
@@ -50,7 +50,8 @@ def yardstick_tokens_per_second(dtype: str = "auto", device: str = "cpu", steps:
     import torch
 
     from tokenclock.precision import choose
-    from tokenclock.stages.train.model import ModelConfig, build_model
+    from tokenclock.stages.train.config import ModelConfig
+    from tokenclock.stages.train.model import build_model
 
     preset, batch, seq_len, vocab = YARDSTICK
     amp = choose(dtype, device).amp()

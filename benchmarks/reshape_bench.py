@@ -189,7 +189,7 @@ def run_job(args, base: Path, out: Path, arm: str, seed: int) -> tuple:
 def proxy_job(args, base: Path, out: Path, pool_size: int, reshaped: list) -> tuple[dict, dict]:
     """Train the proxy, trace and fit its pool once, and write every reshaped (arm, seed)'s schedule
     (one scoring pass serves them all)."""
-    from tokenclock.stages.reshape.profiles import ReshapeConfig
+    from tokenclock.stages.reshape.config import ReshapeConfig
     from tokenclock.stages.reshape.stage import reshape
 
     ref_sets = base_sets(args) + train_sets(args, args.ref_preset, args.ref_steps) + [f"seed={args.ref_seed}"]
@@ -313,8 +313,9 @@ def main(argv=None) -> int:
         machine_header()
     from tokenclock.artifacts import read_json
     from tokenclock.config import load_config
-    from tokenclock.stages.data.corpus import build_corpus, write_sample_texts
-    from tokenclock.stages.data.tokens import tokenize
+    from tokenclock.stages.corpus.stage import build_corpus
+    from tokenclock.stages.tokens.stage import tokenize
+    from tokenclock.testing import write_sample_texts
 
     t_all = time.time()
     if args.quick and not args.texts:

@@ -13,7 +13,7 @@ import numpy as np
 from tokenclock.artifacts import read_json
 from tokenclock.render import Figures, write_page
 from tokenclock.rundir import ScheduleDir
-from tokenclock.stages.reshape.profiles import TOKEN_STRATEGIES
+from tokenclock.stages.reshape.config import TOKEN_STRATEGIES
 from tokenclock.stages.reshape.stage import load_profiles
 
 

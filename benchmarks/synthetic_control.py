@@ -3,7 +3,7 @@
     python benchmarks/synthetic_control.py [--out DIR] [--quick] [--set KEY=VALUE ...]
 
 Trains the `synthetic` preset (corpus source synthetic:facts: lines `Entity relation value` with
-Zipf-distributed entities, stages/data/synthetic.py) with dense log-spaced checkpoints, traces,
+Zipf-distributed entities, stages/corpus/synthetic.py) with dense log-spaced checkpoints, traces,
 fits and computes the spectrum, then reads the planted truth of every traced token
 (synthetic.planted) and prints, each beside its goal:
 
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.machine_header(yardstick=not args.quick)
 
     from tokenclock.rundir import RunDir
-    from tokenclock.stages.data.synthetic import planted
+    from tokenclock.stages.corpus.synthetic import planted
 
     out = Path(args.out)
     sets = (QUICK if args.quick else []) + args.set

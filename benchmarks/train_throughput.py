@@ -112,8 +112,8 @@ def main() -> None:
     machine_header(cfg.train.dtype, cfg.train.device)
     tmp = tempfile.mkdtemp(prefix="tokenclock-bench-")
     # tokenize once (not timed), then alternate: bare, tokenclock (sparse ckpts), bare, tokenclock (dense)
-    from tokenclock.stages.data.corpus import build_corpus
-    from tokenclock.stages.data.tokens import tokenize
+    from tokenclock.stages.corpus.stage import build_corpus
+    from tokenclock.stages.tokens.stage import tokenize
 
     build_corpus(tmp + "/run", cfg.corpus, progress=False)
     tokenize(tmp + "/run", cfg.tokens, progress=False)

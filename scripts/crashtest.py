@@ -105,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="tokenclock-crash-"))
-    from tokenclock.stages.data.corpus import write_sample_texts
+    from tokenclock.testing import write_sample_texts
 
     text_dir = write_sample_texts(root / "texts")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

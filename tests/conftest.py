@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def texts_dir(tmp_path_factory) -> Path:
-    from tokenclock.stages.data.corpus import write_sample_texts
+    from tokenclock.testing import write_sample_texts
 
     return write_sample_texts(tmp_path_factory.mktemp("texts"))
 

@@ -94,6 +94,100 @@ def test_every_module_opens_with_what_it_does():
         assert doc and len(doc.split()) >= 6, f"{path.relative_to(PKG)} has no opening docstring"
 
 
+# ----------------------------------------------------------------------------- one home for each idea
+
+MAX_LINES = 400
+
+
+def _plain_strings(tree: ast.AST):
+    """Every string constant that is not a docstring (of a module, class, function or attribute)."""
+    docs = set()
+    for n in ast.walk(tree):
+        body = getattr(n, "body", None)
+        if not isinstance(body, list):
+            continue
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            docs.add(id(body[0].value))
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, (ast.Assign, ast.AnnAssign)) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant):
+                docs.add(id(b.value))
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            yield n
+
+
+def _run_artifact_names() -> set[str]:
+    """Every path RunDir and StudyDir name, relative to their root, in both weight series."""
+    import inspect
+
+    from tokenclock.rundir import WEIGHT_SERIES, RunDir, StudyDir
+
+    names = set()
+    root = Path("/R")
+    for w in WEIGHT_SERIES:
+        for obj in (RunDir(root, w), StudyDir(root)):
+            for name, attr in inspect.getmembers(type(obj)):
+                if isinstance(attr, property):
+                    v = getattr(obj, name)
+                    if isinstance(v, Path) and v.is_relative_to(root) and v.suffix:
+                        names.add(v.relative_to(root).as_posix())
+    return names
+
+
+def test_the_weight_series_and_artifact_names_live_in_rundir():
+    """No module but rundir spells a weight series ("raw", "avg", a *_avg folder or key) or a run
+    directory's artifact path ("trace/loss.npy", "study.json"): they derive them from rundir, so an
+    averaged-weight page names trace_avg/ where it read it."""
+    import re
+
+    series = re.compile(r"^(raw|avg|_avg)$|\b(ckpt|trace|fit|spectrum|report|axes|finals|summary)_avg\b")
+    artifacts = _run_artifact_names()
+    assert {"trace/loss.npy", "trace_avg/loss.npy", "study.json", "manifest.json"} <= artifacts
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if path.name == "rundir.py":
+            continue
+        for n in _plain_strings(ast.parse(path.read_text())):
+            if series.search(n.value) or n.value in artifacts:
+                bad.append(f"{path.relative_to(PKG)}:{n.lineno}: {n.value!r}")
+    assert not bad, "spelled outside rundir: " + "; ".join(bad)
+
+
+def test_no_private_name_is_imported_across_modules():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tokenclock"):
+                bad += [f"{path.relative_to(PKG)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, "private names imported from another module: " + "; ".join(bad)
+
+
+def test_each_stage_keeps_its_config_class_in_config_py():
+    """stages/<name>/config.py holds every *Config dataclass of the stage (one place to look)."""
+    seen = 0
+    for path in (PKG / "stages").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                seen += 1
+                assert path.name == "config.py", f"{node.name} lives in {path.relative_to(PKG)}, not config.py"
+    assert seen >= 8
+    for pkg in (PKG / "stages").iterdir():
+        if (pkg / "__init__.py").is_file():
+            assert (pkg / "stage.py").is_file(), f"stages/{pkg.name} has no stage.py"
+
+
+def test_no_two_modules_share_a_name_and_none_is_too_long():
+    from collections import Counter
+
+    stems = Counter(p.stem for p in PKG.rglob("*.py") if p.stem not in ("__init__", "__main__", "stage", "config"))
+    assert not [s for s, n in stems.items() if n > 1], f"module names used twice: {[s for s, n in stems.items() if n > 1]}"
+    long = [f"{p.relative_to(PKG)} ({n})" for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
 # ----------------------------------------------------------------------------- dependencies
 
 OPTIONAL = {"datasets": "tokenclock[datasets] (hf: corpus sources)", "psutil": "bench extra",

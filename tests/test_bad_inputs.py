@@ -216,7 +216,7 @@ def _zoom_source() -> tuple[Path, tuple[str, ...]]:
     """A tiny trained run (40 steps, optimizer state kept at step 5) and its --set overrides,
     trained once per session; the zoom cases copy it."""
     from conftest import tiny_overrides
-    from tokenclock.stages.data.corpus import write_sample_texts
+    from tokenclock.testing import write_sample_texts
 
     root = Path(tempfile.mkdtemp(prefix="tokenclock-zoom-cases-"))
     atexit.register(shutil.rmtree, root, True)

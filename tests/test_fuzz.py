@@ -17,8 +17,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_text_reader_any_bytes(tmp_path, data):
-    from tokenclock.stages.data.corpus import read_documents
-    from tokenclock.stages.data.documents import CorpusConfig
+    from tokenclock.stages.corpus.config import CorpusConfig
+    from tokenclock.stages.corpus.stage import read_documents
 
     d = tmp_path / "t"
     d.mkdir(exist_ok=True)
@@ -36,8 +36,8 @@ def test_text_reader_any_bytes(tmp_path, data):
                                                                        st.one_of(st.text(max_size=30), st.integers())),
                                   ), min_size=1, max_size=6))
 def test_jsonl_reader_any_lines(tmp_path, lines):
-    from tokenclock.stages.data.corpus import read_documents
-    from tokenclock.stages.data.documents import CorpusConfig
+    from tokenclock.stages.corpus.config import CorpusConfig
+    from tokenclock.stages.corpus.stage import read_documents
 
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines))

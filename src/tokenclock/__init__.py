@@ -23,14 +23,14 @@ from tokenclock.config import Config, load_config
 from tokenclock.errors import TokenclockError
 from tokenclock.pipeline import demo, train
 from tokenclock.rundir import RunDir
-from tokenclock.stages.data.corpus import build_corpus, read_documents
-from tokenclock.stages.data.tokens import tokenize
+from tokenclock.stages.corpus.stage import build_corpus, read_documents
 from tokenclock.stages.fit.fitter import fit_matrix, fit_trajectories
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.tokens.stage import tokenize
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
 from tokenclock.stages.trace.stage import trace

@@ -15,17 +15,18 @@ import sys
 from tokenclock.config import PRESET_DIR, load_config, merge, parse_overrides
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.pipeline import demo, fit_npz, prepare, train
-from tokenclock.rundir import RAW, WEIGHT_SERIES, WEIGHTS_HELP, RunDir
-from tokenclock.stages.data.corpus import build_corpus, count_documents
+from tokenclock.rundir import RAW, WEIGHT_SERIES, WEIGHTS_HELP, RunDir, StudyDir
+from tokenclock.stages.corpus.stage import build_corpus, count_documents
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
-from tokenclock.stages.reshape.profiles import STRATEGIES
+from tokenclock.stages.reshape.config import STRATEGIES
 from tokenclock.stages.reshape.stage import reshape
 from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz
-from tokenclock.stages.train.model import PRESETS, preset_params
+from tokenclock.stages.train.config import PRESETS, zoom_interval
+from tokenclock.stages.train.model import preset_params
 from tokenclock.study.config import load_study
 from tokenclock.study.stage import study
 
@@ -102,18 +103,10 @@ def _add_train(sub) -> None:
     sp.set_defaults(func=cmd_train)
 
 
-def _zoom_interval(text: str | None) -> list[int] | None:
-    """--zoom A:B -> [A, B] (the checks of the interval are TrainConfig's)."""
-    if text is None:
-        return None
-    parts = text.split(":")
-    if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-        raise ConfigError(f"--zoom {text!r} is not A:B", "give two steps, e.g. --zoom 16:256")
-    return [int(p) for p in parts]
 
 
 def cmd_train(args) -> int:
-    flags = {"train": {k: v for k, v in (("zoom", _zoom_interval(args.zoom)),
+    flags = {"train": {k: v for k, v in (("zoom", zoom_interval(args.zoom)),
                                          ("zoom_ckpt_per_decade", args.zoom_ckpt_per_decade)) if v is not None}}
     _print(train(args.out, _config(args, flags=flags), progress=not args.quiet))
     return 0
@@ -334,7 +327,7 @@ def cmd_study(args) -> int:
         return 0
     _print({"study": args.out, "summary": man.get("summary"), "chinchilla": man.get("chinchilla"),
             "branch_vs_full": man.get("branch_vs_full"), "n_failed": man.get("n_failed"),
-            "seconds": man.get("seconds"), "report": f"{args.out}/report/index.html"})
+            "seconds": man.get("seconds"), "report": str(StudyDir(args.out).report_html)})
     failed = [n for n, r in man["runs"].items() if r.get("status") == "failed"]
     if failed:
         print(f"tokenclock: error: {len(failed)} run(s) failed ({', '.join(failed[:4])}); the axes use the "

@@ -15,14 +15,13 @@ from typing import Any
 import yaml
 
 from tokenclock.errors import ConfigError
-from tokenclock.stages.data.documents import CorpusConfig
-from tokenclock.stages.data.tokens import TokensConfig
+from tokenclock.stages.corpus.config import CorpusConfig
 from tokenclock.stages.fit.config import FitConfig
-from tokenclock.stages.reshape.profiles import ReshapeConfig
-from tokenclock.stages.spectrum.stage import SpectrumConfig
-from tokenclock.stages.trace.stage import TraceConfig
-from tokenclock.stages.train.config import TrainConfig
-from tokenclock.stages.train.model import ModelConfig
+from tokenclock.stages.reshape.config import ReshapeConfig
+from tokenclock.stages.spectrum.config import SpectrumConfig
+from tokenclock.stages.tokens.config import TokensConfig
+from tokenclock.stages.trace.config import TraceConfig
+from tokenclock.stages.train.config import ModelConfig, TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 

@@ -12,18 +12,18 @@ from pathlib import Path
 from tokenclock import dist
 from tokenclock.artifacts import read_json
 from tokenclock.config import Config, load_config
+from tokenclock.formatting import fmt, pct
 from tokenclock.forward import resolve_device
 from tokenclock.rundir import AVG, RAW, RunDir
-from tokenclock.stages.data.corpus import build_corpus
-from tokenclock.stages.data.tokens import tokenize
+from tokenclock.stages.corpus.stage import build_corpus
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.report.stage import report
 from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.tokens.stage import tokenize
 from tokenclock.stages.trace.npz import import_npz
 from tokenclock.stages.trace.stage import trace
 from tokenclock.stages.train import stage as train_stage
-from tokenclock.text import fmt, pct
 
 
 def prepare(run_dir: str | Path, cfg: Config, *, progress: bool = True) -> dict:

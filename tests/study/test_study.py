@@ -244,7 +244,8 @@ def test_init_from_recorded_relative_or_absolute_is_the_same_run(tmp_path):
     """A branch recorded by an older study (absolute init_from, since moved) or by this one
     (relative to the study directory) matches; another checkpoint or another source does not."""
     from tokenclock.errors import RunDirError
-    from tokenclock.rundir import RunDir, update_stage
+    from tokenclock.manifest import update_stage
+    from tokenclock.rundir import RunDir
     from tokenclock.stages.train.stage import _check_same_run
 
     run = RunDir(tmp_path / "runs" / "b")
@@ -390,7 +391,8 @@ def test_sparse_axes_try_every_rule_on_held_out_points(tiny_study, tmp_path):
 def test_a_run_resumes_with_another_thread_count(tmp_path):
     """train.threads says how fast, not which run: a resume may change it (EXEC_KEYS)."""
     from tokenclock.errors import RunDirError
-    from tokenclock.rundir import RunDir, update_stage
+    from tokenclock.manifest import update_stage
+    from tokenclock.rundir import RunDir
     from tokenclock.stages.train.stage import _check_same_run
 
     run = RunDir(tmp_path / "r")

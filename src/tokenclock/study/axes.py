@@ -14,12 +14,13 @@ import numpy as np
 from tokenclock.artifacts import read_json, read_npy, write_json, write_npy, write_parquet
 from tokenclock.errors import TokenclockError, TrainingError
 from tokenclock.forward import resolve_device, token_losses, trace_dtype
-from tokenclock.rundir import RAW, RunDir, StudyDir, stage_status
+from tokenclock.manifest import stage_status
+from tokenclock.rundir import RAW, RunDir, StudyDir
 from tokenclock.scores import replicate_r2
-from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.spectrum.reconstruct import measured_derivative
 from tokenclock.stages.spectrum.stage import spectrum
+from tokenclock.stages.tokens.tokenizer import load_tokenizer
 from tokenclock.stages.trace.npz import export_npz
 from tokenclock.stages.trace.stage import token_table, trace
 from tokenclock.stages.train.model import preset_params

@@ -13,7 +13,8 @@ from tokenclock.config import build_section, config_from_dict, merge, parse_over
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.rundir import AVG, RAW, WEIGHT_SERIES
 from tokenclock.stages.trace.npz import MIN_POINTS  # axis points a fit needs
-from tokenclock.stages.train.model import PRESETS, preset_params
+from tokenclock.stages.train.config import PRESETS
+from tokenclock.stages.train.model import preset_params
 from tokenclock.study.fitrules import FIT_RULES
 
 MODES = ("branches", "full")

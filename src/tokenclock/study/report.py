@@ -12,14 +12,14 @@ import numpy as np
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError
+from tokenclock.formatting import fmt
 from tokenclock.render import Figures, write_page
 from tokenclock.rundir import RAW, WEIGHT_SERIES, RunDir, StudyDir, series_key
 from tokenclock.study.chinchilla import predict
-from tokenclock.text import fmt
 
 
 def _cell(v, spec: str | None = None) -> str:
-    """A table cell: tokenclock.text.fmt, HTML-escaped (error messages and names are text)."""
+    """A table cell: tokenclock.formatting.fmt, HTML-escaped (error messages and names are text)."""
     return html.escape(fmt(v, spec))
 
 

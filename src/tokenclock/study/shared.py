@@ -12,9 +12,10 @@ import numpy as np
 
 from tokenclock.artifacts import file_sha256, read_npy, write_json, write_npy
 from tokenclock.errors import DataError, TokenizerError
-from tokenclock.rundir import RunDir, StudyDir, load_manifest
-from tokenclock.stages.data.corpus import build_corpus
-from tokenclock.stages.data.tokens import tokenize
+from tokenclock.manifest import load_manifest
+from tokenclock.rundir import RunDir, StudyDir
+from tokenclock.stages.corpus.stage import build_corpus
+from tokenclock.stages.tokens.stage import tokenize
 from tokenclock.study.config import Study
 from tokenclock.windows import val_windows
 

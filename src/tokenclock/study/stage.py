@@ -23,7 +23,8 @@ import numpy as np
 from tokenclock import pipeline  # called as pipeline.train, so a test can replace it
 from tokenclock.artifacts import read_npy, write_json
 from tokenclock.errors import ConfigError, DataError, RunLockedError, TokenclockError
-from tokenclock.rundir import AVG, RAW, StudyDir, load_manifest, series_key, stage_status
+from tokenclock.manifest import load_manifest, stage_status
+from tokenclock.rundir import AVG, RAW, StudyDir, series_key
 from tokenclock.stages.train.model import preset_params
 from tokenclock.study.axes import axes_summary, build_axes, final_losses, t_axis
 from tokenclock.study.chinchilla import fit_chinchilla

@@ -13,7 +13,8 @@ import pytest
 from tokenclock.artifacts import read_json, write_json, write_npy, write_parquet
 from tokenclock.curves import curve as fitted_curve
 from tokenclock.errors import RunDirError
-from tokenclock.rundir import RunDir, update_stage
+from tokenclock.manifest import update_stage
+from tokenclock.rundir import RunDir
 from tokenclock.scores import spearman
 from tokenclock.stages.report.stage import report
 

@@ -9,7 +9,8 @@ from conftest import tiny_overrides
 from tokenclock.artifacts import read_npy
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError, RunDirError
-from tokenclock.stages.reshape.profiles import ReshapeConfig, build_schedule, log_fraction, sampling_weights
+from tokenclock.stages.reshape.config import ReshapeConfig
+from tokenclock.stages.reshape.profiles import build_schedule, log_fraction, sampling_weights
 from tokenclock.stages.reshape.stage import _subset, reshape
 from tokenclock.windows import batch_offsets
 

@@ -13,8 +13,8 @@ from tokenclock.artifacts import read_json, read_npy, write_npy
 from tokenclock.curves import logistic_prime
 from tokenclock.errors import ConfigError
 from tokenclock.rundir import RunDir
+from tokenclock.stages.reshape.config import ReshapeConfig
 from tokenclock.stages.reshape.profiles import (
-    ReshapeConfig,
     censored_share,
     relevance,
     schedule_weights,

@@ -10,7 +10,8 @@ from tokenclock import scores
 from tokenclock.artifacts import write_json, write_npy, write_parquet
 from tokenclock.curves import logistic
 from tokenclock.errors import ConfigError, DataError, RunDirError
-from tokenclock.rundir import RunDir, update_stage
+from tokenclock.manifest import update_stage
+from tokenclock.rundir import RunDir
 from tokenclock.stages.spectrum import reconstruct as rc
 from tokenclock.stages.spectrum import stage as sp
 
@@ -172,7 +173,7 @@ def test_stage_writes_documented_files(tmp_path):
     assert s["reconstruction_r2"] > 0.95 and s["reconstruction_r2_after_warmup"] > 0.95
     assert s["event_share"] == pytest.approx(1.0, abs=0.05)
     from tokenclock.artifacts import read_parquet
-    from tokenclock.rundir import load_manifest
+    from tokenclock.manifest import load_manifest
     curve = read_parquet(out / "curve.parquet")
     assert {"x", "u", "loss_mean", "dldu_measured", "dldu_reconstructed", "loss_reconstructed",
             "heldout", "after_warmup", "step"} <= set(curve)

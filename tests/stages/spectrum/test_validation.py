@@ -11,8 +11,8 @@ from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.cli import main
 from tokenclock.errors import DataError
 from tokenclock.rundir import RunDir
+from tokenclock.stages.spectrum.heldout import block_mask, token_half
 from tokenclock.stages.spectrum.replicate import replicate
-from tokenclock.stages.spectrum.validation import block_mask, token_half
 
 STEPS = {"train.steps": 120, "train.ckpt_per_decade": 10, "train.avg": "ema"}
 
@@ -137,7 +137,8 @@ def test_leave_one_out_on_an_axis(tmp_path):
 
     from tokenclock.stages.fit.config import FitConfig
     from tokenclock.stages.fit.stage import fit
-    from tokenclock.stages.spectrum.stage import SpectrumConfig, spectrum
+    from tokenclock.stages.spectrum.config import SpectrumConfig
+    from tokenclock.stages.spectrum.stage import spectrum
     from tokenclock.study.axes import write_axis
 
     x = np.geomspace(1e4, 1e7, 10)

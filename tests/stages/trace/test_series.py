@@ -18,6 +18,7 @@ from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import DataError, InputError, RunDirError, TokenizerError
 from tokenclock.rundir import RunDir
 from tokenclock.stages.trace.checkpoints import check_safetensors
+from tokenclock.stages.trace.config import TraceConfig
 from tokenclock.stages.trace.revisions import (
     PYTHIA_STEPS,
     parse_revision,
@@ -26,7 +27,6 @@ from tokenclock.stages.trace.revisions import (
     resolve_revisions,
 )
 from tokenclock.stages.trace.series import trace_models, trace_revisions
-from tokenclock.stages.trace.stage import TraceConfig
 
 STEPS = [0, 1, 2, 4, 8, 16]
 CFG = dict(n_seqs=6, seq_len=24, batch_size=4, seed=0)
@@ -43,7 +43,7 @@ def _text(seed: int, n_words: int = 5000) -> str:
 
 
 def _tokenizer(seed: int):
-    from tokenclock.stages.data.tokens import hf_tokenizer, train_bpe
+    from tokenclock.stages.tokens.tokenizer import hf_tokenizer, train_bpe
 
     return hf_tokenizer(train_bpe([_text(seed)], vocab_size=300))
 

@@ -94,7 +94,7 @@ def test_two_process_fsdp_matches_single(tmp_path, texts_dir):
     # a crash after step 6: its sharded AdamW state (kept, gathered) is all that is left
     import shutil
 
-    from tokenclock.rundir import update_stage
+    from tokenclock.manifest import update_stage
 
     r = RunDir(multi)
     shutil.copy(r.ckpt(6) / "optimizer.safetensors", r.train_state)

@@ -44,7 +44,8 @@ def test_checkpoint_logits_equal_in_transformers(tiny_run):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tokenclock.stages.train.model import ModelConfig, build_model
+    from tokenclock.stages.train.config import ModelConfig
+    from tokenclock.stages.train.model import build_model
 
     run = RunDir(tiny_run)
     step_dir = run.ckpt(run.ckpt_steps()[-1])
@@ -62,7 +63,7 @@ def test_checkpoint_logits_equal_in_transformers(tiny_run):
 
 def test_tokenizer_round_trip(tiny_run):
     from tokenclock.artifacts import read_npy
-    from tokenclock.stages.data.tokens import load_tokenizer
+    from tokenclock.stages.tokens.tokenizer import load_tokenizer
 
     run = RunDir(tiny_run)
     tok = load_tokenizer(run.tokenizer)
@@ -239,7 +240,8 @@ def test_flops_per_token_matches_flop_counter():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tokenclock.stages.train.model import ModelConfig, build_model, non_embedding_params
+    from tokenclock.stages.train.config import ModelConfig
+    from tokenclock.stages.train.model import build_model, non_embedding_params
     from tokenclock.stages.train.perf import flops_per_token, peak_flops
 
     cfg = ModelConfig(preset="llama-1m", max_seq_len=128)
@@ -304,8 +306,8 @@ def test_compiled_training_matches_eager(tmp_path, texts_dir):
 def test_run_from_an_older_version_resumes(tmp_path, texts_dir):
     """A run recorded before an option existed (the key is missing from its manifest) still counts
     as the same run when the option is left at its default; a changed option is refused."""
+    from tokenclock.manifest import load_manifest, update_stage
     from tokenclock.pipeline import train
-    from tokenclock.rundir import load_manifest, update_stage
     from tokenclock.stages.train.stage import _check_same_run
 
     cfg = load_config("tiny", tiny_overrides(texts_dir, **{"train.steps": 10}))
@@ -338,9 +340,9 @@ def _tiny_trainer(tmp_path, **train):
     import torch
 
     from tokenclock.config import Config
-    from tokenclock.stages.train.config import TrainConfig
-    from tokenclock.stages.train.model import ModelConfig
-    from tokenclock.stages.train.trainer import TrainData, Trainer
+    from tokenclock.stages.train.config import ModelConfig, TrainConfig
+    from tokenclock.stages.train.train_data import TrainData
+    from tokenclock.stages.train.trainer import Trainer
 
     tc = TrainConfig(**{"steps": 4, "batch_size": 4, "seq_len": 16, "warmup_steps": 2, "val_seqs": 2,
                         "device": "cpu", "dtype": "fp32", **train})
@@ -416,8 +418,8 @@ def test_state_and_zoom_keys_are_checked():
 def test_keeping_state_changes_no_weight_and_not_the_run(tmp_path, texts_dir):
     """train.keep_state_all writes optimizer.safetensors at every checkpoint (twice the weights'
     bytes), the same weights, and a run directory trained without it is still the same run."""
+    from tokenclock.manifest import load_manifest
     from tokenclock.pipeline import train
-    from tokenclock.rundir import load_manifest
     from tokenclock.stages.train.stage import _check_same_run, run_config
 
     sets = tiny_overrides(texts_dir, **{"train.steps": 12})
@@ -453,8 +455,8 @@ def test_zoom_replays_bit_identically(tmp_path, texts_dir):
     from safetensors.torch import load_file, save_file
 
     from tokenclock.errors import TrainingError
+    from tokenclock.manifest import load_manifest
     from tokenclock.pipeline import train
-    from tokenclock.rundir import load_manifest
     from tokenclock.stages.train.schedule import zoom_steps
 
     sets = tiny_overrides(texts_dir, **ZOOM)

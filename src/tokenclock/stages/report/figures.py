@@ -9,12 +9,12 @@ import html
 import numpy as np
 
 from tokenclock.curves import curve
+from tokenclock.formatting import fmt, pct
 from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import r2_score
 from tokenclock.stages.fit.models import CLASSES
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import token_label, visible
-from tokenclock.text import fmt, pct
+from tokenclock.stages.report.token_text import token_label, visible
 
 # Example-grid quota per class (4x4 = 16 panels); unused slots go to whatever classes exist.
 GRID_QUOTA = {"learned": 5, "rise-then-fall": 3, "forgotten": 2, "flat": 2, "irregular": 2,

@@ -13,7 +13,8 @@ import numpy as np
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.errors import RunDirError
-from tokenclock.rundir import RunDir, load_manifest
+from tokenclock.manifest import load_manifest
+from tokenclock.rundir import RunDir
 from tokenclock.scores import power_law_coefficients
 
 
@@ -114,11 +115,10 @@ def load_run(run: RunDir) -> RunView:
              spec_summary=spec_summary)
     r.fit_tokens = _optional(read_parquet, run.fit_tokens)
     r.events = _optional(read_parquet, run.fit_events)
-    spec = run.spectrum_dir
     if r.run.spectrum_curve().is_file():
         r.curves[(spec_summary or {}).get("axis", axis)] = read_parquet(r.run.spectrum_curve())
-    for p in sorted(spec.glob("*_curve.parquet")) if spec.is_dir() else []:
-        r.curves.setdefault(p.name[: -len("_curve.parquet")], read_parquet(p))
+    for clock in run.spectrum_clocks():
+        r.curves.setdefault(clock, read_parquet(run.spectrum_curve(clock)))
     r.density = _optional(read_parquet, r.run.spectrum_density())
     r.ckpt = _optional(read_parquet, run.ckpt_index)
     r.manifest = load_manifest(run) if run.manifest.is_file() else None

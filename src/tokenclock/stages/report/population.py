@@ -9,12 +9,12 @@ import math
 
 import numpy as np
 
+from tokenclock.formatting import fmt, pct
 from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import spearman
 from tokenclock.stages.report.figures import token_html
 from tokenclock.stages.report.load import RunView
-from tokenclock.stages.report.text import ordered
-from tokenclock.text import fmt, pct
+from tokenclock.stages.report.token_text import ordered
 
 UNIGRAM_TOL_NATS = 0.1  # "mean loss within 0.1 nats of the mean unigram loss"
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from tokenclock.artifacts import atomic_path, write_json
 from tokenclock.errors import RunDirError
+from tokenclock.formatting import fmt, pct
 from tokenclock.render import Figures, html_page, not_computed
 from tokenclock.rundir import RunDir
 from tokenclock.stages.report.figures import (
@@ -25,9 +26,8 @@ from tokenclock.stages.report.figures import (
 )
 from tokenclock.stages.report.load import RunView, load_run
 from tokenclock.stages.report.population import section_classes, section_frequency
-from tokenclock.stages.report.text import ordered
-from tokenclock.stages.report.validation import section_validation
-from tokenclock.text import fmt, pct
+from tokenclock.stages.report.token_text import ordered
+from tokenclock.stages.report.trust import section_validation
 
 # ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
 
@@ -39,11 +39,14 @@ def section_headline(r: RunView, numbers: dict) -> str:
         rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td>"
                     f'<td class="src">{html.escape(source)}</td></tr>')
 
+    run = r.run
+    trace_loss, fit_sum, fit_tok, spec_sum = (run.rel(p) for p in (run.trace_loss, run.fit_summary, run.fit_tokens,
+                                                                    run.spectrum_summary))
     K, N = r.loss.shape
     numbers.update(n_tok=int(N), n_ckpt=int(K), axis=r.axis)
-    add("tokens traced", fmt(N), "trace/loss.npy")
-    add("checkpoints", fmt(K), "trace/loss.npy")
-    add("fitted axis (clock)", r.axis, "fit/summary.json" if r.fit_summary else "trace/axis.parquet")
+    add("tokens traced", fmt(N), trace_loss)
+    add("checkpoints", fmt(K), trace_loss)
+    add("fitted axis (clock)", r.axis, fit_sum if r.fit_summary else run.rel(run.trace_axis))
     notes = []
     if r.fit_tokens is not None:
         model = r.fit_tokens.get("model")
@@ -52,19 +55,19 @@ def section_headline(r: RunView, numbers: dict) -> str:
         if model is None and fallback:
             k, v = next(iter(fallback.items()))
             numbers["sigmoid_share"] = v
-            add("tokens whose best model is a sigmoid", pct(v), f"fit/summary.json {k}")
+            add("tokens whose best model is a sigmoid", pct(v), f"{fit_sum} {k}")
         if model is not None:
             share = float(np.char.startswith(model.astype(str), "sigmoid").mean()) if len(model) \
                 else float("nan")
             numbers["sigmoid_share"] = share
-            add("tokens whose best model is a sigmoid", pct(share), "fit/tokens.parquet")
+            add("tokens whose best model is a sigmoid", pct(share), fit_tok)
         cls = r.fit_tokens.get("class")
         if cls is not None and len(cls):
             names, counts = np.unique(cls.astype(str), return_counts=True)
             shares = {str(n): float(c) / len(cls) for n, c in zip(names, counts)}
             numbers["class_shares"] = shares
             add("class shares", ", ".join(f"{k} {pct(v)}" for k, v in ordered(shares)),
-                "fit/tokens.parquet")
+                fit_tok)
     else:
         notes.append(not_computed(r.run, "fit", "token fits"))
     s = r.spec_summary
@@ -78,11 +81,11 @@ def section_headline(r: RunView, numbers: dict) -> str:
                            ("alpha_spectrum", "alpha from the spectrum")):
             if key in s and s[key] is not None:
                 numbers[key] = s[key]
-                add(label, fmt(s[key]), "spectrum/summary.json")
+                add(label, fmt(s[key]), spec_sum)
         for key, v in s.items():  # any other R² the spectrum stage reports (e.g. after warmup)
             if key.startswith("reconstruction_r2") and key not in numbers and isinstance(v, (int, float)):
                 numbers[key] = v
-                add(key.replace("_", " ").replace("r2", "R²"), fmt(v), "spectrum/summary.json")
+                add(key.replace("_", " ").replace("r2", "R²"), fmt(v), spec_sum)
     else:
         notes.append(not_computed(r.run, "spectrum", "learning-time spectrum"))
     extra = _all_numbers(r)
@@ -93,7 +96,7 @@ def section_headline(r: RunView, numbers: dict) -> str:
 def _all_numbers(r: RunView) -> str:
     """Every number in the stage summaries, so nothing a stage measured is hidden."""
     parts = []
-    for name, d in (("fit/summary.json", r.fit_summary), ("spectrum/summary.json", r.spec_summary)):
+    for name, d in ((r.run.rel(r.run.fit_summary), r.fit_summary), (r.run.rel(r.run.spectrum_summary), r.spec_summary)):
         if d:
             parts.append(f"<details><summary>all of {name}</summary><pre>"
                          f"{html.escape(json.dumps(d, indent=2, default=str))}</pre></details>")

@@ -28,9 +28,8 @@ from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.forward import quiet_transformers, resolve_device
 from tokenclock.rundir import PoolDir, RunDir, ScheduleDir
 from tokenclock.stages.fit.config import FitConfig
+from tokenclock.stages.reshape.config import TOKEN_STRATEGIES, ReshapeConfig
 from tokenclock.stages.reshape.profiles import (
-    TOKEN_STRATEGIES,
-    ReshapeConfig,
     build_schedule,
     censored_share,
     log_fraction,
@@ -41,8 +40,9 @@ from tokenclock.stages.reshape.profiles import (
     token_events,
     zero_weight_batches,
 )
-from tokenclock.stages.trace.stage import TraceConfig, trace_series
-from tokenclock.stages.train.model import ModelConfig
+from tokenclock.stages.trace.config import TraceConfig
+from tokenclock.stages.trace.stage import trace_series
+from tokenclock.stages.train.config import ModelConfig
 from tokenclock.windows import gather
 
 # ----------------------------------------------------------------------------- the stage

@@ -21,10 +21,12 @@ from tokenclock.artifacts import (
     write_parquet,
 )
 from tokenclock.errors import DataError, RunDirError
-from tokenclock.rundir import RunDir, load_manifest
+from tokenclock.manifest import load_manifest
+from tokenclock.rundir import RunDir
 from tokenclock.scores import r2_score, replicate_r2
+from tokenclock.stages.spectrum.config import SpectrumConfig
 from tokenclock.stages.spectrum.reconstruct import measured_curve, measured_derivative, reconstruct_derivative
-from tokenclock.stages.spectrum.stage import SpectrumConfig, finite_events, warmup_end
+from tokenclock.stages.spectrum.stage import finite_events, warmup_end
 
 PRIMARY = "step"  # replicates are compared on the step clock: the one both runs share exactly
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenclock.errors import ConfigError
+from tokenclock.stages.trace.config import TraceConfig
 from tokenclock.stages.trace.series import trace_models, trace_revisions
-from tokenclock.stages.trace.stage import TraceConfig, trace
+from tokenclock.stages.trace.stage import trace
 
 
 def trace_mode(run: str | Path | None = None, *, model: str | None = None,

@@ -18,12 +18,14 @@ import numpy as np
 from tokenclock.artifacts import write_json, write_npy, write_parquet
 from tokenclock.errors import ConfigError, DataError, InputError, RunDirError, TokenizerError
 from tokenclock.forward import quiet_transformers, resolve_device, trace_dtype
-from tokenclock.rundir import RunDir, Stage
-from tokenclock.stages.data.corpus import read_documents, split_documents
-from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.manifest import Stage
+from tokenclock.rundir import RunDir
+from tokenclock.stages.corpus.config import CorpusConfig
+from tokenclock.stages.corpus.stage import read_documents, split_documents
 from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
+from tokenclock.stages.trace.config import TraceConfig
 from tokenclock.stages.trace.revisions import parse_revision, read_step_map, resolve_revisions
-from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, TraceConfig, token_table, trace_series
+from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, token_table, trace_series
 from tokenclock.windows import val_windows
 
 DEFAULT_SEQ_LEN = 256  # an unset TraceConfig.seq_len means this here (there is no run to take it from)

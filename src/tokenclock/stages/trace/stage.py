@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,56 +23,14 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json, read_npy, read_parquet, write_json, write_npy, write_parquet
 from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.forward import quiet_transformers, resolve_device, token_losses, trace_dtype
-from tokenclock.rundir import AVG, RAW, RunDir, check_series
-from tokenclock.stages.data.tokens import load_tokenizer
+from tokenclock.rundir import AVG, RAW, RunDir
+from tokenclock.stages.tokens.tokenizer import load_tokenizer
+from tokenclock.stages.trace.config import TraceConfig
 from tokenclock.windows import val_windows
 
 MIN_CHECKPOINTS = 4
 
 
-@dataclass
-class TraceConfig:
-    """Which validation tokens are traced, and how. Saved in the run's manifest with seq_len and
-    seed resolved (`resolved`)."""
-
-    n_seqs: int = 400
-    """Validation sequences; every position of each is traced."""
-    seq_len: int | None = None
-    """Tokens per sequence; None = train.seq_len of the run (0, the old spelling, means None)."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    seed: int | None = None
-    """Which sequences (val_offsets' seed); None = the run's seed (-1, the old spelling, means None)."""
-    dtype: str = "auto"
-    """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
-    device: str = "auto"
-    """auto (CUDA when available, else CPU) or a torch device name."""
-    context_tokens: int = 8
-    """Left context shown beside each token in tables and the report."""
-    prefetch: bool = True
-    """Load the next checkpoint while scoring this one (two models in host memory at once: set
-    false for models near the memory size)."""
-    weights: str = RAW
-    """Which weight series `tokenclock trace RUN` traces (its --weights flag): raw (RUN/ckpt/ ->
-    RUN/trace/) or avg (the averaged weights train.avg keeps, RUN/ckpt_avg/ -> RUN/trace_avg/; fit,
-    spectrum and report then take --weights avg). A run traced both ways keeps both loss matrices.
-    In Python, a RunDir names its own series: `trace(RunDir(run, weights="avg"))`."""
-
-    def __post_init__(self) -> None:
-        if self.seq_len == 0:
-            self.seq_len = None
-        if self.seed is not None and self.seed < 0:
-            self.seed = None
-        if self.n_seqs < 1 or self.batch_size < 1 or (self.seq_len is not None and self.seq_len < 0):
-            raise ConfigError("trace.n_seqs and trace.batch_size must be >= 1, trace.seq_len >= 0")
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"unknown trace.dtype '{self.dtype}'", "use auto, bf16 or fp32")
-        check_series(self.weights, "trace.weights", ConfigError)
-
-    def resolved(self, seq_len: int, seed: int) -> "TraceConfig":
-        """This config with seq_len and seed taken from the run (the given values) where None."""
-        return dataclasses.replace(self, seq_len=seq_len if self.seq_len is None else self.seq_len,
-                                   seed=seed if self.seed is None else self.seed)
 
 
 def token_table(tok, inputs: np.ndarray, counts: np.ndarray | None, context_tokens: int) -> dict:
@@ -282,8 +239,8 @@ def trace(run_dir: str | Path, cfg: TraceConfig | None = None, *, progress: bool
     steps = run.ckpt_steps()
     if run.weights == AVG and not steps:
         raise ConfigError(f"trace.weights=avg, but {run.root} has no averaged weights ({run.weights_dir} is missing)",
-                          "train with train.avg=ema (it keeps RUN/ckpt_avg/ beside RUN/ckpt/), or trace "
-                          "trace.weights=raw")
+                          f"train with train.avg=ema (it keeps RUN/{run.rel(run.weights_dir)}/ beside "
+                          f"RUN/{run.rel(run.ckpt_dir)}/), or trace trace.weights={RAW}")
     if not steps:
         raise RunDirError(f"{run.ckpt_dir} holds no checkpoints",
                           f"train first: tokenclock train --config CONFIG --out {run.root}")

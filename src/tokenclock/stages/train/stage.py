@@ -19,18 +19,20 @@ from tokenclock import dist
 from tokenclock.artifacts import file_sha256, read_json, read_npy
 from tokenclock.errors import ConfigError, RunDirError, TokenizerError, TrainingError
 from tokenclock.forward import quiet_transformers, resolve_device
-from tokenclock.rundir import RunDir, ScheduleDir, load_manifest, stage_status
-from tokenclock.stages.data.tokens import hf_tokenizer, load_tokenizer
+from tokenclock.manifest import load_manifest, stage_status
+from tokenclock.rundir import RunDir, ScheduleDir
+from tokenclock.stages.tokens.tokenizer import hf_tokenizer, load_tokenizer
 from tokenclock.stages.train.config import (
     DATA_ORDER_VERSION,
     EXEC_KEYS,
     STATE_KEYS,
     ZOOM_KEYS,
+    ModelConfig,
     TrainConfig,
     init_path,
 )
-from tokenclock.stages.train.model import ModelConfig
-from tokenclock.stages.train.trainer import TrainData, Trainer
+from tokenclock.stages.train.train_data import TrainData
+from tokenclock.stages.train.trainer import Trainer
 from tokenclock.stages.train.zoom import zoom
 from tokenclock.windows import make_batch, val_offsets
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -17,12 +15,12 @@ from tokenclock import dist, precision
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, TrainingError
 from tokenclock.forward import resolve_device, token_losses
-from tokenclock.rundir import AVG, RunDir, ckpt_optimizer, ckpt_sidecar, load_manifest
+from tokenclock.manifest import load_manifest
+from tokenclock.rundir import AVG, RunDir, ckpt_optimizer, ckpt_sidecar
 from tokenclock.stages.train.average import WeightAverage
 from tokenclock.stages.train.checkpoint import (
     load_state,
     load_weights,
-    optimizer_tensors,
     read_rows,
     save_checkpoint,
     save_state,
@@ -32,6 +30,8 @@ from tokenclock.stages.train.config import init_path
 from tokenclock.stages.train.loss_weights import step_weights, weights_summary
 from tokenclock.stages.train.model import build_model, non_embedding_params
 from tokenclock.stages.train.perf import flops_per_token, peak_flops
+from tokenclock.stages.train.train_data import TrainData
+from tokenclock.stages.train.wrap import gather_full, wrap_model
 from tokenclock.windows import batch_offsets, make_batch
 
 WARM_STEPS = 3  # steps left out of the steady tokens/s (compile, kernel autotuning, allocator)
@@ -41,24 +41,6 @@ SYNC_EVERY_GPU = 16
 DIVERGED_HINT = "lower train.lr_peak or raise train.warmup_steps; finished checkpoints are kept"
 
 
-@dataclass
-class TrainData:
-    """What a Trainer trains on (the stage reads it from RUN/tokens/ and train.data_schedule)."""
-
-    stream: np.ndarray
-    """The training token stream (tokens/train.npy, memory-mapped)."""
-    val_batch: Any
-    """(val_seqs, seq_len + 1) int64 tensor of the validation windows every checkpoint scores."""
-    vocab_size: int
-    train_tokens: int
-    """Tokens in the training split (for the summary's epochs)."""
-    eos_id: int | None = None
-    schedule: np.ndarray | None = None
-    """(steps, batch_size) sequence start offsets into `stream`; None = seeded uniform sampling."""
-    hf_tok: Any = None
-    """The transformers tokenizer saved into every checkpoint folder (only `checkpoint` needs it)."""
-    token_weights: np.ndarray | None = None
-    """(steps, batch_size, seq_len) per-token loss weights (SCHEDULE/weights.npy); None = the plain mean."""
 
 
 class Trainer:
@@ -128,7 +110,7 @@ class Trainer:
             torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside autocast
         if tc.avg == "ema" and self.d.main:  # a copy of the start weights, before compile and DDP
             self.avg = WeightAverage(model, tc.avg_sigma_rel)
-        self.model, self.net = self._wrap(model)
+        self.model, self.net = wrap_model(model, self.tc, self.device, self.d)
         self.fpt = flops_per_token(self.n_params, data.vocab_size, mc.hidden_size, mc.num_layers, tc.seq_len)
         self.peak = peak_flops(self.device)
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -166,30 +148,6 @@ class Trainer:
         if self.d.main:
             precision.say("train.dtype", kept)
         return kept
-
-    def _wrap(self, model) -> tuple[Any, Any]:
-        """(the model, what the forward pass calls): FSDP2 shards each layer and then the whole
-        model in place, DDP wraps it; torch.compile works in place, so save_pretrained and state
-        dicts keep their names."""
-        import torch
-
-        if self.tc.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
-            for layer in model.model.layers:
-                fully_shard(layer)
-            fully_shard(model)
-        if self.tc.compile:
-            if not self.device.startswith("cuda"):
-                # CPU kernels 256 bits wide (AVX2): torch 2.13's AVX512 kernels for this model
-                # corrupted the heap on an AMD EPYC with AVX512 ("malloc(): unaligned tcache chunk")
-                import torch._inductor.config as inductor_config
-
-                inductor_config.cpp.simdlen = 256
-            model.compile()
-        if self.tc.fsdp or not self.d.enabled:
-            return model, model
-        return model, torch.nn.parallel.DistributedDataParallel(model)
 
     def resume(self) -> None:
         """Where training starts: the newest checkpoint with an optimizer state (its AdamW moments,
@@ -357,7 +315,7 @@ class Trainer:
             dist.barrier()
             return
         vl = self.val_loss()  # with FSDP the forward and the gathers below are collectives
-        full_sd, opt_full = self._gather() if self.tc.fsdp else (None, None)
+        full_sd, opt_full = gather_full(self.model, self.opt, self.cfg.model.tie_embeddings) if self.tc.fsdp else (None, None)
         if not self.d.main:
             dist.barrier()
             return
@@ -399,16 +357,6 @@ class Trainer:
             vl = float(token_losses(self.model, self.data.val_batch, self.amp, self.device).mean())
         self.model.train()
         return vl
-
-    def _gather(self) -> tuple[dict, dict]:
-        """FSDP: the full weights (on the CPU) and the full AdamW moments; collectives."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full_sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
-                                                                            cpu_offload=True))
-        if self.cfg.model.tie_embeddings:  # saved once, as the embedding (like save_pretrained)
-            full_sd.pop("lm_head.weight", None)
-        return full_sd, optimizer_tensors(self.opt)
 
     # ------------------------------------------------------------------------- summary
 

@@ -24,7 +24,8 @@ from tokenclock import dist
 from tokenclock.artifacts import read_json, write_parquet
 from tokenclock.errors import ConfigError, RunDirError, TrainingError
 from tokenclock.lock import run_lock
-from tokenclock.rundir import AVG, RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar, load_manifest, update_stage
+from tokenclock.manifest import load_manifest, update_stage
+from tokenclock.rundir import AVG, RunDir, avg_sibling, ckpt_optimizer, ckpt_sidecar
 from tokenclock.stages.train.checkpoint import (
     load_state,
     optimizer_tensors,
@@ -34,7 +35,9 @@ from tokenclock.stages.train.checkpoint import (
 )
 from tokenclock.stages.train.config import DATA_ORDER_VERSION, TrainConfig, init_path
 from tokenclock.stages.train.schedule import zoom_steps
-from tokenclock.stages.train.trainer import TrainData, Trainer
+from tokenclock.stages.train.train_data import TrainData
+from tokenclock.stages.train.trainer import Trainer
+from tokenclock.stages.train.wrap import gather_full
 
 REPLAY_HINT = ("replay where and how the run was trained (same device type, dtype, processes and "
                "tokenclock version); the checkpoints it already had are unchanged")
@@ -298,7 +301,7 @@ class Replay(Trainer):
         if not (self.d.main or self.tc.fsdp):
             dist.barrier()
             return
-        full_sd, opt_full = self._gather() if self.tc.fsdp else (None, None)
+        full_sd, opt_full = gather_full(self.model, self.opt, self.cfg.model.tie_embeddings) if self.tc.fsdp else (None, None)
         if not self.d.main:
             dist.barrier()
             return

@@ -1,4 +1,4 @@
-"""Tests of the synthetic corpora (stages/data/synthetic.py): the facts generator is deterministic,
+"""Tests of the synthetic corpora (stages/corpus/synthetic.py): the facts generator is deterministic,
 its difficulty is planted as documented (Zipf counts), the `synthetic:NAME` source and the CLI's
 --synthetic, the unknown name, and the planted truth of a tiny traced run."""
 from __future__ import annotations
@@ -17,10 +17,10 @@ from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.cli import main
 from tokenclock.errors import ConfigError
 from tokenclock.rundir import RunDir
-from tokenclock.stages.data import synthetic as S
-from tokenclock.stages.data.corpus import build_corpus, read_documents
-from tokenclock.stages.data.documents import CorpusConfig
-from tokenclock.stages.data.sources import fingerprint, missing_sources
+from tokenclock.stages.corpus import synthetic as S
+from tokenclock.stages.corpus.config import CorpusConfig
+from tokenclock.stages.corpus.sources import fingerprint, missing_sources
+from tokenclock.stages.corpus.stage import build_corpus, read_documents
 
 
 def test_facts_are_deterministic_from_the_seed():

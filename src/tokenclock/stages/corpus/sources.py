@@ -9,17 +9,11 @@ import json
 from pathlib import Path
 
 from tokenclock.errors import CorpusError, InputError
-from tokenclock.stages.data.builtin import BUILTIN_VERSION, builtin_documents
-from tokenclock.stages.data.documents import (
-    FILE_SUFFIXES,
-    MIN_DOC_CHARS,
-    CorpusConfig,
-    Document,
-    doc_unit,
-    normalize,
-)
-from tokenclock.stages.data.synthetic import PREFIX as SYNTHETIC
-from tokenclock.stages.data.synthetic import SYNTHETIC_VERSION, synthetic_documents
+from tokenclock.stages.corpus.builtin import BUILTIN_VERSION, builtin_documents
+from tokenclock.stages.corpus.config import MIN_DOC_CHARS, CorpusConfig
+from tokenclock.stages.corpus.documents import FILE_SUFFIXES, Document, doc_unit, normalize
+from tokenclock.stages.corpus.synthetic import PREFIX as SYNTHETIC
+from tokenclock.stages.corpus.synthetic import SYNTHETIC_VERSION, synthetic_documents
 
 
 def load_documents(cfg: CorpusConfig, progress: bool) -> tuple[list[Document], dict]:

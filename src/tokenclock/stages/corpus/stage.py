@@ -11,9 +11,11 @@ from pathlib import Path
 from tokenclock.artifacts import read_json, read_parquet, write_json, write_parquet
 from tokenclock.errors import CorpusError
 from tokenclock.lock import run_lock
-from tokenclock.rundir import RunDir, load_manifest, stage_config, stage_status
-from tokenclock.stages.data.documents import CorpusConfig, Document, doc_unit, document_columns
-from tokenclock.stages.data.sources import fingerprint, load_documents, missing_sources
+from tokenclock.manifest import load_manifest, stage_config, stage_status
+from tokenclock.rundir import RunDir
+from tokenclock.stages.corpus.config import CorpusConfig
+from tokenclock.stages.corpus.documents import Document, doc_unit, document_columns
+from tokenclock.stages.corpus.sources import fingerprint, load_documents, missing_sources
 
 
 def read_documents(cfg: CorpusConfig | None = None, *, progress: bool = False) -> list[Document]:
@@ -152,15 +154,3 @@ def _stats(train: list[Document], val: list[Document], cfg: CorpusConfig, info: 
             "val_fraction": cfg.val_fraction, "seed": cfg.seed, **info}
 
 
-def write_sample_texts(folder: str | Path, min_chars: int = 500) -> Path:
-    """Write a small offline English corpus into `folder`: Python's own documentation topics
-    (shipped with every CPython), one `<topic>.txt` per topic longer than `min_chars`. Tests,
-    benchmarks and the crash test train on it without npm; pass the folder as a corpus source."""
-    from pydoc_data.topics import topics
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in sorted(topics.items()):
-        if len(text) > min_chars:
-            (folder / f"{name}.txt").write_text(text)
-    return folder

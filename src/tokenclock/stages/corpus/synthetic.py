@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from tokenclock.errors import ConfigError, RunDirError
-from tokenclock.stages.data.documents import CorpusConfig, Document
+from tokenclock.stages.corpus.config import CorpusConfig
+from tokenclock.stages.corpus.documents import Document
 
 SYNTHETIC_VERSION = "synthetic-v1"  # bump when a generator's output changes
 PREFIX = "synthetic:"
@@ -138,7 +139,7 @@ def planted(run_dir: str | Path) -> dict[str, np.ndarray]:
     training, not a repeat)."""
     from tokenclock.artifacts import read_npy, read_parquet
     from tokenclock.rundir import RunDir
-    from tokenclock.stages.data.tokens import eos_id, load_tokenizer
+    from tokenclock.stages.tokens.tokenizer import eos_id, load_tokenizer
 
     run = RunDir(run_dir)
     for path, fix in ((run.corpus_split("train"), "tokenclock corpus"), (run.trace_inputs, "tokenclock trace")):

@@ -22,7 +22,8 @@ from typing import Iterable
 
 from tokenclock.artifacts import read_parquet, write_parquet
 from tokenclock.errors import CorpusError
-from tokenclock.stages.data.documents import CorpusConfig, Document, document_columns, normalize
+from tokenclock.stages.corpus.config import CorpusConfig
+from tokenclock.stages.corpus.documents import Document, document_columns, normalize
 
 # The built-in corpus: three npm tarballs (no dependencies, public domain / CC0 / PDDL), pinned by
 # version and by the sha256 of each tarball, measured when the corpus was chosen.

@@ -1,27 +1,13 @@
-"""What a corpus is made of: the Document, the corpus config, and the one text normalisation every
-reader applies. Documents travel between stages as parquet tables (doc_id, source, text).
+"""The corpus stage's config (the corpus section): where the text comes from and how it is
+split. Reads and writes nothing.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from tokenclock.errors import ConfigError
 
-FILE_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
-
-
 MIN_DOC_CHARS = 256  # a max_chars cap never cuts a document shorter than this
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document: the unit of the train/val split."""
-
-    doc_id: str  # unique within a corpus, stable across machines (no absolute paths)
-    source: str  # short source name: gutenberg, sotu, brown, or the stem of a user's file/folder
-    text: str
-
 
 
 @dataclass
@@ -72,23 +58,3 @@ class CorpusConfig:
             raise ConfigError(f"corpus.max_chars must be >= {2 * MIN_DOC_CHARS} or null, got {self.max_chars}")
         if self.on_decode_error not in ("error", "replace"):
             raise ConfigError(f"corpus.on_decode_error must be 'error' or 'replace', got {self.on_decode_error!r}")
-
-
-
-def document_columns(docs: list[Document]) -> dict:
-    import pyarrow as pa  # lazy: pyarrow takes 0.3 s to import
-
-    return {name: pa.array([getattr(d, name) for d in docs], type=pa.string())
-            for name in ("doc_id", "source", "text")}
-
-
-
-def normalize(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
-
-
-
-def doc_unit(seed: int, doc_id: str) -> float:
-    """A uniform number in [0, 1) from (seed, doc_id); the same on every machine."""
-    digest = hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64

@@ -15,13 +15,15 @@ import pytest
 
 from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.errors import ConfigError, CorpusError, InputError
-from tokenclock.rundir import RunDir, load_manifest
-from tokenclock.stages.data import builtin as B
-from tokenclock.stages.data import corpus as C
-from tokenclock.stages.data import sources
-from tokenclock.stages.data.corpus import build_corpus, read_documents, split_documents
-from tokenclock.stages.data.documents import MIN_DOC_CHARS, CorpusConfig, Document
-from tokenclock.stages.data.sources import load_documents
+from tokenclock.manifest import load_manifest
+from tokenclock.rundir import RunDir
+from tokenclock.stages.corpus import builtin as B
+from tokenclock.stages.corpus import sources
+from tokenclock.stages.corpus import stage as C
+from tokenclock.stages.corpus.config import MIN_DOC_CHARS, CorpusConfig
+from tokenclock.stages.corpus.documents import Document
+from tokenclock.stages.corpus.sources import load_documents
+from tokenclock.stages.corpus.stage import build_corpus, read_documents, split_documents
 
 BROWN_RAW = (
     "\n\n\tThe/at Fulton/np-tl County/nn-tl Jury/nn-tl said/vbd ``/`` no/at evidence/nn ''/'' "

@@ -1,4 +1,4 @@
-"""How the report writes its own text (no files, no figures; numbers: tokenclock.text): token text
+"""How the report writes its own text (no files, no figures; numbers: tokenclock.formatting): token text
 with whitespace made visible, the order of the token classes, "not computed" notes and the captions
 that name the artifact (and the command that writes it) behind each figure."""
 from __future__ import annotations

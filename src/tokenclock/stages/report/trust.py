@@ -11,10 +11,10 @@ import html
 import numpy as np
 
 from tokenclock.artifacts import read_json, read_parquet
+from tokenclock.formatting import fmt
 from tokenclock.render import Figures
 from tokenclock.rundir import AVG, RAW, SERIES_LABELS, WEIGHT_SERIES, RunDir
 from tokenclock.stages.report.load import RunView
-from tokenclock.text import fmt
 
 # (label, spectrum/summary.json key, what bounds it)
 ROWS = (
