@@ -145,12 +145,14 @@ def test_the_weight_series_and_artifact_names_live_in_rundir():
     series = re.compile(r"^(raw|avg|_avg)$|\b(ckpt|trace|fit|spectrum|report|axes|finals|summary)_avg\b")
     artifacts = _run_artifact_names()
     assert {"trace/loss.npy", "trace_avg/loss.npy", "study.json", "manifest.json"} <= artifacts
+    inside = re.compile(r"(?<![\w/])(" + "|".join(re.escape(a) for a in sorted(artifacts, key=len, reverse=True)
+                                                  if "/" in a) + r")(?!\w)")
     bad = []
     for path in PKG.rglob("*.py"):
         if path.name == "rundir.py":
             continue
         for n in _plain_strings(ast.parse(path.read_text())):
-            if series.search(n.value) or n.value in artifacts:
+            if series.search(n.value) or n.value in artifacts or inside.search(n.value):
                 bad.append(f"{path.relative_to(PKG)}:{n.lineno}: {n.value!r}")
     assert not bad, "spelled outside rundir: " + "; ".join(bad)
 

@@ -46,12 +46,6 @@ def series_key(name: str, weights: str | None) -> str:
     return name + series_suffix(weights)
 
 
-def series_label(weights: str | None) -> str:
-    """'' for the raw series, ' (avg)' for the averaged one: the tag beside a run's name."""
-    weights = check_series(weights)
-    return "" if weights == RAW else f" ({weights})"
-
-
 def series_flag(weights: str | None) -> str:
     """The CLI flag that selects `weights` ('' for raw, ' --weights avg'), for command hints."""
     weights = check_series(weights)
@@ -101,8 +95,7 @@ class RunDir:
 
     def rel(self, path: str | Path) -> str:
         """`path` relative to the run directory, with forward slashes (trace_avg/loss.npy)."""
-        p = Path(path)
-        return (p.relative_to(self.root) if p.is_relative_to(self.root) else p).as_posix()
+        return relative(path, self.root)
 
     def stage_of(self, path: str | Path) -> str:
         """The stage that writes an artifact of this run (trace_avg/loss.npy -> trace; ckpt/ -> train)."""
@@ -279,6 +272,12 @@ class RunDir:
         return Stage(self, name, config, inputs, writer, extra)
 
 
+def relative(path: str | Path, root: Path) -> str:
+    """`path` relative to `root` where it is inside it (else as given), with forward slashes."""
+    p = Path(path)
+    return (p.relative_to(root) if p.is_relative_to(root) else p).as_posix()
+
+
 def ckpt_sidecar(step_dir: str | Path) -> Path:
     """tokenclock's metadata file inside any checkpoint folder (its own run's or train.init_from's)."""
     return Path(step_dir) / "tokenclock.json"
@@ -342,6 +341,10 @@ class StudyDir:
 
     def __init__(self, root: str | Path):
         object.__setattr__(self, "root", Path(root))
+
+    def rel(self, path: str | Path) -> str:
+        """`path` relative to the study directory, with forward slashes (axes/D_llama-1m/)."""
+        return relative(path, self.root)
 
     @property
     def manifest(self) -> Path:

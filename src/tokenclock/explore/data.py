@@ -218,8 +218,9 @@ def open_run(path: str | Path | RunDir, name: str | None = None, log=print) -> R
         data.fit = fit_index(run, axis, n, data.cols_of)
         data.has_spectrum = run.spectrum_curve().is_file() and run.spectrum_density().is_file()
         if not data.has_spectrum:
-            data.notes.append(f"no spectrum/: the spectrum view shows a histogram of fit/events.parquet; run "
-                              f"`tokenclock spectrum {run.root}` for the measured vs reconstructed -dL/du")
+            data.notes.append(f"no {run.rel(run.spectrum_dir)}/: the spectrum view shows a histogram of "
+                              f"{run.rel(run.fit_events)}; run `{run.command('spectrum')}` for the measured "
+                              "vs reconstructed -dL/du")
     else:
         data.notes.append(f"no fit/: trajectories and the text coloured by final loss or total drop only; run "
                           f"`tokenclock fit {run.root}` for learning times, classes, filters and the spectrum")

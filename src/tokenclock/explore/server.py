@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from tokenclock.errors import ConfigError, TokenclockError
 from tokenclock.explore import files, queries, token
 from tokenclock.explore.data import ExploreError, RunData, open_run
-from tokenclock.rundir import AVG, RAW, series_label
+from tokenclock.rundir import AVG, RAW
 
 STATIC = Path(__file__).parent / "static"
 
@@ -228,7 +228,7 @@ def open_runs(paths: list[str | Path], log=print) -> list[RunData]:
         runs.append(open_run(p, name, log=log))
         series = getattr(runs[-1].run, "series", None)  # weight series: RunDir.series(weights)
         if series is not None and runs[-1].series == RAW and series(AVG).trace_loss.is_file():
-            runs.append(open_run(series(AVG), name + series_label(AVG), log=log))
+            runs.append(open_run(series(AVG), f"{name} ({AVG})", log=log))
     return runs
 
 

@@ -61,12 +61,14 @@ def study_report(study_dir: str | Path) -> Path:
         panels = _axes_figure(sd, _axis_dirs(sd, man, series[0]))
         ch_fig = _chinchilla_figure(sd, man, ch)
         per_axis = _per_axis_html(sd, man, series)
+    ax = RunDir("AXIS")  # an axis folder's layout, to name its files
     page = (
         f"tokenclock study: {root.name}",
         "<h1>tokenclock study</h1>"
         f"<p>STUDY_DIR = <code>{html.escape(str(root))}</code>. Made by <code>tokenclock study CONFIG --out "
-        f"{html.escape(str(root))}</code>; numbers from <code>study.json</code>, figures from each axis's "
-        "<code>spectrum/curve.parquet</code>, <code>density.parquet</code> and <code>trace/loss.npy</code>.</p>"
+        f"{html.escape(str(root))}</code>; numbers from <code>{sd.rel(sd.manifest)}</code>, figures from each axis's "
+        f"<code>{ax.rel(ax.spectrum_curve())}</code>, <code>{ax.rel(ax.spectrum_density())}</code> and "
+        f"<code>{ax.rel(ax.trace_loss)}</code>.</p>"
         '<h2>Reconstruction along T, D and M</h2><p>Held-out: events fitted on every other axis point, '
         "scored on the others. Replicate ceiling: the R^2 between two data-order seeds' measured "
         "-dL/du on the same axis points (what a reconstruction can be expected to explain); the ratio "

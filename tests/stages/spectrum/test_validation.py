@@ -86,6 +86,20 @@ def test_replicate_ceiling(replicates, capsys):
     assert set(summ["series"]) == {"raw", "avg"} and "raw" in summ["replicate"]
 
 
+def test_averaged_weight_report_names_the_folders_it_read(replicates):
+    """The report of the averaged series names trace_avg/, fit_avg/ and spectrum_avg/ (where it read)
+    and the commands that write them (--weights avg), never the raw series' folders."""
+    import re
+
+    a = replicates[0]
+    assert main(["report", str(a), "--weights", "avg"]) == 0
+    page = RunDir(a, "avg").report_html.read_text()
+    named = set(re.findall(r"\b(trace|fit|spectrum)(_avg)?/[a-z_]+\.(?:npy|parquet|json)", page))
+    assert named and all(suffix == "_avg" for _, suffix in named), named
+    assert "tokenclock trace RUN --weights avg" in page and "tokenclock fit RUN --weights avg" in page
+    assert "tokenclock trace RUN</code>" not in page
+
+
 def test_replicate_refusals(replicates, tmp_path, texts_dir):
     import shutil
 

@@ -93,7 +93,7 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if not self.axis or not isinstance(self.axis, str):
-            raise ConfigError("fit.axis must be a column name of trace/axis.parquet", "e.g. step")
+            raise ConfigError("fit.axis must be a column name of the trace's axis.parquet", "e.g. step")
         self.extra_axes = [a for a in (self.extra_axes or []) if a != self.axis]
         if self.max_events not in (0, 1, 2):
             raise ConfigError(f"fit.max_events must be 0, 1 or 2, got {self.max_events}")

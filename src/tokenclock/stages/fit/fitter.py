@@ -78,7 +78,7 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     cfg = cfg or FitConfig()
     if getattr(loss_kn, "ndim", 0) != 2:
         raise DataError(f"loss matrix must be 2-D (K checkpoints, N tokens), got shape "
-                        f"{getattr(loss_kn, 'shape', None)}", "pass trace/loss.npy as (K, N)")
+                        f"{getattr(loss_kn, 'shape', None)}", "pass the trace's loss.npy as (K, N)")
     K, N = loss_kn.shape
     u = _check_axis(u, K)
     t0 = time.perf_counter()

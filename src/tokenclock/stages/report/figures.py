@@ -196,9 +196,9 @@ def section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:
         return head + not_computed(r.run, "fit", "event widths")
     res = (r.fit_summary or {}).get("resolution")
     if "resolved" not in r.events or not res:
-        return head + ('<p class="note">fit/events.parquet has no <code>resolved</code> column '
-                       "(fitted by an older tokenclock): rerun <code>tokenclock fit "
-                       f"{html.escape(str(r.run.root))}</code></p>")
+        return head + (f'<p class="note">{r.run.rel(r.run.fit_events)} has no <code>resolved</code> column '
+                       "(fitted by an older tokenclock): rerun "
+                       f"<code>{html.escape(r.run.command('fit'))}</code></p>")
     bins = res["bins"]
     edges = np.asarray(bins["u_edges"], float)
     share = {k: np.array([np.nan if v is None else v for v in bins[k]], float)

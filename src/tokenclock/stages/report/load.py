@@ -108,8 +108,8 @@ def load_run(run: RunDir) -> RunView:
     axis = ((fit_summary or {}).get("axis") or (spec_summary or {}).get("axis")
             or ("step" if "step" in axis_table else next(iter(axis_table))))
     if axis not in axis_table:
-        raise RunDirError(f"{run.trace_axis} has no column '{axis}' (fit/summary.json axis)",
-                          f"rerun `tokenclock fit {run.root}` on one of: {', '.join(axis_table)}")
+        raise RunDirError(f"{run.trace_axis} has no column '{axis}' ({run.rel(run.fit_summary)} axis)",
+                          f"rerun `{run.command('fit')}` on one of: {', '.join(axis_table)}")
     r = RunView(run=run, meta=meta, loss=loss, axis_table=axis_table,
              tokens=read_parquet(run.trace_tokens), axis=axis, fit_summary=fit_summary,
              spec_summary=spec_summary)

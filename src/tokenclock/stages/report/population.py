@@ -41,7 +41,7 @@ def section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
     if r.fit_tokens is not None and "b" in r.fit_tokens:
         final = np.full(len(uni), np.nan)
         final[r.columns(r.fit_tokens["tok_idx"])] = r.fit_tokens["b"]
-        final_src = "the fitted final level b (fit/tokens.parquet)"
+        final_src = f"the fitted final level b ({r.run.rel(r.run.fit_tokens)})"
     else:
         final = np.asarray(r.loss[-1], float)
         final_src = "the loss at the last checkpoint (no fit yet)"
@@ -55,7 +55,7 @@ def section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
     sent = [f"Averaged over tokens, the loss falls {fmt(unigram_drop + contextual_drop)} nats from "
             f"uniform predictions (ln V = {ln_v:.3g}) to {final_src}: {fmt(unigram_drop)} nats "
             f"of that is the shared collapse to unigram predictions (ln V minus the token's unigram "
-            f"loss, trace/tokens.parquet) and {fmt(contextual_drop)} nats is contextual (unigram "
+            f"loss, {r.run.rel(r.run.trace_tokens)}) and {fmt(contextual_drop)} nats is contextual (unigram "
             f"loss minus the final loss)."]
     if r.fit_tokens is not None and "model" in r.fit_tokens and len(r.fit_tokens["model"]):
         names, counts = np.unique(r.fit_tokens["model"].astype(str), return_counts=True)
@@ -89,7 +89,8 @@ def section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
     if r.events is None:
         return head + not_computed(r.run, "fit", "learning times")
     if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
-        return head + '<p class="note">trace/tokens.parquet has no training-split frequencies (an imported matrix or a checkpoint series without a training split).</p>'
+        return head + (f'<p class="note">{r.run.rel(r.run.trace_tokens)} has no training-split frequencies (an '
+                       "imported matrix or a checkpoint series without a training split).</p>")
     tok, mu = r.largest_learning_events()
     if len(tok) < 3:
         return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'

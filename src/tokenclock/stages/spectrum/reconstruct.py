@@ -60,7 +60,7 @@ def measured_derivative(L: np.ndarray, u: np.ndarray, smooth: int = 2) -> np.nda
         raise DataError(f"need at least 3 checkpoints for a derivative, got {K}",
                         "trace more checkpoints")
     if not np.all(np.diff(u) > 0):
-        raise DataError("the axis is not strictly increasing", "check trace/axis.parquet")
+        raise DataError("the axis is not strictly increasing", "check the trace's axis.parquet")
     if smooth == 0:
         return -np.gradient(L, u, edge_order=2)
     W = min(2 * smooth + 1, K)
