@@ -1,6 +1,6 @@
 """The documentation site's generated pages, as a MkDocs hook (`hooks:` in mkdocs.yml): the config
 reference from the config dataclasses' field docstrings, the CLI reference from the argparse parser,
-and the dated records of results/. Reads the code and results/; writes no file (the pages exist only
+the dated records of results/ and CHANGELOG.md. Reads the code, results/ and CHANGELOG.md; writes no file (the pages exist only
 inside the build, so they cannot go stale).
 
 The config dataclasses are found by walking the fields of the root configs (tokenclock.config.Config
@@ -210,4 +210,5 @@ def on_files(files, config):
     files.append(File.generated(config, RESULTS_INDEX, content=results_index()))
     for p in records():
         files.append(File.generated(config, f"results/{p.name}", abs_src_path=str(p)))
+    files.append(File.generated(config, "changelog.md", abs_src_path=str(ROOT / "CHANGELOG.md")))
     return files
