@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import sys
 import textwrap
 import typing
 from pathlib import Path
@@ -84,7 +85,13 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def _cell(text: str) -> str:
+    """Text for one table cell: one line, its pipes escaped."""
     return " ".join(text.split()).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """A code span for one table cell (the table extension skips pipes inside backticks)."""
+    return f"`{' '.join(text.split())}`"
 
 
 def undocumented_fields() -> list[str]:
@@ -117,7 +124,7 @@ def config_reference() -> str:
                       "| key | type | default | description |", "|---|---|---|---|"]
             for f in dataclasses.fields(cls):
                 key = f"{section}.{f.name}" if section else f.name
-                lines.append(f"| `{key}` | `{_cell(notes.get(f.name, ''))}` | `{_cell(_default(f))}` | "
+                lines.append(f"| `{key}` | {_code(notes.get(f.name, ''))} | {_code(_default(f))} | "
                              f"{_cell(docs.get(f.name, '(no docstring)'))} |")
             lines.append("")
     return "\n".join(lines)
@@ -145,9 +152,9 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
                 name += " " + fmt._format_args(a, a.metavar or a.dest.upper())
         else:
             name = fmt._format_args(a, a.metavar or a.dest)
-        default = "" if a.default in (None, False, argparse.SUPPRESS) or a.nargs == 0 else f"`{a.default}`"
+        default = "" if a.default in (None, False, argparse.SUPPRESS) or a.nargs == 0 else _code(str(a.default))
         required = " (required)" if a.required and a.option_strings else ""
-        rows.append(f"| `{_cell(name)}` | {_cell(default)} | {_cell(fmt._expand_help(a) if a.help else '')}"
+        rows.append(f"| {_code(name)} | {default} | {_cell(fmt._expand_help(a) if a.help else '')}"
                     f"{required} |")
     return rows
 
@@ -205,6 +212,8 @@ def results_index() -> str:
 def on_files(files, config):
     """Add the generated pages and the results/ records to the site (nothing is written to docs/)."""
     from mkdocs.structure.files import File
+    if str(ROOT / "src") not in sys.path:  # document this checkout's code, whatever the venv installed
+        sys.path.insert(0, str(ROOT / "src"))
     files.append(File.generated(config, CONFIG_PAGE, content=config_reference()))
     files.append(File.generated(config, CLI_PAGE, content=cli_reference()))
     files.append(File.generated(config, RESULTS_INDEX, content=results_index()))
