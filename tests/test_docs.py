@@ -28,24 +28,27 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 SHELL = {"bash", "sh", "shell", "console"}
 
 
-def _blocks(langs: set[str]) -> list[tuple[str, str]]:
-    """[(file:line, body)] of the fenced blocks in the given languages, over every doc file."""
+def _blocks(langs: set[str]) -> list[tuple[str, str, str]]:
+    """[(file:line, language, body)] of the fenced blocks in the given languages, over every doc file."""
     out = []
     for path in DOC_FILES:
         text = path.read_text()
         for m in FENCE.finditer(text):
             if m.group(1) in langs:
                 line = text.count("\n", 0, m.start()) + 1
-                out.append((f"{path.relative_to(ROOT)}:{line}", m.group(2)))
+                out.append((f"{path.relative_to(ROOT)}:{line}", m.group(1), m.group(2)))
     return out
 
 
-def _commands(body: str) -> list[list[str]]:
-    """The commands of a shell block: continuation lines joined, comments and `$ ` prompts dropped,
-    `a && b` split."""
+def _commands(body: str, console: bool = False) -> list[list[str]]:
+    """The commands of a shell block: continuation lines joined, comments dropped, `a && b` split;
+    in a console block only the lines after a `$ ` prompt (the rest is output)."""
     out = []
     for line in body.replace("\\\n", " ").splitlines():
-        line = line.strip().removeprefix("$ ")
+        line = line.strip()
+        if console and not line.startswith("$ "):
+            continue
+        line = line.removeprefix("$ ")
         words = shlex.split(line, comments=True) if line else []
         cmd: list[str] = []
         for w in words + ["&&"]:
@@ -69,9 +72,9 @@ def _tokenclock_argv(cmd: list[str]) -> list[str] | None:
 
 
 SHELL_BLOCKS = _blocks(SHELL)
-TOKENCLOCK_CMDS = [(where, argv) for where, body in SHELL_BLOCKS for cmd in _commands(body)
-                   if (argv := _tokenclock_argv(cmd)) is not None]
-SCRIPT_CMDS = [(where, cmd) for where, body in SHELL_BLOCKS for cmd in _commands(body)
+SHELL_CMDS = [(where, cmd) for where, lang, body in SHELL_BLOCKS for cmd in _commands(body, lang == "console")]
+TOKENCLOCK_CMDS = [(where, argv) for where, cmd in SHELL_CMDS if (argv := _tokenclock_argv(cmd)) is not None]
+SCRIPT_CMDS = [(where, cmd) for where, cmd in SHELL_CMDS
                if len(cmd) > 1 and cmd[0] in ("python", "bash") and cmd[1].endswith((".py", ".sh"))]
 
 
@@ -120,7 +123,8 @@ def test_script_exists_with_its_flags(where, cmd):
             f"{where}: {cmd[1]} has no flag {flag}"
 
 
-PYTHON_BLOCKS = _blocks({"python"})
+PYTHON_BLOCKS = [(where, body) for where, _, body in _blocks({"python"})]
+YAML_BLOCKS = [(where, body) for where, _, body in _blocks({"yaml"})]
 
 
 def _resolve(node: ast.AST, names: dict[str, object]):
@@ -182,7 +186,7 @@ def test_python_snippet_names_real_functions(where, body):
                 pytest.fail(f"{where}: {ast.unparse(node)[:80]}: {e}")
 
 
-@pytest.mark.parametrize("where,body", _blocks({"yaml"}), ids=[w for w, _ in _blocks({"yaml"})])
+@pytest.mark.parametrize("where,body", YAML_BLOCKS, ids=[w for w, _ in YAML_BLOCKS])
 def test_yaml_config_block_loads(where, body, tmp_path):
     from tokenclock.config import load_config
     from tokenclock.study.config import load_study
