@@ -53,12 +53,25 @@ def field_annotations(cls: type) -> dict[str, str]:
 def config_sections(root: type, prefix: str = "") -> list[tuple[str, type]]:
     """[(dotted section name, dataclass)] for `root` and every dataclass-typed field below it."""
     out = [(prefix, root)]
-    hints = typing.get_type_hints(root)
     for f in dataclasses.fields(root):
-        typ = hints[f.name]
-        if dataclasses.is_dataclass(typ):
+        typ = _section_type(root, f)
+        if typ is not None:
             out += config_sections(typ, f"{prefix}.{f.name}" if prefix else f.name)
     return out
+
+
+def _section_type(cls: type, f: dataclasses.Field) -> type | None:
+    """The dataclass a field holds, from its default (robust to annotations imported only for type
+    checkers), else from its resolved annotation; None for a plain value."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        if dataclasses.is_dataclass(value):
+            return type(value)
+    try:
+        typ = typing.get_type_hints(cls).get(f.name)
+    except NameError:
+        return None
+    return typ if isinstance(typ, type) and dataclasses.is_dataclass(typ) else None
 
 
 def config_roots() -> list[tuple[str, str, type]]:
