@@ -284,14 +284,14 @@ def test_readme_python_names_exist():
 
 
 def test_readme_layout_names_every_module():
-    """The README's "Layout of the code" is the map of the tree: every module is on it."""
+    """The docs' "Layout of the code" (docs/contributing/layout.md) is the map of the tree: every
+    module is on it."""
     import re
 
-    readme = (PKG.parents[1] / "README.md").read_text()
-    layout = readme[readme.index("## Layout of the code"):]
-    layout = layout[: layout.find("\n## ", 5) if "\n## " in layout[5:] else len(layout)]
+    layout = (PKG.parents[1] / "docs" / "contributing" / "layout.md").read_text()
+    layout = layout[: layout.index("\n## ")]  # the map and its rules, not the docs section below
     missing = [str(p.relative_to(PKG)) for p in sorted(PKG.rglob("*.py"))
                if p.stem not in ("__init__", "__main__") and not re.search(rf"\b{p.stem}\b", layout)]
-    assert not missing, f"modules missing from the README layout: {missing}"
+    assert not missing, f"modules missing from docs/contributing/layout.md: {missing}"
     for folder in sorted(d for d in PKG.rglob("*") if d.is_dir() and (d / "__init__.py").is_file() and d != PKG):
         assert folder.relative_to(PKG).as_posix() in layout, f"folder {folder.relative_to(PKG)} not in the layout"
