@@ -140,6 +140,8 @@ class RunDir:
     def trace_inputs(self) -> Path: return self.trace_dir / "inputs.npy"
     @property
     def trace_meta(self) -> Path: return self.trace_dir / "meta.json"
+    @property
+    def trace_weight_hashes(self) -> Path: return self.trace_dir / "weight_sha256.json"
     # fit/
     @property
     def fit_dir(self) -> Path: return self.root / ("fit" + self.suffix)

@@ -21,8 +21,10 @@ from tokenclock.forward import quiet_transformers, resolve_device, trace_dtype
 from tokenclock.rundir import RunDir, Stage
 from tokenclock.stages.data.corpus import read_documents, split_documents
 from tokenclock.stages.data.documents import CorpusConfig
+from tokenclock.stages.trace import duplicates
 from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
 from tokenclock.stages.trace.revisions import parse_revision, read_step_map, resolve_revisions
+from tokenclock.stages.trace.sanity import axis_warnings
 from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, TraceConfig, token_table, trace_series
 from tokenclock.windows import val_windows
 
@@ -192,6 +194,10 @@ def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_m
 
     seq_len, seed = conf["trace"]["seq_len"], conf["trace"]["seed"]
     try:
+        if same_model:  # copies of one another under several labels, before any download or forward pass
+            cks, dup = duplicates.screen(cks, skip_bad=skip_bad, skipped=skipped,
+                                         hash_cache=run.trace_weight_hashes)
+            st.note(duplicates=dup)
         good, info = _check_good(cks, skip_bad, skipped)
     finally:  # into the manifest now, so a failure below keeps the list
         st.note(skipped=skipped)
@@ -228,7 +234,10 @@ def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_m
             "tokenizer": ref["fingerprint"], "train_counts": False,
             "train_counts_note": "no training split: train_count is -1 and unigram_loss NaN",
             "dtype": "bf16" if torch_dtype is torch.bfloat16 else "fp32",
-            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1])),
+            "identical_rows": duplicates.note_rows(loss, [c.label for c in good]),
+            "warnings": axis_warnings(loss, [c.label for c in good],
+                                      [c.row["step"] for c in good] if axis == "step" else None, len(tok))}
     write_json(run.trace_meta, meta)
     return meta
 
