@@ -106,16 +106,12 @@ def resolve_revisions(model: str, revisions: str | list[str] | None, pattern: st
     if revisions in PRESETS:
         return preset_revisions(revisions)
     if revisions == "all":
-        if Path(model).is_dir():
-            names = [p.name for p in Path(model).iterdir() if p.is_dir() and not p.name.startswith(".")]
-        else:
-            from huggingface_hub import HfApi
+        from tokenclock.stages.trace.suites import branches
 
-            try:
-                names = [b.name for b in HfApi().list_repo_refs(model).branches]
-            except Exception as e:
-                raise InputError(f"cannot list the revisions of {model} ({type(e).__name__})",
-                                 "pass --revisions as a comma list or a preset (pythia)") from None
+        names, _ = branches(model)  # subfolders, the hub's branches, or the cached ones
+        if names is None:
+            raise InputError(f"cannot list the revisions of {model} (offline and not in the huggingface_hub cache)",
+                             "pass --revisions as a comma list or a suite (pythia)")
         keep = []
         for n in sorted(names):
             if step_map is not None:
@@ -133,4 +129,12 @@ def resolve_revisions(model: str, revisions: str | list[str] | None, pattern: st
         return keep
     if Path(revisions).is_file():
         return [ln.strip() for ln in Path(revisions).read_text().splitlines() if ln.strip()]
-    return [r.strip() for r in revisions.split(",") if r.strip()]
+    names = [r.strip() for r in revisions.split(",") if r.strip()]
+    if len(names) == 1 and step_map is None and not (Path(model) / names[0]).is_dir():
+        try:  # one word that is no revision name: a misspelt suite
+            parse_revision(names[0], pattern)
+        except InputError:
+            from tokenclock.stages.trace.suites import unknown
+
+            raise unknown(names[0]) from None
+    return names
