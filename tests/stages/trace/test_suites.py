@@ -47,7 +47,7 @@ def test_unknown_suite_lists_known_ones(tmp_path):
     assert main(["trace", "--model", "x/y", "--revisions", "olmo3", "--out", str(tmp_path / "r")]) == 3
 
 
-def test_branch_list_from_the_hub_with_gaps(recorded_hub, capsys):
+def test_branch_list_from_the_hub_with_gaps(recorded_hub, capsys):  # noqa: F811
     answers, asked = recorded_hub
     names = [f"step{s}" for s in PYTHIA_STEPS if s not in (4, 61000)] + ["main"]
     answers["/api/models/EleutherAI/pythia-160m-seed3/refs"] = {
