@@ -283,15 +283,42 @@ def cmd_reshape(args) -> int:
 
 
 def _add_export(sub) -> None:
-    sp = sub.add_parser("export", help="export a run's trace as the paper's losses.npz")
+    sp = sub.add_parser("export", help="export a run's trace as the paper's losses.npz or a Hugging Face dataset")
     sp.add_argument("run", help="run directory")
-    sp.add_argument("--npz", required=True, help="output .npz path")
-    sp.add_argument("--axis", default="step", help="axis column: step, tokens_seen or cum_lr")
+    sp.add_argument("--npz", help="output .npz path (one axis)")
+    sp.add_argument("--hf-dataset", metavar="DIR", help="a new directory: every axis's losses.npz, parquet tables, "
+                    "manifest.yaml with sha256s and a dataset card (datasets.load_dataset(DIR) reads it)")
+    sp.add_argument("--axis", default="step", help="with --npz: axis column: step, tokens_seen or cum_lr")
+    sp.add_argument("--license", default="cc-by-4.0", help="with --hf-dataset: the card's licence (default cc-by-4.0)")
     sp.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
+    if (args.npz is None) == (args.hf_dataset is None):
+        raise ConfigError("export needs one of --npz FILE or --hf-dataset DIR")
+    if args.hf_dataset:
+        from tokenclock.export import export_dataset
+
+        cmd = f"tokenclock export {args.run} --hf-dataset {args.hf_dataset} --license {args.license}"
+        man = export_dataset(args.run, args.hf_dataset, license=args.license, command=cmd)
+        _print({"dataset": args.hf_dataset, "axes": man["axes"], "files": [f["path"] for f in man["files"]]})
+        return 0
     print(f"wrote {export_npz(args.run, args.npz, axis=args.axis)}")
+    return 0
+
+
+def _add_import(sub) -> None:
+    sp = sub.add_parser("import", help="read a dataset written by `export --hf-dataset` into a run (checksums first)")
+    sp.add_argument("dataset", help="dataset directory (manifest.yaml, <axis>/losses.npz)")
+    sp.add_argument("--out", required=True, help="run directory to write trace/ into; then `tokenclock fit OUT`")
+    sp.add_argument("--axis", help="which axis's losses.npz (default: the first in the manifest)")
+    sp.set_defaults(func=cmd_import)
+
+
+def cmd_import(args) -> int:
+    from tokenclock.export import import_dataset
+
+    _print(import_dataset(args.dataset, args.out, axis=args.axis))
     return 0
 
 
@@ -362,7 +389,7 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = (_add_corpus, _add_tokenize, _add_train, _add_trace, _add_fit, _add_spectrum, _add_report,
-            _add_explore, _add_reshape, _add_export, _add_demo, _add_study, _add_presets)  # the order of --help
+            _add_explore, _add_reshape, _add_export, _add_import, _add_demo, _add_study, _add_presets)  # the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:
