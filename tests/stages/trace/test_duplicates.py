@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
-from test_series import CFG, _text, series  # noqa: F401  (series: the tiny GPT-NeoX step folders)
+from test_series import CFG
 
 from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.errors import DataError
@@ -68,7 +68,7 @@ def _resaved(src, dst, metadata: dict, scale: float = 1.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub_cache(series, tmp_path_factory):  # noqa: F811
+def hub_cache(series, tmp_path_factory):
     """A cache of REPO: step0..step16 as traced, a final step32, main = step32; step0, step1 and
     step2 serve main's weights (as pythia-2.8b's early branches do)."""
     root = series["root"]
@@ -95,7 +95,7 @@ def use_cache(hub_cache, monkeypatch):
 REVS = "step0,step1,step2,step4,step8,step16,step32"
 
 
-def test_hub_cache_copies_refused(use_cache, series, tmp_path, capsys):  # noqa: F811
+def test_hub_cache_copies_refused(use_cache, series, tmp_path, capsys):
     from tokenclock.cli import main
 
     with pytest.raises(DataError, match=r"same weights: step0, step1, step2, step32, main \(identical weights"):
@@ -108,7 +108,7 @@ def test_hub_cache_copies_refused(use_cache, series, tmp_path, capsys):  # noqa:
     assert len(err) == 1 and "step0, step1, step2, step32, main" in err[0] and "--skip-bad" in err[0]
 
 
-def test_hub_cache_skip_bad_keeps_latest(use_cache, series, tmp_path):  # noqa: F811
+def test_hub_cache_skip_bad_keeps_latest(use_cache, series, tmp_path):
     out = tmp_path / "r"
     meta = trace_revisions(out, REPO, REVS, str(series["text"]), TraceConfig(**CFG), skip_bad=True,
                            progress=False)
@@ -124,7 +124,7 @@ def test_hub_cache_skip_bad_keeps_latest(use_cache, series, tmp_path):  # noqa: 
     assert meta["identical_rows"] == [] and meta["warnings"] == []
 
 
-def test_local_copies_and_hash_cache(series, tmp_path):  # noqa: F811
+def test_local_copies_and_hash_cache(series, tmp_path):
     root = tmp_path / "local"
     shutil.copytree(series["root"], root)
     shutil.copy(root / "step0" / "model.safetensors", root / "step1" / "model.safetensors")  # pythia #83
@@ -169,31 +169,6 @@ def _tree(files: dict[str, str]) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def recorded_hub(monkeypatch, tmp_path):
-    """huggingface_hub's HTTP client answering from recorded responses (no network)."""
-    import httpx2
-    from huggingface_hub import constants, set_client_factory
-    from huggingface_hub.utils import _http
-
-    answers: dict[str, object] = {}
-    asked: list[str] = []
-
-    def handler(request):
-        path = request.url.path
-        asked.append(path)
-        if path in answers:
-            return httpx2.Response(200, json=answers[path])
-        return httpx2.Response(404, json={"error": "Revision Not Found"}, headers={"x-error-code": "RevisionNotFound"})
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "is_offline_mode", lambda: False, raising=False)
-    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
-    yield answers, asked
-    set_client_factory(_http.default_client_factory)
-
-
 def test_online_metadata_before_download(recorded_hub):
     """The whole series is checked from the hub's LFS sha256s: pythia-12b's shard-1 copies."""
     answers, asked = recorded_hub
@@ -224,7 +199,7 @@ def test_unreachable_hub_is_unchecked_not_refused(recorded_hub):
     assert len(kept) == 2 and rec["unchecked"] == ["step1", "step2"] and rec["checked"] == 0
 
 
-def test_identical_rows_and_step0_warning(series, tmp_path, capsys):  # noqa: F811
+def test_identical_rows_and_step0_warning(series, tmp_path, capsys):
     """Same tensors re-saved with other header bytes pass the file net; the row net and the step-0
     check catch them."""
     root = tmp_path / "resaved"

@@ -9,8 +9,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
-from test_duplicates import _folder_files, build_hub_cache, recorded_hub  # noqa: F401
-from test_series import CFG, series  # noqa: F401
+from test_duplicates import _folder_files, build_hub_cache
+from test_series import CFG
 
 from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.errors import ConfigError, InputError
@@ -47,7 +47,7 @@ def test_unknown_suite_lists_known_ones(tmp_path):
     assert main(["trace", "--model", "x/y", "--revisions", "olmo3", "--out", str(tmp_path / "r")]) == 3
 
 
-def test_branch_list_from_the_hub_with_gaps(recorded_hub, capsys):  # noqa: F811
+def test_branch_list_from_the_hub_with_gaps(recorded_hub, capsys):
     answers, asked = recorded_hub
     names = [f"step{s}" for s in PYTHIA_STEPS if s not in (4, 61000)] + ["main"]
     answers["/api/models/EleutherAI/pythia-160m-seed3/refs"] = {
@@ -67,7 +67,7 @@ def test_branch_list_from_the_hub_with_gaps(recorded_hub, capsys):  # noqa: F811
     assert revs[0] == "step150-tokens1B" and len(revs) == 9 and rec["missing"] == [5000]
 
 
-def test_offline_cache_branches_traced_with_gap_reported(series, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_offline_cache_branches_traced_with_gap_reported(series, tmp_path, monkeypatch, capsys):
     """`--revisions pythia` offline: the branches this machine's hub cache holds, the rest of the
     schedule reported as missing, tokens_seen = step x 2,097,152."""
     from huggingface_hub import constants
