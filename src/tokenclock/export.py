@@ -6,7 +6,6 @@ card (README.md with YAML front matter) that `datasets.load_dataset(DIR)` and th
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from tokenclock.artifacts import read_json
+from tokenclock.artifacts import file_sha256, read_json
 from tokenclock.errors import DataError, InputError, RunDirError
 from tokenclock.rundir import RunDir, load_manifest, versions
 from tokenclock.stages.trace.npz import MIN_POINTS, export_npz, import_npz
@@ -28,17 +27,10 @@ CARD = "README.md"
 LICENSE = "cc-by-4.0"  # the card's default licence for exported losses (--license to change)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _entry(root: Path, rel: str, **extra) -> dict:
     p = root / rel
-    return {"path": rel, "bytes": p.stat().st_size, "sha256": _sha256(p), **extra}
+    return {"path": rel, "bytes": p.stat().st_size, "sha256": file_sha256(p), **extra}
 
 
 def export_dataset(run_dir: str | Path, out_dir: str | Path, *, license: str = LICENSE,
@@ -155,7 +147,7 @@ def verify_dataset(root: str | Path) -> dict:
             raise InputError(f"{root}: the manifest names {f['path']}, which is missing",
                              "download the whole dataset again")
         size = p.stat().st_size
-        if size != f["bytes"] or _sha256(p) != f["sha256"]:
+        if size != f["bytes"] or file_sha256(p) != f["sha256"]:
             raise InputError(f"{root}: {f['path']} does not match its checksum in {MANIFEST} "
                              f"({size} bytes, manifest says {f['bytes']})", "download that file again")
     listed = {f.get("axis") for f in files if f.get("kind") == "losses"}

@@ -16,7 +16,7 @@ def series(tmp_path_factory):
 @pytest.fixture
 def recorded_hub(monkeypatch, tmp_path):
     """huggingface_hub's HTTP client answering from recorded responses (no network)."""
-    import httpx2
+    httpx2 = pytest.importorskip("httpx2", reason="huggingface_hub>=1 (its HTTP client)")
     from huggingface_hub import constants, set_client_factory
     from huggingface_hub.utils import _http
 

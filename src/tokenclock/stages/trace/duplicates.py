@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenclock.artifacts import read_json, write_json
+from tokenclock.artifacts import file_sha256, read_json, write_json
 from tokenclock.errors import DataError
 from tokenclock.stages.trace.checkpoints import Checkpoint
 
@@ -52,7 +52,7 @@ def cache_ids(repo: str, revision: str, cache_dir: str | Path | None = None) -> 
     names = weight_names(p.name for p in snap.iterdir())
     if not names:
         return None
-    return {n: Path(os.readlink(snap / n)).name if (snap / n).is_symlink() else _sha256(snap / n)
+    return {n: Path(os.readlink(snap / n)).name if (snap / n).is_symlink() else file_sha256(snap / n)
             for n in names}
 
 
@@ -83,17 +83,10 @@ def local_ids(folder: str | Path, cache: dict) -> dict[str, str] | None:
         st = p.stat()
         hit = cache.get(str(p))
         if not hit or hit[:2] != [st.st_size, st.st_mtime_ns]:
-            hit = cache[str(p)] = [st.st_size, st.st_mtime_ns, _sha256(p)]
+            hit = cache[str(p)] = [st.st_size, st.st_mtime_ns, file_sha256(p)]
         out[n] = hit[2]
     return out or None
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_ids(ck: Checkpoint, cache: dict, online: bool = True) -> tuple[dict[str, str] | None, str]:
