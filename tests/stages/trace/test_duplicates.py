@@ -213,6 +213,12 @@ def test_identical_rows_and_step0_warning(series, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "step0, step16 give identical loss rows" in err and "step0 (step 0) has mean loss" in err
     assert read_json(RunDir(tmp_path / "r").trace_meta)["identical_rows"] == [["step0", "step16"]]
+    from tokenclock.stages.report.stage import _trace_flags  # the report's headline notes
+
+    numbers: dict = {}
+    notes = "".join(_trace_flags(meta, numbers))
+    assert "identical loss rows: step0, step16" in notes and "step0 (step 0) has mean loss" in notes
+    assert len(numbers["trace_flags"]) == 2  # also in report/summary.json
 
 
 def test_axis_warnings_known_answers():
