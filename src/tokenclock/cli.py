@@ -171,7 +171,8 @@ def cmd_trace(args) -> int:
 def _add_fit(sub) -> None:
     sp = sub.add_parser("fit", help="fit sigmoid learning events to every token trajectory")
     sp.add_argument("run", nargs="?", help="run directory")
-    sp.add_argument("--npz", help="a losses.npz (axis_values, loss_matrix, axis_name) instead of a run")
+    sp.add_argument("--npz", help="a losses.npz (axis_values, loss_matrix, axis_name) or a dataset directory "
+                    "(export --hf-dataset; checksums verified) instead of a run")
     sp.add_argument("--out", help="output directory for --npz")
     sp.add_argument("--uncertainty", action="store_true", default=None,  # None: as the config says
                     help="standard errors of each learning time mu (events column mu_se)")

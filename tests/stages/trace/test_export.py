@@ -61,6 +61,11 @@ def test_round_trip_through_datasets_gives_the_same_fit(dataset, tiny_run, texts
     assert list(back) == list(run_events) and len(back["tok_idx"]) > 0
     for col in run_events:
         np.testing.assert_array_equal(back[col], run_events[col], err_msg=col)
+    sets = sum((["--set", x] for x in tiny_overrides(texts_dir)), [])
+    assert main(["fit", "--npz", str(dataset), "--out", str(tmp_path / "once"), "--config", "tiny", "--quiet",
+                 *sets]) == 0  # verify, import and fit in one step
+    once = read_parquet(RunDir(tmp_path / "once").fit_events)
+    np.testing.assert_array_equal(once["mu"], run_events["mu"])
 
 
 def test_tampered_and_missing_files_refused(dataset, tmp_path, capsys):
