@@ -56,15 +56,23 @@ def cache_ids(repo: str, revision: str, cache_dir: str | Path | None = None) -> 
             for n in names}
 
 
+class HubUnreachable(Exception):
+    """The hub did not answer (offline, no network): ask it nothing more this trace."""
+
+
 def hub_ids(repo: str, revision: str) -> dict[str, str] | None:
     """{weight file: LFS sha256} from the hub's file metadata (one `list_repo_tree` call), or None
-    when the hub cannot be asked (offline, private, missing revision)."""
-    try:
-        from huggingface_hub import HfApi
+    when the hub says the repository or revision is missing or private; HubUnreachable when it
+    does not answer."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
+    try:
         files = {f.path: f for f in HfApi().list_repo_tree(repo, revision=revision) if hasattr(f, "lfs")}
-    except Exception:
+    except HfHubHTTPError:  # an answer: 401/403/404
         return None
+    except Exception as e:  # offline mode, connection errors, timeouts
+        raise HubUnreachable(str(e)) from None
     names = weight_names(files)
     if not names:
         return None
@@ -89,14 +97,19 @@ def local_ids(folder: str | Path, cache: dict) -> dict[str, str] | None:
 
 
 
-def checkpoint_ids(ck: Checkpoint, cache: dict, online: bool = True) -> tuple[dict[str, str] | None, str]:
-    """(weight ids, where they came from: 'local', 'hub cache', 'hub' or 'unknown')."""
+def checkpoint_ids(ck: Checkpoint, cache: dict, online: dict) -> tuple[dict[str, str] | None, str]:
+    """(weight ids, where they came from: 'local', 'hub cache', 'hub' or 'unknown'). `online`
+    {"hub": bool} turns False at the first unanswered request (one timeout, not one per revision)."""
     if ck.revision is None:
         return local_ids(ck.source, cache), "local"
     ids = cache_ids(ck.source, ck.revision)
     if ids is not None:
         return ids, "hub cache"
-    ids = hub_ids(ck.source, ck.revision) if online else None
+    if online["hub"]:
+        try:
+            ids = hub_ids(ck.source, ck.revision)
+        except HubUnreachable:
+            online["hub"] = False
     return ids, ("hub" if ids is not None else "unknown")
 
 
@@ -148,6 +161,7 @@ def screen(cks: list[Checkpoint], *, skip_bad: bool, skipped: list[dict], hash_c
     Which step the bytes belong to cannot be read from them: keeping the latest keeps the one whose
     label is least likely to be early, and never traces a copy at two steps."""
     cache = read_json(hash_cache) if hash_cache and Path(hash_cache).is_file() else {}
+    online = {"hub": online}
     found = [checkpoint_ids(ck, cache, online) for ck in cks]
     ids = [f[0] for f in found]
     labels = [ck.label for ck in cks]
