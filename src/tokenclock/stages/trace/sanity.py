@@ -16,9 +16,10 @@ WORSE_SHARE = 0.9  # ... and worse than both on this share of tokens
 
 
 def axis_warnings(loss: np.ndarray, labels: list[str], steps: list[int] | None, vocab_size: int | None) -> list[dict]:
-    """[{"kind", "checkpoint", "message"}] for loss (n_ckpt, n_tok) in axis order."""
+    """[{"kind", "checkpoint", "message"}] for loss (n_ckpt, n_tok) in axis order (a memmap is read
+    one row at a time, and three rows at once only where a mean already stands out)."""
     out = []
-    means = np.asarray(loss, dtype=np.float64).mean(axis=1)
+    means = np.array([float(np.mean(loss[k], dtype=np.float64)) for k in range(loss.shape[0])])
     if steps is not None and len(steps) > 1 and steps[0] == 0 and vocab_size:
         ln_v, first, final = math.log(vocab_size), float(means[0]), float(means[-1])
         if first - final < FINAL_MARGIN_NATS or first - final < ln_v - first:
@@ -32,8 +33,11 @@ def axis_warnings(loss: np.ndarray, labels: list[str], steps: list[int] | None, 
         if suspect & set(nb):
             continue
         excess = means[k] - max(means[j] for j in nb)
-        share = float(np.mean(np.all([loss[k] > loss[j] for j in nb], axis=0)))
-        if excess > WORSE_MARGIN_NATS and share >= WORSE_SHARE:
+        if excess <= WORSE_MARGIN_NATS:
+            continue
+        row = np.asarray(loss[k])
+        share = float(np.mean(np.all([row > np.asarray(loss[j]) for j in nb], axis=0)))
+        if share >= WORSE_SHARE:
             out.append({"kind": "out_of_order", "checkpoint": labels[k],
                         "message": f"{labels[k]} is {excess:.2f} nats worse than its neighbours "
                                    f"({', '.join(labels[j] for j in nb)}) and worse on {share:.0%} of tokens: "

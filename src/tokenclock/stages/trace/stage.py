@@ -27,6 +27,7 @@ from tokenclock.forward import quiet_transformers, resolve_device, token_losses,
 from tokenclock.rundir import RunDir
 from tokenclock.stages.data.tokens import load_tokenizer
 from tokenclock.stages.trace import resume
+from tokenclock.stages.trace.sanity import axis_warnings
 from tokenclock.windows import val_windows
 
 MIN_CHECKPOINTS = 4
@@ -360,6 +361,8 @@ def _write_trace(run: RunDir, rows: list[dict], inputs: np.ndarray, loss: np.nda
             "seq_len": cfg.seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
             "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
             "weights": cfg.weights, "average": _average_info(run),
-            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1])),
+            "warnings": axis_warnings(loss, [f"step {r['step']}" for r in rows], [r["step"] for r in rows],
+                                      tok.get_vocab_size())}
     write_json(run.trace_meta, meta)
     return meta
