@@ -45,6 +45,9 @@ def export_dataset(run_dir: str | Path, out_dir: str | Path, *, license: str = L
         raise InputError(f"{out} already exists and is not empty", "pass a new directory to --hf-dataset")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a dataset is for sharing
     try:
         manifest = _write(run, tmp, license, command)
         if out.is_dir():
@@ -86,7 +89,8 @@ def _write(run: RunDir, root: Path, license: str, command: str | None) -> dict:
     trace_meta = read_json(run.trace_meta) if run.trace_meta.is_file() else {}
     man = load_manifest(run)
     manifest = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "axes": axes,
-                "n_tok": int(files[0]["shapes"]["loss_matrix"][0]), "source_run": str(run.root),
+                "n_tok": int(files[0]["shapes"]["loss_matrix"][0]),
+                "n_ckpt": int(np.load(run.trace_loss, mmap_mode="r").shape[0]), "source_run": str(run.root),
                 "trace": {k: trace_meta.get(k) for k in ("source", "mode", "checkpoints", "sources", "text",
                                                           "seq_len", "n_seqs", "vocab_size", "dtype", "tokenizer")
                           if k in trace_meta},
@@ -101,18 +105,19 @@ def _write(run: RunDir, root: Path, license: str, command: str | None) -> dict:
 def _card(m: dict, configs: list[str], license: str) -> str:
     """README.md: YAML front matter (licence, tags, the parquet configs load_dataset reads) and what was traced."""
     front = {"license": license, "tags": ["tokenclock", "token-loss", "learning-dynamics", "scaling-laws"],
-             "pretty_name": f"tokenclock trace ({m['n_tok']} tokens x {len(m['trace'].get('checkpoints') or [])} "
-                            "checkpoints)",
+             "pretty_name": f"tokenclock trace ({m['n_tok']} tokens x {m['n_ckpt']} checkpoints)",
              "configs": [{"config_name": c, "data_files": f"data/{c}.parquet", **({"default": True} if i == 0 else {})}
                          for i, c in enumerate(configs)]}
     t, v = m["trace"], m.get("versions_traced") or {}
     rows = [f"| {f['path']} | {f['bytes']:,} | `{f['sha256'][:16]}…` |" for f in m["files"]]
+    what = (f"{len(t['sources'])} checkpoints of {t['sources'][0].split('@')[0]}" if t.get("sources")
+            else f"the {m['n_ckpt']} checkpoints of the tokenclock run {Path(m['source_run']).name}")
+    how = ", ".join(f"{k} {t[k]}" for k in ("source", "text", "seq_len", "n_seqs", "dtype") if t.get(k) is not None)
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         "# Per-token validation loss over checkpoints", "",
-        f"Traced by tokenclock: {m['n_tok']:,} contextualized validation tokens at every checkpoint of "
-        f"{', '.join(t.get('sources') or [])[:400] or m['source_run']} (source {t.get('source')}, "
-        f"text {t.get('text')}, seq_len {t.get('seq_len')}, dtype {t.get('dtype')}).", "",
+        f"Traced by tokenclock: the loss of {m['n_tok']:,} contextualized validation tokens at each of {what} "
+        f"({how}).", "",
         f"Axes: {', '.join(m['axes'])}; each `<axis>/losses.npz` holds `axis_values [K]`, `loss_matrix [N, K]` "
         "(nats), `axis_name`, `sample_id [N]`, `token_pos [N]` and `metadata` (the paper's format). "
         f"Tables (`datasets.load_dataset(DIR, name)`): {', '.join(configs)}.", "",
