@@ -25,6 +25,7 @@ from tokenclock.stages.spectrum.replicate import replicate
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz
+from tokenclock.stages.trace.suites import SUITES
 from tokenclock.stages.train.model import PRESETS, preset_params
 from tokenclock.study.config import load_study
 from tokenclock.study.stage import study
@@ -133,8 +134,8 @@ def _add_trace(sub) -> None:
                         "--revision (M axis), into --out DIR.")
     sp.add_argument("run", nargs="?", help="run directory (a tokenclock run; omit with --model/--models)")
     sp.add_argument("--model", help="hub name (EleutherAI/pythia-70m) or local folder of checkpoint folders")
-    sp.add_argument("--revisions", help="pythia (preset), all, a comma list (step0,step1000) or a file "
-                    "with one revision per line; local: subfolder names (default all)")
+    sp.add_argument("--revisions", help=f"a suite ({', '.join(SUITES)}), all, a comma list (step0,step1000) or a "
+                    "file with one revision per line; local: subfolder names (default all)")
     sp.add_argument("--models", help="comma list of hub names or folders: the M axis (n_params)")
     sp.add_argument("--revision", help="with --models: the revision (hub) or subfolder (local) of each")
     sp.add_argument("--text", default="builtin", help="validation text: a file, a folder or builtin "
@@ -144,7 +145,8 @@ def _add_trace(sub) -> None:
     sp.add_argument("--step-pattern", help="regex whose first group is the step, for revision/folder names "
                     "(default finds stepN, step_N, checkpoint-N, global_stepN; OLMo stepN-tokensNB)")
     sp.add_argument("--step-map", help="CSV (revision,step[,tokens_seen]) or JSON {revision: step}")
-    sp.add_argument("--skip-bad", action="store_true", help="skip (and record) missing or corrupt checkpoints")
+    sp.add_argument("--skip-bad", action="store_true", help="skip (and record) missing or corrupt checkpoints, and "
+                    "copies of other checkpoints' weights (the latest of each group is kept)")
     sp.add_argument("--n-seqs", type=int, help="validation sequences (trace.n_seqs)")
     sp.add_argument("--seq-len", type=int, help="tokens per sequence (trace.seq_len; series default 256)")
     sp.add_argument("--batch-size", type=int, help="sequences per forward pass (trace.batch_size)")

@@ -147,6 +147,7 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
         if d.main:
             rec = resume.check_row(loaders[k][0], mm[k], again, "fp32" if amp is None else "bf16", what)
             prog["version_checks"] = [*prog.get("version_checks", []), rec]
+    prog["versions"] = prog.get("versions") or resume.trace_versions()  # those of the first rows traced
     bar = tqdm(total=n_ckpt * n_tok, initial=len(done) * n_tok, unit="tok", unit_scale=True, desc="trace",
                disable=not (progress and d.main), dynamic_ncols=True)
     # the next checkpoint loads from disk in a thread while this one is scored (loading a large
