@@ -16,7 +16,7 @@ from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.errors import ConfigError, InputError
 from tokenclock.rundir import RunDir
 from tokenclock.stages.trace import suites
-from tokenclock.stages.trace.revisions import PYTHIA_STEPS, resolve_revisions
+from tokenclock.stages.trace.revisions import PYTHIA_STEPS
 from tokenclock.stages.trace.series import trace_revisions
 from tokenclock.stages.trace.stage import TraceConfig
 
@@ -41,7 +41,9 @@ def test_rows_of_each_suite():
 
 def test_unknown_suite_lists_known_ones(tmp_path):
     with pytest.raises(ConfigError, match="unknown suite or revision name 'pythai'.*pythia, polypythias"):
-        resolve_revisions("EleutherAI/pythia-70m", "pythai")
+        suites.find("EleutherAI/pythia-70m", "pythai")
+    assert suites.find("EleutherAI/pythia-70m", "step1000") is None  # one revision: not a suite
+    assert suites.find("x", "amber") is suites.SUITES["amber"]
     from tokenclock.cli import main
 
     assert main(["trace", "--model", "x/y", "--revisions", "olmo3", "--out", str(tmp_path / "r")]) == 3

@@ -84,7 +84,7 @@ def trace_revisions(out: str | Path, model: str, revisions: str | list[str] | No
     """T axis: every revision of one model (hub revisions or local checkpoint folders) x seeded
     windows of `text`, into OUT/trace/ with axis columns step and tokens_seen (when known)."""
     smap = read_step_map(step_map) if step_map else None
-    suite = suites.find(revisions) if smap is None and step_pattern is None else None
+    suite = suites.find(model, revisions, step_pattern) if smap is None and step_pattern is None else None
     suite_rec = None
     if suite is not None:  # a public suite: its branches, its step and tokens maps, its gaps reported
         names, suite_rec = suites.suite_revisions(model, suite)

@@ -2,10 +2,8 @@
 how each names its branches, which steps it published, and how many tokens a step is, so that
 the tokens axis is right. The branch list is read from the hub (`list_repo_refs`) when it can be
 asked, else from the huggingface_hub cache's refs (what this machine holds), else from the
-published grid; steps the grid has and the list lacks are reported, never interpolated.
-Sources for every number: docs/guide/suites.md.
-
-huggingface_hub is imported inside the functions that ask the hub.
+published grid (revisions.branches); steps the grid has and the list lacks are reported, never
+interpolated. Sources for every number: docs/guide/suites.md.
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenclock.errors import ConfigError, InputError
-from tokenclock.stages.trace.revisions import PYTHIA_STEPS, PYTHIA_TOKENS_PER_STEP
+from tokenclock.stages.trace.revisions import PYTHIA_STEPS, PYTHIA_TOKENS_PER_STEP, branches, parse_revision
 
 AMBER_TOKENS_PER_CKPT = 1_706_976 * 2048  # amber-train main.py: examples per data chunk x seq_len; one ckpt per chunk
 
@@ -50,9 +48,7 @@ class Suite:
                     raise InputError(f"{name}: {step} steps x {self.tokens_per_step} tokens = {tokens:.4g}, "
                                      f"but the name says {named}B", "pass --tokens-per-step for this model size")
             return {"step": step, "tokens_seen": tokens}
-        m2 = re.search(r"tokens(\d+)([KMBT]?)", name, re.IGNORECASE)
-        scale = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9, "T": 10 ** 12}
-        return {"step": step, "tokens_seen": int(m2.group(1)) * scale[m2.group(2).upper()] if m2 else None}
+        return {"step": step, "tokens_seen": parse_revision(name)["tokens_seen"]}  # OLMo names carry tokens
 
 
 _OLMO = r"(?:^|-)step(\d+)-tokens(?P<tokens>\d+)B$"
@@ -69,47 +65,25 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
 )}
 
 
-def find(name) -> Suite | None:
-    return SUITES.get(name) if isinstance(name, str) else None
-
-
-def unknown(name: str) -> ConfigError:
-    return ConfigError(f"unknown suite or revision name '{name}'",
-                       f"use a suite ({', '.join(SUITES)}), all, a comma list of revisions or a file of them")
+def find(model: str, revisions, pattern: str | None = None) -> Suite | None:
+    """The suite `revisions` names, None when it names revisions instead (all, a comma list, a file,
+    a subfolder); ConfigError listing the suites for one word that is neither (a misspelt suite)."""
+    if not isinstance(revisions, str):
+        return None
+    if revisions in SUITES:
+        return SUITES[revisions]
+    word = revisions.strip()
+    if "," in word or word == "all" or Path(word).exists() or (Path(model) / word).is_dir():
+        return None
+    try:
+        parse_revision(word, pattern)
+    except InputError:
+        raise ConfigError(f"unknown suite or revision name '{word}'",
+                          f"use a suite ({', '.join(SUITES)}), all, a comma list of revisions or a file of them") from None
+    return None
 
 
 # ----------------------------------------------------------------------------- branch lists
-
-
-def hub_branches(repo: str) -> list[str] | None:
-    """Branch names of a hub repository (`list_repo_refs`), or None when the hub cannot be asked."""
-    try:
-        from huggingface_hub import HfApi
-
-        return [b.name for b in HfApi().list_repo_refs(repo).branches]
-    except Exception:
-        return None
-
-
-def cached_branches(repo: str, cache_dir: str | Path | None = None) -> list[str] | None:
-    """Branch names the huggingface_hub cache holds a snapshot of (refs/NAME), or None."""
-    from huggingface_hub import constants
-
-    refs = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "refs"
-    if not refs.is_dir():
-        return None
-    return [str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()] or None
-
-
-def branches(model: str) -> tuple[list[str] | None, str]:
-    """(branch or subfolder names, where from: 'local', 'hub', 'hub cache' or 'none')."""
-    if Path(model).is_dir():
-        return [p.name for p in Path(model).iterdir() if p.is_dir() and not p.name.startswith(".")], "local"
-    names = hub_branches(model)
-    if names is not None:
-        return names, "hub"
-    names = cached_branches(model)
-    return (names, "hub cache") if names is not None else (None, "none")
 
 
 def suite_revisions(model: str, suite: Suite) -> tuple[list[str], dict]:
