@@ -1,5 +1,6 @@
 """Shared fixtures: a small real-English corpus written by the tests (Python's own documentation
-topics, shipped with every CPython), and one tiny pipeline run reused by the stage tests."""
+topics, shipped with every CPython), one tiny pipeline run reused by the stage tests, the tiny
+checkpoint series of the trace tests, and huggingface_hub's client answering recorded responses."""
 from __future__ import annotations
 
 import os
@@ -39,3 +40,37 @@ def tiny_run(tmp_path_factory, texts_dir) -> Path:
     assert main(["spectrum", str(run), "--quiet"]) == 0
     assert main(["report", str(run)]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def series(tmp_path_factory):
+    """The tiny GPT-NeoX step folders of tests/stages/trace/test_series.py, built once for the other
+    trace test modules (test_series.py keeps its own module fixture)."""
+    from test_series import series as module_fixture
+
+    return module_fixture.__wrapped__(tmp_path_factory)
+
+
+@pytest.fixture
+def recorded_hub(monkeypatch, tmp_path):
+    """huggingface_hub's HTTP client answering from recorded responses (no network)."""
+    httpx2 = pytest.importorskip("httpx2", reason="huggingface_hub>=1 (its HTTP client)")
+    from huggingface_hub import constants, set_client_factory
+    from huggingface_hub.utils import _http
+
+    answers: dict[str, object] = {}
+    asked: list[str] = []
+
+    def handler(request):
+        path = request.url.path
+        asked.append(path)
+        if path in answers:
+            return httpx2.Response(200, json=answers[path])
+        return httpx2.Response(404, json={"error": "Revision Not Found"}, headers={"x-error-code": "RevisionNotFound"})
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False, raising=False)
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
+    yield answers, asked
+    set_client_factory(_http.default_client_factory)

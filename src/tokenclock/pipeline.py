@@ -47,8 +47,14 @@ def train(run_dir: str | Path, cfg: Config | None = None, *, progress: bool = Tr
 def fit_npz(npz: str | Path, out_dir: str | Path, cfg: FitConfig | None = None, *,
             progress: bool = True) -> dict:
     """A paper-format losses.npz -> a run-like OUT (trace/) -> its fit, along the one axis the file
-    names (cfg's axis and extra clocks are set to it)."""
-    axis = import_npz(npz, out_dir)
+    names (cfg's axis and extra clocks are set to it). A directory written by `export --hf-dataset`
+    is checked against its manifest's sha256s first and gives its first axis."""
+    if Path(npz).is_dir():
+        from tokenclock.export import import_dataset
+
+        axis = import_dataset(npz, out_dir)["axis"]
+    else:
+        axis = import_npz(npz, out_dir)
     return fit(out_dir, dataclasses.replace(cfg or FitConfig(), axis=axis, extra_axes=[]), progress=progress)
 
 

@@ -20,9 +20,8 @@ from tokenclock.manifest import (
 
 RAW, AVG = "raw", "avg"
 WEIGHT_SERIES = (RAW, AVG)
-"""The weight series of a run, raw first: raw (the trained weights) and avg (the averaged weights
-train.avg keeps). This module is their one owner: every folder suffix, manifest or study key,
-CLI choice, label and command hint that differs by series is derived here."""
+"""The weight series, raw first: raw (the trained weights), avg (the averaged weights train.avg
+keeps). Their one owner: every folder suffix, key, CLI choice, label and hint derives from here."""
 SERIES_LABELS = {RAW: "raw weights", AVG: "averaged weights"}
 WEIGHTS_HELP = "weight series: raw (default) or avg (the averaged weights of train.avg)"
 
@@ -48,8 +47,7 @@ def series_key(name: str, weights: str | None) -> str:
 
 def series_flag(weights: str | None) -> str:
     """The CLI flag that selects `weights` ('' for raw, ' --weights avg'), for command hints."""
-    weights = check_series(weights)
-    return "" if weights == RAW else f" --weights {weights}"
+    return "" if check_series(weights) == RAW else f" --weights {weights}"
 
 # stages whose artifacts belong to one weight series: the averaged series keeps its own
 # ckpt_avg/, trace_avg/, fit_avg/, spectrum_avg/, report_avg/ and manifest entries <stage>_avg
@@ -188,6 +186,8 @@ class RunDir:
     def trace_inputs(self) -> Path: return self.trace_dir / "inputs.npy"
     @property
     def trace_meta(self) -> Path: return self.trace_dir / "meta.json"
+    @property
+    def trace_weight_hashes(self) -> Path: return self.trace_dir / "weight_sha256.json"
     # fit/
     @property
     def fit_dir(self) -> Path: return self.root / ("fit" + self.suffix)

@@ -136,9 +136,9 @@ def test_different_tokenizer_is_refused(tmp_path):
     for name, text in (("shared", "{}"), ("runs/a", "{}"), ("runs/b", '{"x": 1}')):
         (tmp_path / name / "tokens").mkdir(parents=True)
         (tmp_path / name / "tokens" / "tokenizer.json").write_text(text)
-    from tokenclock.study.shared import _digest
+    from tokenclock.study.shared import digest
 
-    sig = {"tokenizer": _digest(tmp_path / "shared" / "tokens" / "tokenizer.json"), "val": ""}
+    sig = {"tokenizer": digest(tmp_path / "shared" / "tokens" / "tokenizer.json"), "val": ""}
     check_same_inputs(StudyDir(tmp_path), ["a"], sig)
     with pytest.raises(TokenizerError, match="runs b use a different tokenizer"):
         check_same_inputs(StudyDir(tmp_path), ["a", "b"], sig)

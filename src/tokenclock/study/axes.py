@@ -21,10 +21,10 @@ from tokenclock.stages.fit.stage import fit
 from tokenclock.stages.spectrum.reconstruct import measured_derivative
 from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.tokens.tokenizer import load_tokenizer
-from tokenclock.stages.trace.npz import export_npz
+from tokenclock.stages.trace.npz import MIN_POINTS, export_npz
 from tokenclock.stages.trace.stage import token_table, trace
 from tokenclock.stages.train.model import preset_params
-from tokenclock.study.config import MIN_POINTS, Study
+from tokenclock.study.config import Study
 from tokenclock.study.fitrules import choose_rule, rule_config
 
 AXIS_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_block_heldout",

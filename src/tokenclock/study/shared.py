@@ -19,7 +19,10 @@ from tokenclock.stages.tokens.stage import tokenize
 from tokenclock.study.config import Study
 from tokenclock.windows import val_windows
 
-DIGEST = 16  # hex digits of sha256 a study records per shared input (study.json keeps its old ones)
+
+def digest(path: Path) -> str:
+    """The first 16 hex digits of the file's sha256: what study.json records per shared input."""
+    return file_sha256(path)[:16]
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -49,7 +52,7 @@ def prepare_shared(sd: StudyDir, st: Study, progress: bool) -> dict:
     inputs = val_windows(vstream, seed, cfg.trace.n_seqs, seq_len)
     if not shared.trace_inputs.is_file() or not np.array_equal(read_npy(shared.trace_inputs), inputs):
         write_npy(shared.trace_inputs, inputs.astype(np.int32))
-    return {"tokenizer": file_sha256(shared.tokenizer)[:DIGEST], "val": file_sha256(shared.token_stream("val"))[:DIGEST],
+    return {"tokenizer": digest(shared.tokenizer), "val": digest(shared.token_stream("val")),
             "vocab_size": meta["vocab_size"], "seq_len": seq_len, "trace_seed": seed,
             "n_seqs": int(inputs.shape[0]), "n_tok": int(inputs.shape[0] * seq_len)}
 
@@ -71,9 +74,9 @@ def check_same_inputs(sd: StudyDir, names: list[str], sig: dict) -> None:
     bad_tok, bad_val = [], []
     for name in names:
         run = sd.run(name)
-        if run.tokenizer.is_file() and file_sha256(run.tokenizer)[:DIGEST] != sig["tokenizer"]:
+        if run.tokenizer.is_file() and digest(run.tokenizer) != sig["tokenizer"]:
             bad_tok.append(name)
-        if run.token_stream("val").is_file() and file_sha256(run.token_stream("val"))[:DIGEST] != sig["val"]:
+        if run.token_stream("val").is_file() and digest(run.token_stream("val")) != sig["val"]:
             bad_val.append(name)
     if bad_tok:
         raise TokenizerError(f"runs {', '.join(bad_tok[:4])} use a different tokenizer than "

@@ -88,9 +88,26 @@ def section_headline(r: RunView, numbers: dict) -> str:
                 add(key.replace("_", " ").replace("r2", "R²"), fmt(v), spec_sum)
     else:
         notes.append(not_computed(r.run, "spectrum", "learning-time spectrum"))
+    notes += trace_flags(r.run, r.meta, numbers)
     extra = _all_numbers(r)
     return ('<div class="box"><h2>Headline</h2><table class="kv">' + "".join(rows) + "</table>"
             + "".join(notes) + extra + "</div>")
+
+
+def trace_flags(run: RunDir, meta: dict, numbers: dict) -> list[str]:
+    """What the trace flagged about its checkpoints (trace/meta.json): axis warnings, checkpoints
+    with identical loss rows, checkpoints left out, published steps a suite lacked."""
+    lines = [w["message"] for w in meta.get("warnings") or []]
+    lines += [f"identical loss rows: {', '.join(g)} (the same weights under several labels?)"
+              for g in meta.get("identical_rows") or []]
+    lines += [f"left out: {s['checkpoint']}: {s['reason']}" for s in meta.get("skipped") or []]
+    missing = (meta.get("suite") or {}).get("missing") or []
+    if missing:
+        lines.append(f"the {meta['suite']['suite']} schedule has {len(missing)} step(s) this series lacks "
+                     f"(first: {', '.join(map(str, missing[:5]))}); traced without them, nothing interpolated")
+    if lines:
+        numbers["trace_flags"] = lines
+    return [f'<p class="note">{html.escape(run.rel(run.trace_meta))}: {html.escape(x)}</p>' for x in lines]
 
 
 def _all_numbers(r: RunView) -> str:

@@ -1,8 +1,9 @@
 """Revision names of a checkpoint series and the axis row each stands for: the Pythia preset,
 stepN / checkpoint-N / OLMo stepN-tokensNB names, a user's step map (CSV or JSON), and the
-revisions of a hub repository or a local folder of checkpoint folders. Reads names only.
+revisions of a hub repository (the hub's branches, or offline the huggingface_hub cache's) or a
+local folder of checkpoint folders. Reads names only.
 
-huggingface_hub is imported inside `resolve_revisions` (only `--revisions all` on a hub name needs it).
+huggingface_hub is imported inside the functions that list branches.
 """
 from __future__ import annotations
 
@@ -106,16 +107,10 @@ def resolve_revisions(model: str, revisions: str | list[str] | None, pattern: st
     if revisions in PRESETS:
         return preset_revisions(revisions)
     if revisions == "all":
-        if Path(model).is_dir():
-            names = [p.name for p in Path(model).iterdir() if p.is_dir() and not p.name.startswith(".")]
-        else:
-            from huggingface_hub import HfApi
-
-            try:
-                names = [b.name for b in HfApi().list_repo_refs(model).branches]
-            except Exception as e:
-                raise InputError(f"cannot list the revisions of {model} ({type(e).__name__})",
-                                 "pass --revisions as a comma list or a preset (pythia)") from None
+        names, _ = branches(model)  # subfolders, the hub's branches, or the cached ones
+        if names is None:
+            raise InputError(f"cannot list the revisions of {model} (offline and not in the huggingface_hub cache)",
+                             "pass --revisions as a comma list or a suite (pythia)")
         keep = []
         for n in sorted(names):
             if step_map is not None:
@@ -134,3 +129,35 @@ def resolve_revisions(model: str, revisions: str | list[str] | None, pattern: st
     if Path(revisions).is_file():
         return [ln.strip() for ln in Path(revisions).read_text().splitlines() if ln.strip()]
     return [r.strip() for r in revisions.split(",") if r.strip()]
+
+
+def hub_branches(repo: str) -> list[str] | None:
+    """Branch names of a hub repository (`list_repo_refs`), or None when the hub cannot be asked."""
+    try:
+        from huggingface_hub import HfApi
+
+        return [b.name for b in HfApi().list_repo_refs(repo).branches]
+    except Exception:
+        return None
+
+
+def cached_branches(repo: str, cache_dir: str | Path | None = None) -> list[str] | None:
+    """Branch names the huggingface_hub cache holds a snapshot of (refs/NAME), or None."""
+    from huggingface_hub import constants
+
+    refs = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "refs"
+    if not refs.is_dir():
+        return None
+    return [str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()] or None
+
+
+def branches(model: str) -> tuple[list[str] | None, str]:
+    """(branch or subfolder names, where from: 'local', 'hub', 'hub cache' or 'none'): subfolders of
+    a local folder, else the hub's branches, else those the huggingface_hub cache holds (offline)."""
+    if Path(model).is_dir():
+        return [p.name for p in Path(model).iterdir() if p.is_dir() and not p.name.startswith(".")], "local"
+    names = hub_branches(model)
+    if names is not None:
+        return names, "hub"
+    names = cached_branches(model)
+    return (names, "hub cache") if names is not None else (None, "none")

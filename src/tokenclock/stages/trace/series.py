@@ -22,9 +22,11 @@ from tokenclock.manifest import Stage
 from tokenclock.rundir import RunDir
 from tokenclock.stages.corpus.config import CorpusConfig
 from tokenclock.stages.corpus.stage import read_documents, split_documents
+from tokenclock.stages.trace import duplicates, suites
 from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
 from tokenclock.stages.trace.config import TraceConfig
 from tokenclock.stages.trace.revisions import parse_revision, read_step_map, resolve_revisions
+from tokenclock.stages.trace.sanity import axis_warnings
 from tokenclock.stages.trace.stage import MIN_CHECKPOINTS, token_table, trace_series
 from tokenclock.windows import val_windows
 
@@ -84,7 +86,12 @@ def trace_revisions(out: str | Path, model: str, revisions: str | list[str] | No
     """T axis: every revision of one model (hub revisions or local checkpoint folders) x seeded
     windows of `text`, into OUT/trace/ with axis columns step and tokens_seen (when known)."""
     smap = read_step_map(step_map) if step_map else None
-    names = resolve_revisions(model, revisions, step_pattern, smap)
+    suite = suites.find(model, revisions, step_pattern) if smap is None and step_pattern is None else None
+    suite_rec = None
+    if suite is not None:  # a public suite: its branches, its step and tokens maps, its gaps reported
+        names, suite_rec = suites.suite_revisions(model, suite)
+    else:
+        names = resolve_revisions(model, revisions, step_pattern, smap)
     cks = []
     for name in names:
         ck = locate(model, name)
@@ -92,6 +99,8 @@ def trace_revisions(out: str | Path, model: str, revisions: str | list[str] | No
             if name not in smap:
                 raise InputError(f"revision {name} is not in the step map {step_map}", "add a row for it")
             ck.row = dict(smap[name])
+        elif suite is not None:
+            ck.row = suite.row(name)
         else:
             ck.row = parse_revision(name, step_pattern)
         if tokens_per_step:
@@ -105,7 +114,7 @@ def trace_revisions(out: str | Path, model: str, revisions: str | list[str] | No
                         f"{', '.join(c.label for c in cks if c.row['step'] == dup[0])}",
                         "list each step once, or fix --step-pattern / --step-map")
     conf = {"mode": "revisions", "model": model, "text": text, "tokens_per_step": tokens_per_step,
-            "step_pattern": step_pattern, "step_map": str(step_map) if step_map else None}
+            "step_pattern": step_pattern, "step_map": str(step_map) if step_map else None, "suite": suite_rec}
     return _trace(out, cks, "step", conf, cfg, skip_bad, same_model=True, progress=progress)
 
 
@@ -194,6 +203,10 @@ def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_m
 
     seq_len, seed = conf["trace"]["seq_len"], conf["trace"]["seed"]
     try:
+        if same_model:  # copies of one another under several labels, before any download or forward pass
+            cks, dup = duplicates.screen(cks, skip_bad=skip_bad, skipped=skipped,
+                                         hash_cache=run.trace_weight_hashes)
+            st.note(duplicates=dup)
         good, info = _check_good(cks, skip_bad, skipped)
     finally:  # into the manifest now, so a failure below keeps the list
         st.note(skipped=skipped)
@@ -225,12 +238,15 @@ def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_m
     write_parquet(run.trace_tokens, table)
     meta = {"n_tok": int(loss.shape[1]), "n_ckpt": int(loss.shape[0]), "vocab_size": len(tok),
             "seq_len": seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(axis_cols), "source": "hf",
-            "mode": conf["mode"], "checkpoints": [c.label for c in good],
+            "mode": conf["mode"], "suite": conf.get("suite"), "checkpoints": [c.label for c in good],
             "sources": [c.where() for c in good], "skipped": skipped, **text_info,
             "tokenizer": ref["fingerprint"], "train_counts": False,
             "train_counts_note": "no training split: train_count is -1 and unigram_loss NaN",
             "dtype": "bf16" if torch_dtype is torch.bfloat16 else "fp32",
-            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1])),
+            "identical_rows": duplicates.note_rows(loss, [c.label for c in good]),
+            "warnings": axis_warnings(loss, [c.label for c in good],
+                                      [c.row["step"] for c in good] if axis == "step" else None, len(tok))}
     write_json(run.trace_meta, meta)
     return meta
 

@@ -25,7 +25,9 @@ from tokenclock.errors import ConfigError, DataError, RunDirError
 from tokenclock.forward import quiet_transformers, resolve_device, token_losses, trace_dtype
 from tokenclock.rundir import AVG, RAW, RunDir
 from tokenclock.stages.tokens.tokenizer import load_tokenizer
+from tokenclock.stages.trace import resume
 from tokenclock.stages.trace.config import TraceConfig
+from tokenclock.stages.trace.sanity import axis_warnings
 from tokenclock.windows import val_windows
 
 MIN_CHECKPOINTS = 4
@@ -87,6 +89,22 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     amp = trace_dtype(cfg.dtype, device)
     tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
     seq_len = inputs.shape[1] - 1
+
+    def score(model) -> np.ndarray:  # (n_tok,) nats, gathered from every rank
+        model = model.to(device).eval()
+        parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
+                 for b in range(0, len(tokens_all), cfg.batch_size)]
+        local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
+        return dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
+
+    what = resume.changed(prog.get("versions"), resume.trace_versions()) if done and todo else []
+    if what:  # rows on disk from other torch/transformers versions: one must reproduce before appending
+        k = min(done)
+        again = score(loaders[k][1]())
+        if d.main:
+            rec = resume.check_row(loaders[k][0], mm[k], again, "fp32" if amp is None else "bf16", what)
+            prog["version_checks"] = [*prog.get("version_checks", []), rec]
+    prog["versions"] = prog.get("versions") or resume.trace_versions()  # those of the first rows traced
     bar = tqdm(total=n_ckpt * n_tok, initial=len(done) * n_tok, unit="tok", unit_scale=True, desc="trace",
                disable=not (progress and d.main), dynamic_ncols=True)
     # the next checkpoint loads from disk in a thread while this one is scored (loading a large
@@ -96,13 +114,10 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     try:
         for i, k in enumerate(todo):
             row, load = loaders[k]
-            model = (upcoming.result() if upcoming is not None else load()).to(device).eval()
+            model = upcoming.result() if upcoming is not None else load()
             nxt = todo[i + 1] if i + 1 < len(todo) else None
             upcoming = pool.submit(loaders[nxt][1]) if pool is not None and nxt is not None else None
-            parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
-                     for b in range(0, len(tokens_all), cfg.batch_size)]
-            local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
-            flat = dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
+            flat = score(model)
             del model
             if not np.isfinite(flat).all():
                 bad = int((~np.isfinite(flat)).sum())
@@ -128,7 +143,8 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
         # exists, loss.npy is still the previous trace; once it is gone, loss.npy is this one
         _fsync(partial)
         os.replace(partial, out.trace_loss)
-        _write_progress(out, {"final": sig}, sig, list(range(n_ckpt)))
+        _write_progress(out, {"final": sig, "versions": prog.get("versions"),
+                              "version_checks": prog.get("version_checks", [])}, sig, list(range(n_ckpt)))
 
     dist.run_on_main(finish)
     return read_npy(out.trace_loss, mmap=True)
@@ -156,7 +172,7 @@ def _open_partial(out: RunDir, sig: dict) -> tuple[list[int] | None, dict]:
     mm.flush()
     del mm
     _fsync(partial)
-    prog = {"final": final}
+    prog = {"final": final, "versions": prog.get("versions") if reuse else None}  # the reused rows' versions
     _write_progress(out, prog, sig, sorted(reuse))
     return sorted(reuse), prog
 
@@ -198,7 +214,8 @@ def _row_key(row: dict) -> str:
 
 def _write_progress(out: RunDir, prog: dict, sig: dict, done: list[int]) -> None:
     write_json(out.trace_progress, {"signature": sig, "rows_done": len(done), "done": done,
-                                    "final": prog.get("final")})
+                                    "final": prog.get("final"), "versions": prog.get("versions") or
+                                    resume.trace_versions(), "version_checks": prog.get("version_checks", [])})
 
 
 def _fsync(path: Path) -> None:
@@ -307,6 +324,8 @@ def _write_trace(run: RunDir, rows: list[dict], inputs: np.ndarray, loss: np.nda
             "seq_len": cfg.seq_len, "n_seqs": int(inputs.shape[0]), "axes": list(rows[0]),
             "source": "run", "dtype": "bf16" if trace_dtype(cfg.dtype, device) else "fp32",
             "weights": cfg.weights, "average": _average_info(run),
-            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1]))}
+            "mean_loss_first": float(np.mean(loss[0])), "mean_loss_last": float(np.mean(loss[-1])),
+            "warnings": axis_warnings(loss, [f"step {r['step']}" for r in rows], [r["step"] for r in rows],
+                                      tok.get_vocab_size())}
     write_json(run.trace_meta, meta)
     return meta
