@@ -44,7 +44,7 @@ def sources(d: RunData) -> dict[str, list[dict]]:
     token_row = src(r.trace_tokens, "context", "position", "unigram_loss")
     loss_rows = src(r.trace_loss, "rows 0 and K-1 (final loss, total drop)")
     per_token = src(r.fit_tokens, "tok_idx", "class", "model", "r2", "n_events")
-    main_event = src(r.fit_events, "tok_idx", "a", "mu (largest a > 0 per token)")
+    main_event = src(r.fit_events, "tok_idx", "a", "mu (largest a > 0 per token)", "censored")
     return {
         "text": [tokens, loss_rows, per_token, main_event],
         "token": [src(r.trace_loss, "column tok_idx (all K rows)"), src(r.trace_axis, d.axis),
@@ -54,6 +54,9 @@ def sources(d: RunData) -> dict[str, list[dict]]:
                      src(r.spectrum_curve(), "x", "dldu_measured", "dldu_reconstructed"),
                      src(r.spectrum_summary, *SUMMARY_KEYS[:4]), src(r.fit_events, "tok_idx", "a", "mu")],
         "table": [per_token, main_event, tokens, loss_rows],
+        "curves": [src(r.trace_loss, "the selection's columns (a sample of at most 60,000 losses)"),
+                   src(r.fit_tokens, "b", "c", "class"), src(r.fit_events, "tok_idx", "a", "mu", "width", "censored"),
+                   per_token, tokens],
     }
 
 
