@@ -167,7 +167,7 @@ class RunData:
     def check_col(self, i: int) -> int:
         if not 0 <= i < self.n_tok:
             raise ExploreError(f"token {i} is out of range: run {self.name} has {self.n_tok:,} tokens "
-                               f"(0..{self.n_tok - 1:,})", status=404)
+                               f"(0..{self.n_tok - 1:,})", f"pass a token index in 0..{self.n_tok - 1}", status=404)
         return int(i)
 
 

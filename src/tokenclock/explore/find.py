@@ -19,7 +19,8 @@ def text_of(d: RunData) -> tuple[str, np.ndarray]:
     """(the validation text, int64 (N + 1,) character offset of each token in it)."""
     if "text" not in d.cache:
         if d.vocab_text is None or d.token_id is None:
-            raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)", status=409)
+            raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)",
+                               "find needs a trace with token text: explore the run it was imported from", status=409)
         lengths = np.fromiter((len(t) for t in d.vocab_text), np.int64, len(d.vocab_text))
         offsets = np.zeros(d.n_tok + 1, np.int64)
         np.cumsum(lengths[d.token_id], out=offsets[1:])

@@ -80,12 +80,14 @@ def colours(d: RunData, by: str, start: int, n: int, censored: bool = False) -> 
 def matching_ids(d: RunData, q: str, regex: bool) -> np.ndarray:
     """bool (V,): token ids whose text contains q (or matches the regex q)."""
     if d.vocab_text is None:
-        raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)", status=409)
+        raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)",
+                           "filter by class, learning time or r2 instead", status=409)
     if regex:
         try:
             pat = re.compile(q)
         except re.error as e:
-            raise ExploreError(f"{q!r} is not a valid regular expression ({e})") from None
+            raise ExploreError(f"{q!r} is not a valid regular expression ({e})",
+                               "escape special characters with a backslash, or untick regex") from None
         return np.fromiter((pat.search(t) is not None for t in d.vocab_text), bool, len(d.vocab_text))
     return np.fromiter((q in t for t in d.vocab_text), bool, len(d.vocab_text))
 
@@ -112,7 +114,7 @@ def integer(params: Mapping[str, str], key: str, default: int, lo: int = 0, hi: 
     if v is None:
         return default
     if v != int(v) or v < lo or (hi is not None and v > hi):
-        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        span = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
         raise ExploreError(f"{key}={params[key]!r} is not an integer {span}", f"pass an integer {span}")
     return int(v)
 
@@ -181,7 +183,7 @@ def _log(x: float | None, what: str) -> float | None:
     if x is None:
         return None
     if x <= 0:
-        raise ExploreError(f"{what} {x:g} is not > 0 (learning times are on a log axis)")
+        raise ExploreError(f"{what} {x:g} is not > 0 (learning times are on a log axis)", f"pass {what} > 0")
     return float(np.log(x))
 
 
@@ -190,12 +192,13 @@ def mask(d: RunData, f: Filter) -> np.ndarray:
     keep = np.ones(d.n_tok, bool)
     if f.q or f.count_min is not None or f.count_max is not None:
         if d.token_id is None:
-            raise ExploreError(f"run {d.name} has no token ids or text (an imported loss matrix)", status=409)
+            raise ExploreError(f"run {d.name} has no token ids or text (an imported loss matrix)",
+                               "filter by class, learning time or r2 instead", status=409)
         ok = matching_ids(d, f.q, f.regex) if f.q else np.ones(len(d.vocab_text), bool)
         if f.count_min is not None or f.count_max is not None:
             if d.vocab_count is None:
                 raise ExploreError(f"run {d.name} records no training-set counts (a series traced without "
-                                   "its training data)", status=409)
+                                   "its training data)", "leave count_min and count_max out", status=409)
             ok &= _between(d.vocab_count, f.count_min, f.count_max)
         keep &= ok[d.token_id]
     if f.classes or any(v is not None for v in (f.x_min, f.x_max, f.r2_min, f.r2_max)):
@@ -231,7 +234,7 @@ def _plain_key(d: RunData, sort: str) -> np.ndarray:
         return d.drop()
     if sort == "count":
         if d.vocab_count is None:
-            raise ExploreError(f"run {d.name} records no training-set counts", status=409)
+            raise ExploreError(f"run {d.name} records no training-set counts", "sort by another column", status=409)
         return d.vocab_count[d.token_id]
     fi = need_fit(d, f"sorting by {sort}")
     return {"r2": fi.r2, "n_events": fi.n_events}[sort]

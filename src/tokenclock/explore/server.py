@@ -53,7 +53,8 @@ class Ask:
     def run(self, r: str) -> RunData:
         k = _int(r, "run")
         if not 0 <= k < len(self.runs):
-            raise ExploreError(f"run {k} does not exist ({len(self.runs)} open)", status=404)
+            raise ExploreError(f"run {k} does not exist ({len(self.runs)} open)",
+                               f"pass a run index in 0..{len(self.runs) - 1} (GET /api/runs lists them)", status=404)
         return self.runs[k]
 
     def int(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:

@@ -136,7 +136,8 @@ def compare(runs: list[RunData], which: list[int], i: int) -> dict:
         raise ExploreError("compare needs two or more runs", "pass runs=0,1")
     for r in which:
         if not 0 <= r < len(runs):
-            raise ExploreError(f"run {r} does not exist ({len(runs)} runs open)", status=404)
+            raise ExploreError(f"run {r} does not exist ({len(runs)} runs open)",
+                               f"pass run indices in 0..{len(runs) - 1}", status=404)
     for r in which[1:]:
         why = mismatch(runs[which[0]], runs[r])
         if why:
