@@ -6,7 +6,9 @@ trace/tokens.parquet (row groups of 2^20 rows, as pyarrow writes them for the tr
 tokens.parquet and events.parquet (~1.7 events per token), fit/summary.json and a spectrum/. Then starts
 `tokenclock explore` in a subprocess (real uvicorn) and prints the median and p95 latency of one token
 click (its JSON and its trajectory bytes), a 2k-token text window (texts and colours), a spectrum
-brush query and a string filter, and the server's RSS. A benchmark, not a test:
+brush query, a string filter, the curves of a selection (the selection panel: a string filter's
+tokens, a whole class, a brushed range's tokens), a find in the text, and the server's RSS. A
+benchmark, not a test:
 
     python benchmarks/explore_latency.py                      # 10M x 200 in /tmp/tokenclock-explore-bench
     python benchmarks/explore_latency.py --n-tok 1000000 --requests 100
@@ -185,7 +187,7 @@ def timed(conn: http.client.HTTPConnection, paths: list[str]) -> float:
 
 def queries(n: int, rng: np.random.Generator) -> dict[str, callable]:
     lo, hi = np.log(steps_of(2))
-    words = [f"w{int(v)}" for v in rng.integers(1, 500, 1000)]
+    words = [f"w{int(v)}" for v in rng.integers(1, 500, 3000)]
 
     def click():
         i = int(rng.integers(n))
@@ -202,8 +204,25 @@ def queries(n: int, rng: np.random.Generator) -> dict[str, callable]:
     def string_filter():
         return [f"/api/run/0/tokens?q={words.pop()}&sort=learning_time&desc=1&limit=50"]
 
+    def curves_of_filter():
+        return [f"/api/run/0/curves?of=filter&q={words.pop()}"]
+
+    def curves_of_class():
+        return [f"/api/run/0/curves?of=filter&class={rng.choice(['learned', 'forgotten', 'rise-then-fall'])}"]
+
+    def curves_of_brush():
+        a = float(np.exp(rng.uniform(lo, hi - 0.7)))
+        return [f"/api/run/0/curves?of=brush&x_min={a}&x_max={a * 2}&sign=learn"]
+
+    def find():
+        return [f"/api/run/0/search?q=w{int(rng.integers(1, 500))}%20w&from={int(rng.integers(n))}"]
+
     return {"token click (JSON + trajectory)": click, "text window 2048 (texts + colours)": window,
-            "spectrum brush (top 50 by amplitude)": brush, "string filter (top 50 by learning time)": string_filter}
+            "spectrum brush (top 50 by amplitude)": brush, "string filter (top 50 by learning time)": string_filter,
+            "selection panel: a string filter's curves": curves_of_filter,
+            "selection panel: a class's curves (~30%)": curves_of_class,
+            "selection panel: a brushed range's curves": curves_of_brush,
+            "find across tokens (after the first)": find}
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ MAX_DRAWN = 200
 READS = 60_000      # losses read per request (sampled tokens x checkpoints x series)
 MIN_SAMPLE = 200    # tokens in the band's sample however many checkpoints there are
 QUANTILES = (0.1, 0.5, 0.9)
+EVENT_SAMPLE = 20_000  # a brush of more events takes its tokens from this many of them
 
 
 def selected(d: RunData, params) -> tuple[np.ndarray, dict]:
@@ -36,11 +37,17 @@ def selected(d: RunData, params) -> tuple[np.ndarray, dict]:
                                       params.get("sign", "learn"), flag(params, "censored"))
     pos = np.arange(s, s + len(a)) if keep is None else s + keep
     n_events = len(pos)
-    if n_events > 4 * READS:  # many events: their tokens from a sample of them
-        pos = np.unique(np.random.default_rng(0).choice(pos, 4 * READS, replace=False))
+    if n_events > EVENT_SAMPLE:  # many events: their tokens from a sample of them
+        pos = np.unique(pos[np.random.default_rng(0).integers(0, n_events, EVENT_SAMPLE)])
     cols = np.unique(fi.token_of(fi.by_mu[pos]))
     return cols, {"of": "brush", "n_events": n_events, "censored_left_out": left_out,
                   "n_tokens": int(len(cols)) if len(pos) == n_events else None}
+
+
+def _some(cols: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k of cols (sorted) picked at random without replacement, in time independent of len(cols)."""
+    got = np.unique(cols[rng.integers(0, len(cols), 2 * k)])  # a few repeats among 2k draws
+    return np.sort(rng.permutation(got)[:k]) if len(got) >= k else np.sort(rng.choice(cols, k, replace=False))
 
 
 def _fitted(d: RunData, cols: np.ndarray) -> np.ndarray:
@@ -83,8 +90,8 @@ def curves(runs: list[RunData], r: int, params) -> bytes:
     per_token = d.n_ckpt + sum(runs[k].n_ckpt for k in others)
     n_sample = max(MIN_SAMPLE, READS // max(1, per_token))
     rng = np.random.default_rng(0)
-    sample = cols if len(cols) <= n_sample else np.sort(rng.choice(cols, n_sample, replace=False))
-    drawn = sample if len(sample) <= MAX_DRAWN else np.sort(rng.choice(sample, MAX_DRAWN, replace=False))
+    sample = cols if len(cols) <= n_sample else _some(cols, n_sample, rng)
+    drawn = sample if len(sample) <= MAX_DRAWN else _some(sample, MAX_DRAWN, rng)
     loss = d.gather(sample)  # (K, S)
     where = np.searchsorted(sample, drawn)
     fit_all = _fitted(d, sample)  # (S, F)
