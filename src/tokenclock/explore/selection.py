@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 
 import numpy as np
 
@@ -77,7 +78,8 @@ def _band(loss: np.ndarray) -> list[np.ndarray]:
     """mean and QUANTILES over tokens, per checkpoint, of loss (K, S)."""
     if not loss.shape[1]:
         return [np.full(loss.shape[0], np.nan, np.float32) for _ in range(1 + len(QUANTILES))]
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a checkpoint where every sampled loss is NaN: NaN, said by the page
+        warnings.simplefilter("ignore", RuntimeWarning)
         return [np.nanmean(loss, axis=1), *np.nanquantile(loss, QUANTILES, axis=1)]
 
 
@@ -98,7 +100,8 @@ def curves(runs: list[RunData], r: int, params) -> bytes:
     blocks = [("loss", loss[:, where].T), ("fit", fit_all[where])]
     names = ("mean", *(f"q{round(q * 100)}" for q in QUANTILES))
     blocks += list(zip(names, _band(loss)))
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # tokens without a fit: NaN curves
+        warnings.simplefilter("ignore", RuntimeWarning)
         blocks.append(("fit_mean", np.nanmean(fit_all, axis=0) if len(sample) else np.full(len(d.x_fit), np.nan)))
     series = []
     for k in others:
