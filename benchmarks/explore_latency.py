@@ -102,7 +102,10 @@ def write_fit(run: RunDir, n: int, p: dict, rng: np.random.Generator) -> None:
         col[first] = p[v1]
         col[first[two] + 1] = p[v2][two]
         ev[key] = col
-    write_parquet(run.fit_events, {"tok_idx": tok, **ev, "resolved": ev["width"] > 0.1}, metadata={"axis": "step"})
+    u_lo, u_hi = np.log(steps_of(2))
+    censored = np.where(ev["mu"] < u_lo, "left", np.where(ev["mu"] > u_hi, "right", ""))
+    write_parquet(run.fit_events, {"tok_idx": tok, **ev, "resolved": ev["width"] > 0.1, "censored": censored},
+                  metadata={"axis": "step"})
     cls = np.where(rng.random(n) < 0.9, CLASSES[np.minimum(rng.integers(0, 3, n), 2)], CLASSES[rng.integers(3, 6, n)])
     model = np.where(two, "sigmoid2", "sigmoid1")
     pq.write_table(_table({"tok_idx": np.arange(n), "b": p["b"].astype(np.float64), "c": np.zeros(n),
@@ -122,6 +125,24 @@ def write_fit(run: RunDir, n: int, p: dict, rng: np.random.Generator) -> None:
     write_json(run.spectrum_summary, {"axis": "step", "synthetic": True, "n_events": int(len(tok))})
 
 
+def add_censored(run: RunDir) -> None:
+    """Give a run built before events carried `censored` that column (midpoints outside the steps)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if "censored" in pq.ParquetFile(run.fit_events).schema_arrow.names:
+        return
+    t = pq.read_table(run.fit_events)
+    lo, hi = np.log(steps_of(2))
+    mu = t.column("mu")
+    side = pc.if_else(pc.less(mu, lo), "left", pc.if_else(pc.greater(mu, hi), "right", ""))
+    tmp = run.fit_events.with_suffix(".tmp.parquet")
+    pq.write_table(t.append_column("censored", side.cast(pa.string())), tmp)
+    tmp.rename(run.fit_events)
+    print(f"added the censored column to {run.fit_events}")
+
+
 def _table(cols: dict):
     import pyarrow as pa
 
@@ -133,6 +154,7 @@ def build(root: Path, n: int, k: int) -> RunDir:
     meta = run.root / "bench.json"
     if meta.is_file() and json.loads(meta.read_text()) == {"n_tok": n, "n_ckpt": k}:
         print(f"reusing {root} ({n:,} tokens x {k} checkpoints)")
+        add_censored(run)
         return run
     shutil.rmtree(root, ignore_errors=True)
     for d in (run.trace_dir, run.fit_dir, run.spectrum_dir):

@@ -53,12 +53,15 @@ class FitIndex:
             return self.mu, self.a, None
         return self.mu_all, self.a_all, self.cens_all
 
-    def censored_token(self) -> np.ndarray | None:
-        """int8 (N,) side of a token's largest learning event where it is censored and the token
-        has no measured one (0 elsewhere); None when no event is censored."""
+    def censored_side(self, sel, censored: bool) -> np.ndarray | None:
+        """int8 side (0 measured, 1 left, 2 right) of the learning event that gives tokens `sel` their
+        learning time: their largest learning event (`censored`), or else their largest measured
+        one, and the largest censored one only where a token has no measured one. None when no
+        event is censored."""
         if self.cens_all is None:
             return None
-        return np.where(np.isnan(self.mu), self.cens_all, 0).astype(np.int8)
+        side = self.cens_all[sel]
+        return side if censored else np.where(np.isnan(self.mu[sel]), side, 0).astype(np.int8)
 
     def events(self, i: int) -> dict[str, np.ndarray]:
         s, e = int(self.ev_start[i]), int(self.ev_start[i + 1])

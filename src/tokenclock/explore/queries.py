@@ -66,11 +66,10 @@ def colours(d: RunData, by: str, start: int, n: int, censored: bool = False) -> 
         return d.drop(slice(start, stop))
     fi = need_fit(d, f"colouring by {by.replace('_', ' ')}")
     if by == "learning_time":
-        mu, _, side = fi.main_event(censored)
-        side = side if censored else fi.censored_token()
-        v = mu[start:stop].copy()
+        v = fi.main_event(censored)[0][start:stop].copy()
+        side = fi.censored_side(slice(start, stop), censored)
         if side is not None:
-            v[side[start:stop] == 1], v[side[start:stop] == 2] = -np.inf, np.inf
+            v[side == 1], v[side == 2] = -np.inf, np.inf
         return v
     v = (fi.cls if by == "class" else fi.n_events)[start:stop].astype(np.float32)
     v[fi.cls[start:stop] < 0] = np.nan
@@ -319,11 +318,11 @@ def rows(d: RunData, cols: np.ndarray, censored: bool = False) -> list[dict]:
         fi = d.fit
         out["class"] = [fi.classes[c] if c >= 0 else None for c in fi.cls[cols]]
         out["model"] = [fi.models[c] if c >= 0 else None for c in fi.model[cols]]
-        mu, a, side = fi.main_event(censored)
-        side = side if censored else fi.censored_token()
+        mu, a, _ = fi.main_event(censored)
+        side = fi.censored_side(cols, censored)
         out.update(r2=fi.r2[cols].tolist(), n_events=fi.n_events[cols].tolist(),
                    learning_time=np.exp(mu[cols].astype(np.float64)).tolist(), a=a[cols].tolist(),
-                   censored=[SIDES[k] for k in side[cols]] if side is not None else [""] * len(cols))
+                   censored=[SIDES[k] for k in side] if side is not None else [""] * len(cols))
     return [dict(zip(out, vals)) for vals in zip(*out.values())]
 
 

@@ -187,7 +187,8 @@ const loadSpectrum = guard("#spectrum-err", async () => {
       {label: "rises ρ (a < 0)", stroke: "#d7191c"}],
     hooks: {drawClear: [observedRange], setSelect: [(u) => {
       if (u.select.width < 2) return;
-      S.brush = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
+      const at = (px) => Number(u.posToVal(px, "x").toPrecision(4));  // 4 digits: a readable URL and file name
+      S.brush = [at(u.select.left), at(u.select.left + u.select.width)];
       S.brushOffset = 0; $("#curves-of").value = "brush"; loadBrush();
     }]}};
   plot("#spec-plot", opts, [xs, pick(d.rho_learn), pick(d.rho_rise)]);
