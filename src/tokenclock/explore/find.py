@@ -1,7 +1,7 @@
 """The page's find: a string (or regular expression) searched in the validation text itself, the
 token texts of a run joined in order, so that " lamb" finds the tokens " l|am|b" as well as one
-token " lamb". Built on the first find of a run (one str of the text and the character offset of
-each token, ~4 bytes per character and per token more) and kept; a match never spans two
+token " lamb". Built on the first find of a run and kept: one str of the text (1-4 bytes per
+character) and the character offset of each token (8 bytes per token); a match never spans two
 validation sequences.
 """
 from __future__ import annotations
