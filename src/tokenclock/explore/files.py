@@ -54,7 +54,7 @@ def sources(d: RunData) -> dict[str, list[dict]]:
                      src(r.spectrum_curve(), "x", "dldu_measured", "dldu_reconstructed"),
                      src(r.spectrum_summary, *SUMMARY_KEYS[:4]), src(r.fit_events, "tok_idx", "a", "mu")],
         "table": [per_token, main_event, tokens, loss_rows],
-        "curves": [src(r.trace_loss, "the selection's columns (a sample of at most 60,000 losses)"),
+        "curves": [src(r.trace_loss, "the selection's columns (a sample of at most 40,000 losses)"),
                    src(r.fit_tokens, "b", "c", "class"), src(r.fit_events, "tok_idx", "a", "mu", "width", "censored"),
                    per_token, tokens],
     }

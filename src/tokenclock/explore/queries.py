@@ -206,7 +206,9 @@ def mask(d: RunData, f: Filter) -> np.ndarray:
             unknown = [c for c in f.classes if c not in fi.classes]
             if unknown:
                 raise ExploreError(f"unknown class {unknown[0]!r}", f"classes: {', '.join(fi.classes)}")
-            keep &= np.isin(fi.cls, [fi.classes.index(c) for c in f.classes])
+            lut = np.zeros(256, bool)  # a table lookup: np.isin over millions of int8 is ~10x slower
+            lut[[fi.classes.index(c) for c in f.classes]] = True
+            keep &= lut[fi.cls.view(np.uint8)]
         if f.x_min is not None or f.x_max is not None:
             keep &= _between(fi.main_event(f.censored)[0], _log(f.x_min, "x_min"), _log(f.x_max, "x_max"))
         if f.r2_min is not None or f.r2_max is not None:

@@ -18,7 +18,7 @@ from tokenclock.explore.data import ExploreError, RunData
 from tokenclock.explore.queries import Filter, brushed, flag, mask, need_fit, number
 
 MAX_DRAWN = 200
-READS = 60_000      # losses read per request (sampled tokens x checkpoints x series)
+READS = 40_000      # losses read per request (sampled tokens x checkpoints x series): ~75 ms of os.pread
 MIN_SAMPLE = 200    # tokens in the band's sample however many checkpoints there are
 QUANTILES = (0.1, 0.5, 0.9)
 EVENT_SAMPLE = 20_000  # a brush of more events takes its tokens from this many of them
@@ -78,6 +78,8 @@ def _band(loss: np.ndarray) -> list[np.ndarray]:
     """mean and QUANTILES over tokens, per checkpoint, of loss (K, S)."""
     if not loss.shape[1]:
         return [np.full(loss.shape[0], np.nan, np.float32) for _ in range(1 + len(QUANTILES))]
+    if not np.isnan(loss).any():  # the usual case: np.quantile is several times faster than nanquantile
+        return [loss.mean(axis=1), *np.quantile(loss, QUANTILES, axis=1)]
     with warnings.catch_warnings():  # a checkpoint where every sampled loss is NaN: NaN, said by the page
         warnings.simplefilter("ignore", RuntimeWarning)
         return [np.nanmean(loss, axis=1), *np.nanquantile(loss, QUANTILES, axis=1)]
