@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tokenclock.rundir import RunDir
 
 FIT_POINTS = 160  # points of the fitted curve drawn between the first and last kept checkpoint
 GATHER_GAP = 1024  # tokens apart that gather() reads in one piece (4 KiB of float32)
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tokenclock-explore-read")
 
 
 class ExploreError(TokenclockError):
@@ -118,17 +120,23 @@ class RunData:
         lone = np.flatnonzero(np.diff(brk) == 1)  # groups of one token
         lone_pos, groups = brk[lone], [(s, e) for s, e in zip(brk[:-1], brk[1:]) if e - s > 1]
         lone_off = (c[lone_pos] * step).tolist()
-        for k in range(self.n_ckpt):
-            base = self.loss.offset + k * self.loss.strides[0]
-            if lone_off:
-                out[k, lone_pos] = np.frombuffer(b"".join([os.pread(fd, size, base + o) for o in lone_off]), dt)
-            for s, e in groups:
-                lo, hi = int(c[s]), int(c[e - 1]) + 1
-                if step == size:
-                    span = np.frombuffer(os.pread(fd, (hi - lo) * size, base + lo * step), dt)
-                    out[k, s:e] = span[c[s:e] - lo]
-                else:
-                    out[k, s:e] = self.row(k, c[s:e])
+
+        def rows(ks: range) -> None:
+            for k in ks:
+                base = self.loss.offset + k * self.loss.strides[0]
+                if lone_off:
+                    out[k, lone_pos] = np.frombuffer(b"".join([os.pread(fd, size, base + o) for o in lone_off]), dt)
+                for s, e in groups:
+                    lo, hi = int(c[s]), int(c[e - 1]) + 1
+                    if step == size:
+                        span = np.frombuffer(os.pread(fd, (hi - lo) * size, base + lo * step), dt)
+                        out[k, s:e] = span[c[s:e] - lo]
+                    else:
+                        out[k, s:e] = self.row(k, c[s:e])
+
+        # several reads in flight: pages not in the page cache come from the disk in parallel
+        parts = [range(k, min(self.n_ckpt, k + 8)) for k in range(0, self.n_ckpt, 8)]
+        list(_READERS.map(rows, parts)) if len(c) * self.n_ckpt > 4096 else rows(range(self.n_ckpt))
         res = np.empty_like(out)
         res[:, order] = out
         return res
