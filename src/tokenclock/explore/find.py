@@ -1,7 +1,7 @@
 """The page's find: a string (or regular expression) searched in the validation text itself, the
 token texts of a run joined in order, so that " lamb" finds the tokens " l|am|b" as well as one
 token " lamb". Built on the first find of a run and kept: one str of the text (1-4 bytes per
-character) and the character offset of each token (8 bytes per token); a match never spans two
+character) and the character offset of each token (4 bytes per token); a match never spans two
 validation sequences.
 """
 from __future__ import annotations
@@ -16,13 +16,14 @@ SCAN_MAX = 10_000  # matches skipped (across a sequence break) before a find giv
 
 
 def text_of(d: RunData) -> tuple[str, np.ndarray]:
-    """(the validation text, int64 (N + 1,) character offset of each token in it)."""
+    """(the validation text, int32 (N + 1,) character offset of each token in it; int64 past 2^31)."""
     if "text" not in d.cache:
         if d.vocab_text is None or d.token_id is None:
             raise ExploreError(f"run {d.name} has no token text (an imported loss matrix)",
                                "find needs a trace with token text: explore the run it was imported from", status=409)
         lengths = np.fromiter((len(t) for t in d.vocab_text), np.int64, len(d.vocab_text))
-        offsets = np.zeros(d.n_tok + 1, np.int64)
+        total = int(lengths[d.token_id].sum(dtype=np.int64))
+        offsets = np.zeros(d.n_tok + 1, np.int32 if total < 2**31 else np.int64)  # 4 bytes per token
         np.cumsum(lengths[d.token_id], out=offsets[1:])
         d.cache["text"] = ("".join(d.vocab_text[d.token_id].tolist()), offsets)
     return d.cache["text"]
