@@ -5,6 +5,7 @@ text), and a shorter import (other validation tokens, so compare must refuse it)
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from tokenclock.rundir import RunDir
 
-__all__ = ["explore_dirs", "opened", "snapshot", "state_dirs", "state_runs"]
+__all__ = ["explore_dirs", "opened", "snapshot", "state_dirs", "state_runs", "served", "browser", "CHROMIUM"]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -107,3 +108,33 @@ def state_runs(state_dirs):
     from tokenclock.explore.server import open_runs
 
     return open_runs([state_dirs["both"], state_dirs["censored"]], log=lambda *a: None)
+
+
+def served(runs):
+    """A module fixture's body: the explorer over `runs` in a background thread, stopped after."""
+    from tokenclock.explore.server import Background
+
+    bg = Background(runs)
+    yield bg
+    bg.stop()
+
+
+def _chromium() -> str | None:
+    for c in (os.environ.get("TOKENCLOCK_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
+              "/usr/bin/chromium"):
+        if c and Path(c).is_file():
+            return c
+    return None
+
+
+CHROMIUM = _chromium()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (never `playwright install`); one per module."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()

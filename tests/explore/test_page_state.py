@@ -9,30 +9,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from explore_runs import *  # noqa: F403 (the fixtures)
-from test_browser import CHROMIUM, Page
+from explore_runs import *  # noqa: F403 (the fixtures, browser among them; CHROMIUM)
+from test_browser import Page
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium)")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium)")  # noqa: F405
 
 BOTH, BOTH_AVG, CENS = range(3)
 
 
 @pytest.fixture(scope="module")
 def server(state_runs):
-    from tokenclock.explore.server import Background
-
-    bg = Background(state_runs)
-    yield bg
-    bg.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
+    yield from served(state_runs)  # noqa: F405 (explore_runs)
 
 
 class StatePage(Page):
