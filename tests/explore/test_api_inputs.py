@@ -204,3 +204,19 @@ def test_the_artifact_description_shows_json_values(client, state_runs):
     d = client.get("/api/run/0/artifact?file=spectrum/summary.json").json()
     want = read_json(state_runs[BOTH].run.spectrum_summary)
     assert d["values"]["reconstruction_r2"] == pytest.approx(want["reconstruction_r2"])
+
+
+def test_the_histogram_leaves_censored_events_out_and_counts_them(state_runs, censored):
+    import shutil
+
+    from tokenclock.explore.files import spectrum
+    from tokenclock.explore.server import open_runs
+
+    root = state_runs[CENS].run.root.parent / "censored_no_spectrum"
+    if not root.exists():
+        shutil.copytree(state_runs[CENS].run.root, root, ignore=shutil.ignore_patterns("spectrum*"))
+    d = open_runs([root], log=lambda *a: None)[0]
+    sp = spectrum(d)
+    assert sp["source"] == "histogram"
+    assert sp["summary"]["n_censored_left_out"] == int((censored.censored != "").sum())
+    assert sp["summary"]["n_events"] == int((censored.censored == "").sum())

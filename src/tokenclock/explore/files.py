@@ -113,6 +113,10 @@ def spectrum(d: RunData) -> dict:
     else:
         u = np.log(d.x[d.keep])
         mu, a = fi.ev_mu[fi.by_mu], fi.ev_a[fi.by_mu]  # finite events, in order of mu
+        n_cens = 0
+        if fi.cens_by_mu is not None:  # censored events have no measured learning time: left out, counted
+            measured = fi.cens_by_mu == 0
+            n_cens, mu, a = int((~measured).sum()), mu[measured], a[measured]
         edges = np.linspace(min(u[0], mu[0]) if len(mu) else u[0], max(u[-1], mu[-1]) if len(mu) else u[-1],
                             HIST_BINS + 1)
         width = np.diff(edges)
@@ -120,7 +124,7 @@ def spectrum(d: RunData) -> dict:
         rise = np.histogram(mu, edges, weights=np.minimum(a, 0))[0] / width / d.n_tok
         out = {"source": "histogram", "density": {"x": np.exp((edges[1:] + edges[:-1]) / 2).tolist(),
                                                   "rho_learn": learn.tolist(), "rho_rise": rise.tolist()},
-               "curve": None, "summary": {"n_events": int(len(mu))}}
+               "curve": None, "summary": {"n_events": int(len(mu)), "n_censored_left_out": n_cens}}
     from tokenclock.explore.token import plain
 
     d.cache["spectrum"] = out = plain(out)

@@ -200,6 +200,7 @@ const loadSpectrum = guard("#spectrum-err", async () => {
       series: [{}, {label: "measured", stroke: "#333", width: 1.5}, {label: "reconstructed from events", stroke: "#d00", dash: [5, 3]}]},
     [f(c.x), f(c.dldu_measured), f(c.dldu_reconstructed)]);
   } else {
-    $("#recon-plot").textContent = `histogram of fit/events.parquet (the spectrum stage has not run: \`tokenclock spectrum ${run().root}\`)`;
+    const left = sp.summary.n_censored_left_out ? `; ${fmt(sp.summary.n_censored_left_out)} censored events left out` : "";
+    $("#recon-plot").textContent = `histogram of fit/events.parquet (the spectrum stage has not run: \`tokenclock spectrum ${run().root}\`)${left}`;
   }
 });
