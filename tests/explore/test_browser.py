@@ -4,46 +4,21 @@ checks that no request leaves the local server and that the console shows no err
 the reason, where playwright or chromium is missing."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from explore_runs import *  # noqa: F403 (the fixtures: explore_dirs, opened, snapshot)
+from explore_runs import *  # noqa: F403 (the fixtures: explore_dirs, opened, snapshot, browser; CHROMIUM)
 
 from tokenclock.rundir import RunDir
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 
-def _chromium() -> str | None:
-    for c in (os.environ.get("TOKENCLOCK_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-              "/usr/bin/chromium"):
-        if c and Path(c).is_file():
-            return c
-    return None
-
-
-CHROMIUM = _chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium)")  # noqa: F405
 
 
 @pytest.fixture(scope="module")
 def server(opened):
-    from tokenclock.explore.server import Background
-
-    bg = Background(opened)
-    yield bg
-    bg.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
+    yield from served(opened)  # noqa: F405 (explore_runs)
 
 
 class Page:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from tokenclock.explore.index import FitIndex, fit_index
 from tokenclock.rundir import RAW, RunDir, StudyDir
 
 FIT_POINTS = 160  # points of the fitted curve drawn between the first and last kept checkpoint
+GATHER_GAP = 1024  # tokens apart that gather() reads in one piece (4 KiB of float32)
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tokenclock-explore-read")
 
 
 class ExploreError(TokenclockError):
@@ -105,6 +108,39 @@ class RunData:
         out = np.frombuffer(buf, dt).astype(np.float32)
         return out if np.ndim(sel) or isinstance(sel, slice) else out[0]
 
+    def gather(self, cols: np.ndarray) -> np.ndarray:
+        """float32 (K, len(cols)) losses of tokens `cols`, read with os.pread like column(): one read
+        per checkpoint and token, or one per run of tokens closer than GATHER_GAP."""
+        cols = np.asarray(cols, dtype=np.int64)
+        order = np.argsort(cols, kind="stable")
+        c = cols[order]
+        size, fd, dt, step = self.loss.dtype.itemsize, self._fd(), self.loss.dtype, self.loss.strides[1]
+        out = np.empty((self.n_ckpt, len(c)), np.float32)
+        brk = np.r_[0, np.flatnonzero(np.diff(c) > GATHER_GAP) + 1, len(c)]
+        lone = np.flatnonzero(np.diff(brk) == 1)  # groups of one token
+        lone_pos, groups = brk[lone], [(s, e) for s, e in zip(brk[:-1], brk[1:]) if e - s > 1]
+        lone_off = (c[lone_pos] * step).tolist()
+
+        def rows(ks: range) -> None:
+            for k in ks:
+                base = self.loss.offset + k * self.loss.strides[0]
+                if lone_off:
+                    out[k, lone_pos] = np.frombuffer(b"".join([os.pread(fd, size, base + o) for o in lone_off]), dt)
+                for s, e in groups:
+                    lo, hi = int(c[s]), int(c[e - 1]) + 1
+                    if step == size:
+                        span = np.frombuffer(os.pread(fd, (hi - lo) * size, base + lo * step), dt)
+                        out[k, s:e] = span[c[s:e] - lo]
+                    else:
+                        out[k, s:e] = self.row(k, c[s:e])
+
+        # several reads in flight: pages not in the page cache come from the disk in parallel
+        parts = [range(k, min(self.n_ckpt, k + 8)) for k in range(0, self.n_ckpt, 8)]
+        list(_READERS.map(rows, parts)) if len(c) * self.n_ckpt > 4096 else rows(range(self.n_ckpt))
+        res = np.empty_like(out)
+        res[:, order] = out
+        return res
+
     def final(self, sel=slice(None)) -> np.ndarray:
         """float32 loss at the last checkpoint of tokens `sel`, read when asked (never kept)."""
         return self.row(self.n_ckpt - 1, sel)
@@ -139,7 +175,7 @@ class RunData:
     def check_col(self, i: int) -> int:
         if not 0 <= i < self.n_tok:
             raise ExploreError(f"token {i} is out of range: run {self.name} has {self.n_tok:,} tokens "
-                               f"(0..{self.n_tok - 1:,})", status=404)
+                               f"(0..{self.n_tok - 1:,})", f"pass a token index in 0..{self.n_tok - 1}", status=404)
         return int(i)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tokenclock.artifacts import read_json, read_parquet
 from tokenclock.explore.data import ExploreError, RunData
 from tokenclock.explore.db import duck, parquet_file
-from tokenclock.explore.queries import Filter, mask, need_fit, number
+from tokenclock.explore.queries import Filter, flag, mask, need_fit, number, ordered
 
 SUMMARY_KEYS = ("n_events", "reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_after_warmup",
                 "event_share", "alpha_measured", "alpha_spectrum", "bandwidth", "axis")
@@ -44,7 +44,7 @@ def sources(d: RunData) -> dict[str, list[dict]]:
     token_row = src(r.trace_tokens, "context", "position", "unigram_loss")
     loss_rows = src(r.trace_loss, "rows 0 and K-1 (final loss, total drop)")
     per_token = src(r.fit_tokens, "tok_idx", "class", "model", "r2", "n_events")
-    main_event = src(r.fit_events, "tok_idx", "a", "mu (largest a > 0 per token)")
+    main_event = src(r.fit_events, "tok_idx", "a", "mu (largest a > 0 per token)", "censored")
     return {
         "text": [tokens, loss_rows, per_token, main_event],
         "token": [src(r.trace_loss, "column tok_idx (all K rows)"), src(r.trace_axis, d.axis),
@@ -54,6 +54,9 @@ def sources(d: RunData) -> dict[str, list[dict]]:
                      src(r.spectrum_curve(), "x", "dldu_measured", "dldu_reconstructed"),
                      src(r.spectrum_summary, *SUMMARY_KEYS[:4]), src(r.fit_events, "tok_idx", "a", "mu")],
         "table": [per_token, main_event, tokens, loss_rows],
+        "curves": [src(r.trace_loss, "the selection's columns (a sample of at most 40,000 losses)"),
+                   src(r.fit_tokens, "b", "c", "class"), src(r.fit_events, "tok_idx", "a", "mu", "width", "censored"),
+                   per_token, tokens],
     }
 
 
@@ -73,8 +76,18 @@ def describe(d: RunData, path: str) -> dict:
         out.update(kind="parquet", rows=pf.metadata.num_rows, row_groups=pf.metadata.num_row_groups,
                    columns=[{"name": f.name, "type": str(f.type)} for f in pf.schema_arrow])
     else:
-        out.update(kind="json", keys=sorted(read_json(p)))
+        doc = read_json(p)
+        out.update(kind="json", keys=sorted(doc), values={k: _short(v) for k, v in sorted(doc.items())})
     return out
+
+
+def _short(v, items: int = 12):
+    """A JSON value for the page's dialog: long lists cut to their first `items` (and how many more)."""
+    if isinstance(v, list) and len(v) > items:
+        return [_short(x) for x in v[:items]] + [f"... {len(v) - items:,} more"]
+    if isinstance(v, dict):
+        return {k: _short(x) for k, x in list(v.items())[:items * 4]}
+    return v
 
 
 # ----------------------------------------------------------------------------- spectrum
@@ -100,6 +113,10 @@ def spectrum(d: RunData) -> dict:
     else:
         u = np.log(d.x[d.keep])
         mu, a = fi.ev_mu[fi.by_mu], fi.ev_a[fi.by_mu]  # finite events, in order of mu
+        n_cens = 0
+        if fi.cens_by_mu is not None:  # censored events have no measured learning time: left out, counted
+            measured = fi.cens_by_mu == 0
+            n_cens, mu, a = int((~measured).sum()), mu[measured], a[measured]
         edges = np.linspace(min(u[0], mu[0]) if len(mu) else u[0], max(u[-1], mu[-1]) if len(mu) else u[-1],
                             HIST_BINS + 1)
         width = np.diff(edges)
@@ -107,7 +124,7 @@ def spectrum(d: RunData) -> dict:
         rise = np.histogram(mu, edges, weights=np.minimum(a, 0))[0] / width / d.n_tok
         out = {"source": "histogram", "density": {"x": np.exp((edges[1:] + edges[:-1]) / 2).tolist(),
                                                   "rho_learn": learn.tolist(), "rho_rise": rise.tolist()},
-               "curve": None, "summary": {"n_events": int(len(mu))}}
+               "curve": None, "summary": {"n_events": int(len(mu)), "n_censored_left_out": n_cens}}
     from tokenclock.explore.token import plain
 
     d.cache["spectrum"] = out = plain(out)
@@ -132,14 +149,27 @@ def _selection(d: RunData, cols: np.ndarray):
     return pa.table(table)
 
 
+NAMED = ("class", "q", "regex", "count_min", "count_max", "x_min", "x_max", "r2_min", "r2_max", "sign",
+         "censored")
+
+
+def download_name(d: RunData, what: str, params) -> str:
+    """The file name of a download, without suffix: run, what, then the selection
+    (`tiny_tokens_class-learned_q-the_x_min-5`), safe for any file system, at most 120 characters."""
+    safe = lambda s: re.sub(r"[^\w.-]+", "_", str(s)).strip("_")  # noqa: E731
+    parts = [safe(d.name) or "run", what]
+    parts += [f"{k}-{safe(params[k]) or 'x'}" for k in NAMED if params.get(k) not in (None, "", "0")]
+    return "_".join(parts)[:120].rstrip("_.-")
+
+
 def download(d: RunData, what: str, fmt: str, params) -> Path:
     """A file with the current selection: `tokens` (the filter's rows of trace/tokens.parquet and
-    fit/tokens.parquet) or `events` (the brush's rows of fit/events.parquet), as csv or parquet."""
+    fit/tokens.parquet) or `events` (the brush's rows of fit/events.parquet, censored events only
+    with censored=1), as csv or parquet, named for the selection (download_name)."""
     if fmt not in ("csv", "parquet"):
         raise ExploreError(f"unknown format {fmt!r}", "choose csv or parquet")
     r = d.run
-    safe = re.sub(r"[^\w.-]+", "_", d.name).strip("_") or "run"
-    out = Path(tempfile.mkdtemp(prefix="tokenclock-explore-")) / f"{safe}_{what}.{fmt}"
+    out = Path(tempfile.mkdtemp(prefix="tokenclock-explore-")) / f"{download_name(d, what, params)}.{fmt}"
     con = duck()
     if what == "tokens":
         cols = np.flatnonzero(mask(d, Filter.parse(params)))
@@ -153,8 +183,14 @@ def download(d: RunData, what: str, fmt: str, params) -> Path:
         need_fit(d, "downloading events")
         lo, hi = (number(params, k) for k in ("x_min", "x_max"))
         if lo is None or hi is None or lo <= 0 or hi <= 0:
-            raise ExploreError("the events download needs x_min and x_max > 0 (the brushed range)")
+            raise ExploreError("the events download needs x_min and x_max > 0 (the brushed range)",
+                               "brush a range of the spectrum, or pass both in axis units")
+        ordered(lo, hi, "x")
+        if params.get("sign", "learn") not in ("learn", "rise", "all"):
+            raise ExploreError(f"unknown sign {params['sign']!r}", "choose learn (a > 0), rise (a < 0) or all")
         sign = {"learn": "AND e.a > 0", "rise": "AND e.a < 0"}.get(params.get("sign", "learn"), "")
+        if "censored" in parquet_file(r.fit_events).schema_arrow.names and not flag(params, "censored"):
+            sign += " AND NOT (coalesce(CAST(e.censored AS VARCHAR), '') IN ('left', 'right', 'true'))"
         names = parquet_file(r.trace_tokens).schema_arrow.names
         text = "".join(f", t.{c}" for c in ("token_text", "context") if c in names)
         query = (f"SELECT e.*{text} FROM read_parquet({_lit(r.fit_events)}) e "

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenclock.errors import ConfigError, TokenclockError
-from tokenclock.explore import files, queries, token
+from tokenclock.explore import files, find, queries, selection, token
 from tokenclock.explore.data import ExploreError, RunData, open_run
 from tokenclock.rundir import AVG, RAW
 
@@ -54,14 +54,21 @@ class Ask:
     def run(self, r: str) -> RunData:
         k = _int(r, "run")
         if not 0 <= k < len(self.runs):
-            raise ExploreError(f"run {k} does not exist ({len(self.runs)} open)", status=404)
+            raise ExploreError(f"run {k} does not exist ({len(self.runs)} open)",
+                               f"pass a run index in 0..{len(self.runs) - 1} (GET /api/runs lists them)", status=404)
         return self.runs[k]
 
     def int(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
         return queries.integer(self.p, key, default, lo, hi)
 
     def flag(self, key: str) -> bool:
-        return self.p.get(key) in ("1", "true", "on")
+        return queries.flag(self.p, key)
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        v = self.p.get(key, default)
+        if v not in allowed:
+            raise ExploreError(f"unknown {key} {v!r}", f"choose one of: {', '.join(allowed)}")
+        return v
 
 
 def endpoint(fn):
@@ -86,7 +93,7 @@ def _int(s: str, what: str) -> int:
     try:
         return int(s)
     except (TypeError, ValueError):
-        raise ExploreError(f"{what} {s!r} is not an integer") from None
+        raise ExploreError(f"{what} {s!r} is not an integer", f"pass a {what} index: 0, 1, 2 ...") from None
 
 
 def _range(values: np.ndarray) -> list:
@@ -109,7 +116,9 @@ def run_info(runs: list[RunData], r: int) -> dict:
         "notes": d.notes,
         "sources": files.sources(d), "window_max": queries.WINDOW_MAX,
         "compare": {str(o): token.mismatch(d, runs[o]) for o in range(len(runs)) if o != r},
-        "series": d.series, "siblings": {o.series: k for k, o in enumerate(runs) if o.run.root == d.run.root}})
+        "series": d.series, "siblings": {o.series: k for k, o in enumerate(runs) if o.run.root == d.run.root},
+        "censored": d.fit is not None and d.fit.ev_cens is not None,
+        "n_censored": int((d.fit.ev_cens > 0).sum()) if d.fit is not None and d.fit.ev_cens is not None else 0})
 
 
 def _bytes(data: bytes) -> Response:
@@ -131,14 +140,15 @@ def window_view(ask: Ask, r: str):
 
 @endpoint
 def colours_view(ask: Ask, r: str):
-    v = queries.colours(ask.run(r), ask.p.get("by", "learning_time"), ask.int("start", 0), ask.int("n", 2048, 1))
+    v = queries.colours(ask.run(r), ask.p.get("by", "learning_time"), ask.int("start", 0), ask.int("n", 2048, 1),
+                        ask.flag("censored"))
     return _bytes(np.asarray(v, dtype="<f4").tobytes())
 
 
 @endpoint
 def search_view(ask: Ask, r: str):
-    return JSONResponse(queries.search(ask.run(r), ask.p.get("q", ""), ask.flag("regex"), ask.int("from", 0),
-                                       ask.p.get("dir") == "back"))
+    return JSONResponse(find.search(ask.run(r), ask.p.get("q", ""), ask.flag("regex"), ask.int("from", 0),
+                                    ask.choice("dir", "next", ("next", "back")) == "back"))
 
 
 @endpoint
@@ -154,24 +164,30 @@ def trajectory_view(ask: Ask, r: str, i: str):
 @endpoint
 def compare_view(ask: Ask, i: str):
     which = [_int(s, "run") for s in (ask.p.get("runs") or "").split(",") if s]
+    if len(set(which)) != len(which):
+        raise ExploreError(f"runs={ask.p.get('runs')!r} names a run twice", "name each run once: runs=0,1")
     return JSONResponse(token.compare(ask.runs, which, _int(i, "token")))
 
 
 @endpoint
 def table_view(ask: Ask, r: str):
     return JSONResponse(token.plain(queries.table(
-        ask.run(r), queries.Filter.parse(ask.p), ask.p.get("sort", "tok_idx"), ask.flag("desc"),
+        ask.run(r), queries.Filter.parse(ask.p), ask.choice("sort", "tok_idx", queries.SORTS), ask.flag("desc"),
         ask.int("offset", 0), ask.int("limit", 50, 1, queries.PAGE_MAX))))
 
 
 @endpoint
 def brush_view(ask: Ask, r: str):
     lo, hi = queries.number(ask.p, "x_min"), queries.number(ask.p, "x_max")
-    if lo is None or hi is None:
-        raise ExploreError("the brush needs x_min and x_max")
     return JSONResponse(token.plain(queries.brush(
         ask.run(r), lo, hi, ask.p.get("sign", "learn"), ask.p.get("sort", "a"), ask.int("offset", 0),
-        ask.int("limit", 50, 1, queries.PAGE_MAX))))
+        ask.int("limit", 50, 1, queries.PAGE_MAX), ask.flag("censored"))))
+
+
+@endpoint
+def curves_view(ask: Ask, r: str):
+    ask.run(r)
+    return _bytes(selection.curves(ask.runs, _int(r, "run"), ask.p))
 
 
 @endpoint
@@ -207,6 +223,7 @@ def create_app(runs: list[RunData]) -> Starlette:
               Route(f"{api}/token/{{i}}", token_view), Route(f"{api}/trajectory/{{i}}", trajectory_view),
               Route("/api/compare/{i}", compare_view), Route(f"{api}/tokens", table_view),
               Route(f"{api}/events", brush_view), Route(f"{api}/spectrum", spectrum_view),
+              Route(f"{api}/curves", curves_view),
               Route(f"{api}/artifact", artifact_view), Route(f"{api}/download/{{name}}", download_view),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})

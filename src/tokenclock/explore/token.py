@@ -88,9 +88,9 @@ def detail(d: RunData, i: int) -> dict:
            "total_drop": d.drop(i), "fit": fit, "events": []}
     if d.fit is not None:
         ev = d.fit.events(i)
-        for a, mu, w, res in zip(*(ev[k].tolist() for k in ("a", "mu", "width", "resolved"))):
+        for a, mu, w, res, cen in zip(*(ev[k].tolist() for k in ("a", "mu", "width", "resolved", "censored"))):
             out["events"].append({"a": a, "mu": mu, "width": w, "x_mid": math.exp(mu) if math.isfinite(mu) else None,
-                                  "resolved": None if res < 0 else bool(res)})
+                                  "resolved": None if res < 0 else bool(res), "censored": ("", "left", "right")[cen]})
         out["events"].sort(key=lambda e: e["mu"] if e["mu"] is not None else 0.0)
     return plain(out)
 
@@ -136,7 +136,8 @@ def compare(runs: list[RunData], which: list[int], i: int) -> dict:
         raise ExploreError("compare needs two or more runs", "pass runs=0,1")
     for r in which:
         if not 0 <= r < len(runs):
-            raise ExploreError(f"run {r} does not exist ({len(runs)} runs open)", status=404)
+            raise ExploreError(f"run {r} does not exist ({len(runs)} runs open)",
+                               f"pass run indices in 0..{len(runs) - 1}", status=404)
     for r in which[1:]:
         why = mismatch(runs[which[0]], runs[r])
         if why:

@@ -1,5 +1,6 @@
-// tokenclock explore, the page (2 of 3): the plots (uPlot, vendored): one token's trajectory with its
-// fitted curve and events, the spectrum with its brush and the list of the brushed events.
+// tokenclock explore, the page (2 of 4): the plots (uPlot, vendored): one token's trajectory with its
+// fitted curve and events, the spectrum with its brush (the range outside the checkpoints shaded) and the
+// list of the brushed events.
 "use strict";
 
 // ----------------------------------------------------------------------------- one token
@@ -19,9 +20,10 @@ function eventHook(events) {
       ctx.fillStyle = e.a > 0 ? "rgba(43,140,190,0.12)" : "rgba(215,25,28,0.12)";
       ctx.fillRect(lo, top, hi - lo, h);
       ctx.strokeStyle = e.a > 0 ? "#2b8cbe" : "#d7191c";
+      ctx.setLineDash(e.censored ? [4 * devicePixelRatio, 3 * devicePixelRatio] : []);
       ctx.beginPath(); ctx.moveTo(mid, top); ctx.lineTo(mid, top + h); ctx.stroke();
       ctx.fillStyle = "#333"; ctx.font = `${11 * devicePixelRatio}px system-ui`;
-      ctx.fillText(`a=${fmt(e.a)}`, mid + 3, top + 12 * devicePixelRatio);
+      ctx.fillText(`a=${fmt(e.a)}${e.censored ? " (censored)" : ""}`, mid + 3, top + 12 * devicePixelRatio);
     }
     ctx.restore();
   };
@@ -84,44 +86,93 @@ function metaTable(d) {
   ev.replaceChildren();
   if (d.events.length) {
     const head = el("tr");
-    ["event", `midpoint (${run().axis})`, "mu = ln x", "width (ln x)", "amplitude a (nats)", "resolved"].forEach((h) => head.append(el("th", {}, h)));
+    ["event", `midpoint (${run().axis})`, "mu = ln x", "width (ln x)", "amplitude a (nats)", "resolved", "censored"].forEach((h) => head.append(el("th", {}, h)));
     ev.append(head);
     d.events.forEach((e, k) => {
-      const tr = el("tr");
-      [k + 1, fmt(e.x_mid), fmt(e.mu), fmt(e.width), fmt(e.a), e.resolved === null || e.resolved === undefined ? "–" : (e.resolved ? "yes" : "no")].forEach((v) => tr.append(el("td", {class: "num"}, v)));
+      const tr = el("tr", {class: e.censored ? "censored" : ""});
+      const cens = e.censored === "left" ? "before the first checkpoint: not measured" : e.censored === "right" ? "after the last checkpoint: not measured" : "no";
+      [k + 1, fmt(e.x_mid), fmt(e.mu), fmt(e.width), fmt(e.a), e.resolved === null || e.resolved === undefined ? "–" : (e.resolved ? "yes" : "no"), cens].forEach((v) => tr.append(el("td", {class: "num"}, v)));
       ev.append(tr);
     });
   }
 }
 
-const select = guard("#token-err", async (i) => {
+function clearToken() {
+  if (S.plots["#traj-plot"]) { S.plots["#traj-plot"].destroy(); delete S.plots["#traj-plot"]; }
+  $("#traj-plot").replaceChildren();
+  $("#traj-title").textContent = "Token: click one in the text or a table";
+  delete $("#traj-title").dataset.i;
+  $("#token-meta").replaceChildren(); $("#token-events").replaceChildren();
+}
+
+function centreInText(i) {  // scroll the text box (not the page) to token i
+  const s = document.querySelector(`#text .t[data-i="${i}"]`), box = $("#text");
+  if (s) box.scrollTop = Math.max(0, s.offsetTop - box.offsetTop - box.clientHeight / 2);
+}
+
+// opts: reveal (move the text window to the token), scroll (bring the token panel into view),
+// history ("push", "replace" or "none": how the URL follows)
+const select = guard("#token-err", async (i, opts = {}) => {
   S.sel = i;
+  if (opts.reveal && (i < S.start || i >= S.start + S.n)) { S.start = i - 64; await loadWindow(); }
   document.querySelectorAll("#text .t.sel").forEach((s) => s.classList.remove("sel"));
   const s = document.querySelector(`#text .t[data-i="${i}"]`);
   if (s) s.classList.add("sel");
+  if (opts.reveal) centreInText(i);
+  if (opts.scroll) $("#token-view").scrollIntoView({block: "start"});
+  writeURL(opts.history || "push");
   const d = await getJSON(api(`token/${i}`));
   $("#traj-title").textContent = `Token ${fmt(d.tok_idx)}: “${visible(d.text)}”`;
   $("#traj-title").dataset.i = i;
   metaTable(d);
   await drawTrajectory(i, d);
-  history.replaceState(null, "", `#run=${S.r}&tok=${i}`);
-});
+}, clearToken);
 
 // ----------------------------------------------------------------------------- spectrum and brush
 
+function clearBrush() {
+  $("#brush-table").replaceChildren();
+  $("#brush-info").textContent = "no range selected";
+  $("#brush-info").dataset.total = 0;
+}
+
+function brushParams() {
+  const p = new URLSearchParams({x_min: S.brush[0], x_max: S.brush[1], sign: $("#brush-sign").value});
+  if (S.cens) p.set("censored", 1);
+  return p;
+}
+
 const loadBrush = guard("#spectrum-err", async () => {
   if (!S.brush) return;
-  const p = new URLSearchParams({x_min: S.brush[0], x_max: S.brush[1], sign: $("#brush-sign").value});
+  const p = brushParams();
   downloads("#brush-downloads", "events", p);
   p.set("sort", $("#brush-sort").value); p.set("offset", S.brushOffset); p.set("limit", S.limit);
   const res = await getJSON(api(`events?${p}`));
-  const cols = [...COMMON, {label: "event a", get: (r) => fmt(r.event_a)}, {label: `learning time (${run().axis})`, get: (r) => fmt(r.event_x)},
+  const cols = [...COMMON, {label: "event a", get: (r) => fmt(r.event_a)},
+    {label: `learning time (${run().axis})`, get: (r) => fmt(r.event_x) + censoredMark(r.event_censored)},
     {label: "r2", get: (r) => fmt(r.r2)}, {label: "tok_idx", get: (r) => fmt(r.tok_idx)}];
   renderRows("#brush-table", cols, res.rows, false);
   $("#brush-info").textContent = `${run().axis} ${fmt(S.brush[0])}–${fmt(S.brush[1])}: ${fmt(res.total)} events, ` +
-    `${fmt(res.share_of_spectrum)} nats per token of the spectrum; rows ${fmt(res.total ? S.brushOffset + 1 : 0)}–${fmt(S.brushOffset + res.rows.length)}`;
+    `${fmt(res.share_of_spectrum)} nats per token of the spectrum; rows ${fmt(res.total ? S.brushOffset + 1 : 0)}–${fmt(S.brushOffset + res.rows.length)}` +
+    (res.censored_left_out ? `; ${fmt(res.censored_left_out)} censored events left out` : "") + (res.censored ? `; the last ${fmt(res.censored)} are censored` : "");
   $("#brush-info").dataset.total = res.total;
-});
+  if ($("#curves-of").value === "brush") loadCurves();
+}, clearBrush);
+
+function observedRange(u) {  // shade the learning times outside the checkpoints and mark the end of training
+  const R = run(), xs = R.x.filter((x) => x > 0), ctx = u.ctx, {left, top, width, height} = u.bbox;
+  if (!xs.length) return;
+  const a = u.valToPos(xs[0], "x", true), b = u.valToPos(xs[xs.length - 1], "x", true);
+  ctx.save();
+  ctx.fillStyle = "rgba(0,0,0,0.06)";
+  if (a > left) ctx.fillRect(left, top, a - left, height);
+  if (b < left + width) ctx.fillRect(b, top, left + width - b, height);
+  ctx.strokeStyle = "#555"; ctx.setLineDash([3 * devicePixelRatio, 3 * devicePixelRatio]);
+  ctx.beginPath(); ctx.moveTo(b, top); ctx.lineTo(b, top + height); ctx.stroke();
+  ctx.fillStyle = "#555"; ctx.font = `${10 * devicePixelRatio}px system-ui`;
+  ctx.fillText("end of training", Math.min(b + 3, left + width - 70 * devicePixelRatio), top + 11 * devicePixelRatio);
+  ctx.restore();
+}
 
 const loadSpectrum = guard("#spectrum-err", async () => {
   ["#spec-plot", "#recon-plot"].forEach((id) => { if (S.plots[id]) { S.plots[id].destroy(); delete S.plots[id]; } $(id).replaceChildren(); });
@@ -134,10 +185,11 @@ const loadSpectrum = guard("#spectrum-err", async () => {
     axes: [{label: `learning time (${run().axis})`}, {label: "ρ (nats per ln x)", size: 60}],
     series: [{}, {label: "learning ρ (a > 0)", stroke: "#2b8cbe", fill: "rgba(43,140,190,0.15)"},
       {label: "rises ρ (a < 0)", stroke: "#d7191c"}],
-    hooks: {setSelect: [(u) => {
+    hooks: {drawClear: [observedRange], setSelect: [(u) => {
       if (u.select.width < 2) return;
-      S.brush = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
-      S.brushOffset = 0; loadBrush();
+      const at = (px) => Number(u.posToVal(px, "x").toPrecision(4));  // 4 digits: a readable URL and file name
+      S.brush = [at(u.select.left), at(u.select.left + u.select.width)];
+      S.brushOffset = 0; $("#curves-of").value = "brush"; loadBrush();
     }]}};
   plot("#spec-plot", opts, [xs, pick(d.rho_learn), pick(d.rho_rise)]);
   if (sp.curve) {
@@ -148,6 +200,7 @@ const loadSpectrum = guard("#spectrum-err", async () => {
       series: [{}, {label: "measured", stroke: "#333", width: 1.5}, {label: "reconstructed from events", stroke: "#d00", dash: [5, 3]}]},
     [f(c.x), f(c.dldu_measured), f(c.dldu_reconstructed)]);
   } else {
-    $("#recon-plot").textContent = `histogram of fit/events.parquet (the spectrum stage has not run: \`tokenclock spectrum ${run().root}\`)`;
+    const left = sp.summary.n_censored_left_out ? `; ${fmt(sp.summary.n_censored_left_out)} censored events left out` : "";
+    $("#recon-plot").textContent = `histogram of fit/events.parquet (the spectrum stage has not run: \`tokenclock spectrum ${run().root}\`)${left}`;
   }
 });

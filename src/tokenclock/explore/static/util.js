@@ -9,8 +9,9 @@ const el = (tag, attrs = {}, text) => {
   if (text !== undefined) e.textContent = text;
   return e;
 };
-const S = {runs: [], r: 0, start: 0, n: 2048, colour: "learning_time", sel: null, plots: {},
-  brush: null, brushOffset: 0, refused: [], filterOffset: 0, sort: "tok_idx", desc: false, limit: 50};
+const S = {runs: [], r: 0, start: 0, n: 2048, colour: "learning_time", sel: null, plots: {}, cens: false,
+  brush: null, brushOffset: 0, refused: [], filterOffset: 0, sort: "tok_idx", desc: false, limit: 50,
+  win: null, vals: null};
 const run = () => S.runs[S.r];
 const api = (path) => `/api/run/${S.r}/${path}`;
 
@@ -28,10 +29,13 @@ async function get(path) {
 const getJSON = async (path) => (await get(path)).json();
 const getF32 = async (path) => new Float32Array(await (await get(path)).arrayBuffer());
 
-function guard(errId, fn) {  // errors show in the panel, never as an uncaught error
+function guard(errId, fn, clear) {  // errors show in the panel (after clear() empties what is stale), never uncaught
   return async (...args) => {
     const box = $(errId);
-    try { box.textContent = ""; await fn(...args); } catch (e) { box.textContent = e.message; }
+    try { box.textContent = ""; return await fn(...args); } catch (e) {
+      box.textContent = e.message;
+      if (clear) clear();
+    }
   };
 }
 
@@ -55,6 +59,9 @@ const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253
 const CLASS_COLOURS = {"learned": "#2b8cbe", "rise-then-fall": "#fdae61", "forgotten": "#d7191c", "flat": "#bdbdbd",
   "early": "#80cdc1", "late": "#8073ac", "irregular": "#f1b6da"};
 const EVENT_COLOURS = ["#eeeeee", "#9ecae1", "#3182bd"];
+// a learning time outside the checkpoints (censored, or past the range): hatched, never a colour of the ramp
+const BEFORE = "repeating-linear-gradient(135deg,#444 0 2px,#ddd 2px 5px)";
+const AFTER = "repeating-linear-gradient(45deg,#c51b7d 0 2px,#fde0ef 2px 5px)";
 
 function ramp(t, stops = VIRIDIS) {
   t = Math.min(1, Math.max(0, t)) * (stops.length - 1);
@@ -64,18 +71,33 @@ function ramp(t, stops = VIRIDIS) {
 }
 function scaleOf(by) {
   const R = run();
-  if (by === "learning_time") return {lo: R.u_range[0], hi: R.u_range[1], label: (v) => fmt(Math.exp(v))};
+  if (by === "learning_time") return {lo: R.u_range[0], hi: R.u_range[1], label: (v) => fmt(Math.exp(v)), past: true};
   if (by === "final_loss") return {lo: R.final_range[0], hi: R.final_range[1], label: (v) => fmt(v)};
   const m = Math.max(Math.abs(R.drop_range[0]), Math.abs(R.drop_range[1])) || 1;
   return {lo: -m, hi: m, label: (v) => fmt(v)};
 }
-function colourOf(by, v) {
+function colourOf(by, v) {  // a CSS background
   if (v === null || Number.isNaN(v)) return "transparent";
   if (by === "class") return CLASS_COLOURS[run().classes[v]] || "#999";
   if (by === "n_events") return EVENT_COLOURS[Math.min(2, v)];
-  const s = scaleOf(by), t = (v - s.lo) / ((s.hi - s.lo) || 1);
+  const s = scaleOf(by);
+  if (s.past && v < s.lo - 1e-6) return BEFORE;
+  if (s.past && v > s.hi + 1e-6) return AFTER;
+  const t = (v - s.lo) / ((s.hi - s.lo) || 1);
   if (by === "total_drop") return t >= 0.5 ? `rgba(33,102,172,${(t - 0.5) * 1.6})` : `rgba(178,24,43,${(0.5 - t) * 1.6})`;
   return ramp(t);
+}
+function valueText(by, v) {  // the hover text of one token's value
+  if (v === null || v === undefined || Number.isNaN(v)) return by === "learning_time" ? "no learning event" : "none";
+  const R = run();
+  if (by === "class") return `class ${R.classes[v]}`;
+  if (by === "n_events") return `${v} event${v === 1 ? "" : "s"}`;
+  if (by === "final_loss") return `final loss ${fmt(v)} nats`;
+  if (by === "total_drop") return `total drop ${fmt(v)} nats`;
+  if (v === -Infinity) return `learning time before the first checkpoint (censored: not measured)`;
+  if (v === Infinity) return `learning time after the last checkpoint (censored: not measured)`;
+  const s = scaleOf(by), where = v < s.lo - 1e-6 ? " (before the first checkpoint)" : v > s.hi + 1e-6 ? " (after the last checkpoint)" : "";
+  return `learning time ${fmt(Math.exp(v))} ${R.axis}${where}`;
 }
 function legend(by) {
   const box = $("#legend");
@@ -84,9 +106,16 @@ function legend(by) {
   if (by === "class") run().classes.forEach((c, k) => swatch(colourOf("class", k), c));
   else if (by === "n_events") EVENT_COLOURS.forEach((c, k) => swatch(c, `${k} event${k === 1 ? "" : "s"}`));
   else {
-    const s = scaleOf(by), stops = [0, 0.25, 0.5, 0.75, 1].map((t) => colourOf(by, s.lo + t * (s.hi - s.lo)));
+    const s = scaleOf(by), at = [0, 0.25, 0.5, 0.75, 1], stops = at.map((t) => colourOf(by, s.lo + t * (s.hi - s.lo)));
     const what = {learning_time: `learning time (${run().axis})`, final_loss: "final loss (nats)", total_drop: "total drop (nats; red: loss rose)"}[by];
-    box.append(`${what}: ${s.label(s.lo)} `, el("span", {class: "bar-grad", style: `background:linear-gradient(90deg,${stops.join(",")})`}), ` ${s.label(s.hi)}`);
+    const scale = el("span", {class: "scale"});
+    scale.append(el("span", {class: "bar-grad", style: `background:linear-gradient(90deg,${stops.join(",")})`}));
+    const ticks = el("span", {class: "ticks"});
+    at.forEach((t) => ticks.append(el("span", {class: "tick", style: `left:${t * 100}%`}, s.label(s.lo + t * (s.hi - s.lo)))));
+    scale.append(ticks);
+    if (s.past) swatch(BEFORE, `before ${s.label(s.lo)}`);
+    box.append(`${what}: `, scale);
+    if (s.past) swatch(AFTER, `after ${s.label(s.hi)} (past the last checkpoint)`);
   }
   swatch("transparent", "none");
 }
