@@ -87,9 +87,12 @@ def token_bounds(Yd, m, sd, cfg: FitConfig, dt):
       trajectory's range (max - min) + slack: what the data show;
     - |a| is at most the highest loss observed minus cfg.loss_floor + slack: what the loss can
       move (no cap without a floor); a censored event's a may exceed the range, never this;
-    - every level in the observed range is >= cfg.loss_floor (a loss is >= 0)."""
+    - every level in the observed range is >= cfg.loss_floor (a loss is >= 0).
+    None when both are off (loss_floor null, a_max_noise_sds inf): the unbounded fitter."""
     import torch
 
+    if cfg.loss_floor is None and math.isinf(cfg.a_max_noise_sds):
+        return None
     from tokenclock.stages.fit.levenberg_marquardt import TokenBounds  # lazy: imports torch
 
     top = Yd.max(1).values
@@ -107,7 +110,7 @@ def token_bounds(Yd, m, sd, cfg: FitConfig, dt):
 def _line_below_floor(slope, ut, tb):
     """(C,) True where the linear model's line leaves the level floor inside the observed range
     (at either end): such a line is no candidate. None without a floor."""
-    if tb.b_min is None:
+    if tb is None or tb.b_min is None:
         return None
     ends = slope[:, None] * (ut[[0, -1]] - ut.mean())[None, :]   # (C, 2), standardized
     return ends.min(1).values < tb.b_min

@@ -10,8 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tokenclock.artifacts import atomic_path, write_json
 from tokenclock.errors import RunDirError
 from tokenclock.rundir import RunDir
@@ -23,81 +21,13 @@ from tokenclock.stages.report.figures import (
     _section_resolution,
     _section_spectrum,
 )
+from tokenclock.stages.report.headline import section_headline
 from tokenclock.stages.report.load import RunView, load_run
 from tokenclock.stages.report.population import _section_classes, _section_frequency
-from tokenclock.stages.report.text import _not_computed, _ordered
 from tokenclock.stages.report.validation import _section_validation
-from tokenclock.text import fmt, html_page, pct
+from tokenclock.text import fmt, html_page
 
-# ----------------------------------------------------------------------------- sections without a figure (the rest: figures.py)
-
-
-def _section_headline(r: RunView, numbers: dict) -> str:
-    rows = []
-
-    def add(label: str, value: Any, source: str) -> None:
-        rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td>"
-                    f'<td class="src">{html.escape(source)}</td></tr>')
-
-    K, N = r.loss.shape
-    numbers.update(n_tok=int(N), n_ckpt=int(K), axis=r.axis)
-    add("tokens traced", fmt(N), "trace/loss.npy")
-    add("checkpoints", fmt(K), "trace/loss.npy")
-    add("fitted axis (clock)", r.axis, "fit/summary.json" if r.fit_summary else "trace/axis.parquet")
-    notes = []
-    if r.fit_tokens is not None:
-        model = r.fit_tokens.get("model")
-        fallback = {k: v for k, v in (r.fit_summary or {}).items()
-                    if "sigmoid" in k and isinstance(v, (int, float)) and 0 <= v <= 1}
-        if model is None and fallback:
-            k, v = next(iter(fallback.items()))
-            numbers["sigmoid_share"] = v
-            add("tokens whose best model is a sigmoid", pct(v), f"fit/summary.json {k}")
-        if model is not None:
-            share = float(np.char.startswith(model.astype(str), "sigmoid").mean()) if len(model) \
-                else float("nan")
-            numbers["sigmoid_share"] = share
-            add("tokens whose best model is a sigmoid", pct(share), "fit/tokens.parquet")
-        cls = r.fit_tokens.get("class")
-        if cls is not None and len(cls):
-            names, counts = np.unique(cls.astype(str), return_counts=True)
-            shares = {str(n): float(c) / len(cls) for n, c in zip(names, counts)}
-            numbers["class_shares"] = shares
-            add("class shares", ", ".join(f"{k} {pct(v)}" for k, v in _ordered(shares)),
-                "fit/tokens.parquet")
-    else:
-        notes.append(_not_computed("fit", r.run, "token fits"))
-    s = r.spec_summary
-    if s is not None:
-        for key, label in (("reconstruction_r2", "reconstruction R² (in-sample)"),
-                           ("reconstruction_r2_heldout", "reconstruction R² (held-out checkpoints)"),
-                           ("reconstruction_r2_after_warmup", "reconstruction R² (after warmup)"),
-                           ("event_share", "share of the loss drop carried by events"),
-                           ("best_clock", f"best clock (by {s.get('best_clock_by', 'R²')})"),
-                           ("alpha_measured", "alpha measured (power law of the loss)"),
-                           ("alpha_spectrum", "alpha from the spectrum")):
-            if key in s and s[key] is not None:
-                numbers[key] = s[key]
-                add(label, fmt(s[key]), "spectrum/summary.json")
-        for key, v in s.items():  # any other R² the spectrum stage reports (e.g. after warmup)
-            if key.startswith("reconstruction_r2") and key not in numbers and isinstance(v, (int, float)):
-                numbers[key] = v
-                add(key.replace("_", " ").replace("r2", "R²"), fmt(v), "spectrum/summary.json")
-    else:
-        notes.append(_not_computed("spectrum", r.run, "learning-time spectrum"))
-    extra = _all_numbers(r)
-    return ('<div class="box"><h2>Headline</h2><table class="kv">' + "".join(rows) + "</table>"
-            + "".join(notes) + extra + "</div>")
-
-
-def _all_numbers(r: RunView) -> str:
-    """Every number in the stage summaries, so nothing a stage measured is hidden."""
-    parts = []
-    for name, d in (("fit/summary.json", r.fit_summary), ("spectrum/summary.json", r.spec_summary)):
-        if d:
-            parts.append(f"<details><summary>all of {name}</summary><pre>"
-                         f"{html.escape(json.dumps(d, indent=2, default=str))}</pre></details>")
-    return "".join(parts)
+# ----------------------------------------------------------------------------- provenance (the headline: headline.py; figures: figures.py)
 
 
 def _section_provenance(r: RunView) -> str:
@@ -141,7 +71,7 @@ def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
         # Missing glyphs in token text only warn; silence them, not real errors.
         with matplotlib.rc_context({"font.size": 9}), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sections = [_section_headline(r, numbers), _section_loss_curve(r, figs),
+            sections = [section_headline(r, numbers), _section_loss_curve(r, figs),
                         _section_examples(r, figs), _section_spectrum(r, figs),
                         _section_resolution(r, figs, numbers),
                         _section_reconstruction(r, figs, numbers), _section_validation(r, figs, numbers),
