@@ -236,7 +236,8 @@ def observed_range(ax, r: RunView, vertical: bool = True) -> None:
     end = "end of training" if r.axis == "step" else "last checkpoint"
     span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
     span(x.min(), x.max(), color="0.92", zorder=0, label="observed checkpoints")
-    line(x.max(), color="0.3", ls="--", lw=1, label=f"{end} ({r.axis} {fmt(x.max())})")
+    last = f"{x.max():,.0f}" if float(x.max()).is_integer() else fmt(x.max())
+    line(x.max(), color="0.3", ls="--", lw=1, label=f"{end} ({r.axis} {last})")
 
 
 def _section_resolution(r: RunView, figs: _Figures, numbers: dict) -> str:

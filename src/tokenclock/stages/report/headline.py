@@ -135,7 +135,7 @@ def _censored_sentence(r: RunView, numbers: dict) -> str:
     side = r.censored_sides()
     n, n_l, n_r = len(side), int((side == "left").sum()), int((side == "right").sum())
     numbers.update(n_events=n, n_censored_left=n_l, n_censored_right=n_r)
-    return (f" Of {fmt(n)} learning events, {fmt(n - n_l - n_r)} have their midpoint inside the "
+    return (f" Of {fmt(n)} events (drops and rises), {fmt(n - n_l - n_r)} have their midpoint inside the "
             f"observed checkpoints (measured); {fmt(n_l)} lie before or at the first checkpoint and "
             f"{fmt(n_r)} after or at the last (censored: their time and amplitude are "
             f"extrapolations, drawn apart and left out of the lists below).")
