@@ -111,7 +111,7 @@ class FitConfig:
             raise ConfigError(f"fit.penalty must be bic or bic_small_k, got {self.penalty!r}")
         if self.loss_floor is not None and not -float("inf") < self.loss_floor < float("inf"):
             raise ConfigError(f"fit.loss_floor must be a finite number or null, got "
-                              f"{self.loss_floor}", "0 for losses (nats)")
+                              f"{self.loss_floor}", "use 0 for a loss in nats, or null for no floor")
         for name in ("min_drop_nats", "irregular_spread_nats", "mu_margin", "early_margin",
                      "late_margin", "a_max_noise_sds"):
             if not getattr(self, name) >= 0:
