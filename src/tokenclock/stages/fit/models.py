@@ -6,6 +6,13 @@ the `c` column, 0 for other models),
 `sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events). `bic_gap` = min BIC of flat/linear
 minus min BIC of the sigmoid models: > 0 means a sigmoid is preferred, by that many BIC units.
 
+Physical bounds (token_bounds; off with fit.loss_floor null and fit.a_max_noise_sds inf): every
+fitted level in the observed range stays >= fit.loss_floor (b, b plus every rise, and the linear
+model's line: a line that leaves the floor is no candidate), one event's change between the first
+and last checkpoint is at most the trajectory's range plus noise, and |a| at most the highest
+loss minus the floor plus noise. Events with a midpoint outside (or within the early / late
+margin of) the observed range are censored (resolution.censored).
+
 Classes, decided in this order (thresholds are FitConfig fields; span = u_max - u_min):
 1. `irregular`: parameters not finite, or r2 of the chosen model < min_r2 while the trajectory's
    spread (90th minus 10th nearest-rank percentile of its losses) is >= irregular_spread_nats.
