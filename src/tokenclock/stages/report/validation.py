@@ -20,7 +20,7 @@ from tokenclock.text import fmt
 ROWS = (
     ("in-sample R²", "reconstruction_r2", "fits every checkpoint it scores"),
     ("held-out R² (every other checkpoint)", "reconstruction_r2_heldout", "leaks through the smoothing of the derivative"),
-    ("held-out R², after warmup", "reconstruction_r2_heldout_after_warmup", "the demo's headline figure"),
+    ("held-out R², after warmup", "reconstruction_r2_heldout_after_warmup", "the recommended score (headline)"),
     ("held-out R² (blocks of checkpoints)", "reconstruction_r2_block_heldout", "no fitted neighbour inside a block"),
     ("held-out R² (blocks), after warmup", "reconstruction_r2_block_heldout_after_warmup", ""),
     ("token split: half A's events vs half B, after warmup", "token_split_r2_after_warmup",
