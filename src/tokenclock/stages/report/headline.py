@@ -34,7 +34,7 @@ SCORES = (
     ("held-out R² (blocks of checkpoints)", "reconstruction_r2_block_heldout",
      "leaves out runs of consecutive checkpoints: no fitted neighbour inside a block and no "
      "smoothing across it, so the events must predict a stretch of the curve, not interpolate "
-     "between neighbours; the hardest test, hence the lowest score"),
+     "between neighbours: the hardest of the held-out tests"),
     ("held-out R² (blocks), after warmup", "reconstruction_r2_block_heldout_after_warmup",
      "the block test after warmup, where the derivative is small and its noise weighs most"),
     ("token split, after warmup", "token_split_r2_after_warmup",
@@ -100,11 +100,14 @@ def setup_sentence(r: RunView) -> str:
     if model:
         p = summ.get("n_params")
         parts.append(f"Model {model}" + (f" ({fmt(p / 1e6)}M non-embedding parameters)" if p else ""))
-    steps = summ.get("steps") or tc.get("steps")
-    if steps:
-        batch = (f" at batch {fmt(tc['batch_size'])} x {fmt(tc['seq_len'])} tokens"
-                 if tc.get("batch_size") and tc.get("seq_len") else "")
-        parts.append(f"trained {fmt(steps)} steps{batch}")
+    batch = (f" at batch {fmt(tc['batch_size'])} x {fmt(tc['seq_len'])} tokens"
+             if tc.get("batch_size") and tc.get("seq_len") else "")
+    if train.get("status") == "done" and summ.get("steps"):
+        parts.append(f"trained {fmt(summ['steps'])} steps{batch}")
+    elif tc.get("steps") and r.axis == "step":  # stopped early: say how far it got
+        parts.append(f"trained to step {fmt(r.x.max())} of {fmt(tc['steps'])} configured{batch}")
+    elif tc.get("steps"):
+        parts.append(f"configured for {fmt(tc['steps'])} steps{batch}")
     prec = summ.get("precision") or {}
     if prec.get("cpu") or summ.get("device"):
         dev = prec.get("cuda") if str(summ.get("device", "")).startswith("cuda") else prec.get("cpu")
