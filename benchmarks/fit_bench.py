@@ -6,11 +6,15 @@ guess, the same bounds), and prints speed, SSE ratios, parameter recovery, class
 peak RSS, for each width-floor rule (fit.width_floor: the new `spacing` rule and the old `span`
 rule, measured in the same run). Then sharp-step cases (one sigmoid per trajectory, as narrow as half
 the local checkpoint spacing) are reported separately against scipy's best of an unbounded
-Levenberg-Marquardt fit and a bounded trust-region fit. A benchmark, not a test:
+Levenberg-Marquardt fit and a bounded trust-region fit. The physical bounds (fit.loss_floor,
+fit.a_max_noise_sds) are measured against the fitter without them in the same run: a `bounds off`
+row, and --ab N alternating timed pairs (bounded / unbounded, median ratio). A benchmark, not a
+test:
 
     python benchmarks/fit_bench.py --n 200000 --max-events 1
     python benchmarks/fit_bench.py --n 4000000 --memmap /tmp/loss.npy
     python benchmarks/fit_bench.py --n 20000 --max-events 1 --w-min-spacing 0.05,0.1,0.25,0.5
+    python benchmarks/fit_bench.py --n 50000 --sharp-n 10000 --scipy-n 300 --ab 5
 """
 from __future__ import annotations
 
