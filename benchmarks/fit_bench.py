@@ -6,11 +6,15 @@ guess, the same bounds), and prints speed, SSE ratios, parameter recovery, class
 peak RSS, for each width-floor rule (fit.width_floor: the new `spacing` rule and the old `span`
 rule, measured in the same run). Then sharp-step cases (one sigmoid per trajectory, as narrow as half
 the local checkpoint spacing) are reported separately against scipy's best of an unbounded
-Levenberg-Marquardt fit and a bounded trust-region fit. A benchmark, not a test:
+Levenberg-Marquardt fit and a bounded trust-region fit. The physical bounds (fit.loss_floor,
+fit.a_max_noise_sds) are measured against the fitter without them in the same run: a `bounds off`
+row, and --ab N alternating timed pairs (bounded / unbounded, median ratio). A benchmark, not a
+test:
 
     python benchmarks/fit_bench.py --n 200000 --max-events 1
     python benchmarks/fit_bench.py --n 4000000 --memmap /tmp/loss.npy
     python benchmarks/fit_bench.py --n 20000 --max-events 1 --w-min-spacing 0.05,0.1,0.25,0.5
+    python benchmarks/fit_bench.py --n 50000 --sharp-n 10000 --scipy-n 300 --ab 5
 """
 from __future__ import annotations
 
@@ -183,6 +187,10 @@ def rule_configs(args) -> list[tuple[str, FitConfig]]:
                else [FitConfig().w_min_spacing])
     out = [(f"spacing x{f:g}", FitConfig(width_floor="spacing", w_min_spacing=f, **base))
            for f in factors]
+    if not args.no_unbounded:  # the physical bounds off: the fitter as it was before them
+        out.append((f"spacing x{factors[0]:g}, bounds off",
+                    FitConfig(width_floor="spacing", w_min_spacing=factors[0], loss_floor=None,
+                              a_max_noise_sds=float("inf"), **base)))
     return out + [("span (old rule)", FitConfig(width_floor="span", **base))]
 
 
@@ -197,7 +205,7 @@ def timed_fit(loss_kn, u: np.ndarray, cfg: FitConfig):
 def mixture_rows(label: str, cfg: FitConfig, loss_kn, u: np.ndarray, t: dict, sub: np.ndarray,
                  sp: tuple, args) -> None:
     """The original rows for one rule: speed, SSE ratios, recovery, class accuracy."""
-    sse_sp, sp_rate, sp_sec, fails = sp
+    sse_sp, sp_rate, sp_sec, fails, _ = sp
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res, sec = timed_fit(loss_kn, u, cfg)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -211,15 +219,52 @@ def mixture_rows(label: str, cfg: FitConfig, loss_kn, u: np.ndarray, t: dict, su
     print(f"[{label}] SSE ratio tokenclock sigmoid1 / scipy (same trajectories): median "
           f"{np.median(ratio):.4f}, 95th pct {np.percentile(ratio, 95):.4f}, max {ratio.max():.3f}, "
           f"share > 1.01: {(ratio > 1.01).mean():.3f}")
+    phys = sp[4]
+    if phys is not None and (~phys).any():
+        rp = ratio[phys]
+        print(f"[{label}] SSE ratio sigmoid1 / scipy where scipy's own fit is physical ({phys.sum()} of "
+              f"{len(phys)}: b >= 0, curve >= 0 over the checkpoints): median {np.median(rp):.4f}, "
+              f"95th pct {np.percentile(rp, 95):.4f}, max {rp.max():.3f}; where it is not: median "
+              f"{np.median(ratio[~phys]):.4f}, max {ratio[~phys].max():.3f}")
     ratio_m = res.tokens["sse"][sub] / np.maximum(sse_sp, 1e-12)
     print(f"[{label}] SSE ratio chosen model / scipy sigmoid: median {np.median(ratio_m):.4f}, "
           f"95th pct {np.percentile(ratio_m, 95):.4f}")
+    _physical_rows(label, res, loss_kn, u)
     _recovery_rows(label, res, t, args.n)
     s = res.summary
     print(f"[{label}] summary:", {k: s[k] for k in ("median_r2", "sigmoid_share", "events_per_token")},
           f"share of events at the width floor {s['width_floor']['share_at_floor']:.3f}, "
           f"unresolved {s['resolution']['unresolved_event_share']:.3f} of events, "
           f"{s['resolution']['unresolved_amplitude_share']:.3f} of |a|")
+
+
+def ab_timing(loss_kn, u: np.ndarray, cfgs: list, repeats: int) -> None:
+    """The physical bounds' cost: bounded and unbounded fits of the same data alternated
+    `repeats` times (a shared machine drifts; alternating pairs cancel the drift), median ratio."""
+    pair = [c for c in cfgs if c[0].startswith("spacing")][:1] + \
+        [c for c in cfgs if c[0].endswith("bounds off")]
+    if len(pair) < 2 or repeats < 1:
+        return
+    sec = {label: [] for label, _ in pair}
+    for _ in range(repeats):
+        for label, cfg in pair:
+            sec[label].append(timed_fit(loss_kn, u, cfg)[1])
+    (lb, b), (lu, ub) = ((k, np.array(v)) for k, v in sec.items())
+    print(f"bounds A/B over {repeats} alternating pairs: [{lb}] median {np.median(b):.2f} s, "
+          f"[{lu}] median {np.median(ub):.2f} s; time ratio bounded / unbounded: median "
+          f"{np.median(b / ub):.3f} (min {np.min(b / ub):.3f}, max {np.max(b / ub):.3f})")
+
+
+def _physical_rows(label: str, res, loss_kn, u: np.ndarray) -> None:
+    """What the physical bounds are about: b < 0, |a| beyond the highest loss, censored events."""
+    ev, tok = res.events, res.tokens
+    top = np.asarray(loss_kn).max(0)                         # (N,) highest loss of each token
+    cens = res.summary.get("censored") or {}
+    outside = ((ev["mu"] < u[0]) | (ev["mu"] > u[-1])).mean()
+    print(f"[{label}] physical: b < 0 on {(tok['b'] < 0).mean():.4f} of tokens; |a| > the token's "
+          f"highest loss on {(np.abs(ev['a']) > top[ev['tok_idx']]).mean():.4f} of events; "
+          f"midpoint outside the checkpoints {outside:.4f}; censored share "
+          f"{cens.get('event_share', float('nan')):.4f} of events")
 
 
 def _recovery_rows(label: str, res, t: dict, n: int) -> None:
@@ -300,6 +345,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-min-spacing", default=None, metavar="F[,F...]",
                     help="spacing-rule factors to measure (default: FitConfig's); the span rule "
                          "is always measured too")
+    ap.add_argument("--no-unbounded", action="store_true",
+                    help="skip the row with the physical bounds off (fit.loss_floor null, "
+                         "fit.a_max_noise_sds inf)")
+    ap.add_argument("--ab", type=int, default=3, metavar="N",
+                    help="time the bounded and the unbounded fit in N alternating pairs (0: skip)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     ap.add_argument("--chunk", type=int, default=None, help="chunk_tokens (default: FitConfig's)")
@@ -328,10 +378,15 @@ def main(argv: list[str] | None = None) -> None:
                                                                replace=False))
     Ysub = np.asarray(loss_kn[:, sub]).T
     t0 = time.perf_counter()
-    sse_sp, _, fails = scipy_fit(u, Ysub, FitConfig(width_floor="span"))  # the old bounds
+    sse_sp, p_sp, fails = scipy_fit(u, Ysub, FitConfig(width_floor="span"))  # the old bounds
     sp_sec = time.perf_counter() - t0
+    # scipy's fits that a loss could have: b >= 0 and the curve >= 0 at every checkpoint
+    phys = (p_sp[:, 0] >= 0) & (sigmoid1(u[None, :], *(p_sp[:, i, None] for i in range(4))).min(1) >= 0)
     for label, c in cfgs:
-        mixture_rows(label, c, loss_kn, u, t, sub, (sse_sp, len(sub) / sp_sec, sp_sec, fails), args)
+        mixture_rows(label, c, loss_kn, u, t, sub,
+                     (sse_sp, len(sub) / sp_sec, sp_sec, fails, phys), args)
+    if not args.no_unbounded:
+        ab_timing(loss_kn, u, cfgs, args.ab)
     if args.sharp_n:
         for name, uu in (("even log axis", u), ("checkpoint series", series_axis())):
             sharp_rows(name, uu, cfgs, args)

@@ -145,6 +145,10 @@ def case_trace_without_checkpoints(tmp):
     return ["trace", str(tmp / "r")], 6, "no checkpoints"
 
 
+def case_fit_loss_floor_nan(tmp):
+    return ["fit", str(_traced_run(tmp)), "--set", "fit.loss_floor=nan"], 3, "fit.loss_floor must be a finite number or null"
+
+
 def case_fit_without_trace(tmp):
     (tmp / "r").mkdir()
     return ["fit", str(tmp / "r")], 6, "tokenclock trace"

@@ -334,9 +334,13 @@ def golden_input():
     return np.array(rows)
 
 
+# The physical bounds off: loss_floor null and no amplitude cap reproduce the unbounded fitter.
+UNBOUNDED = {"loss_floor": None, "a_max_noise_sds": float("inf")}
+
+
 def test_span_rule_reproduces_the_fit_before_issue_18():
     res = fit_trajectories(golden_input(), U, FitConfig(width_floor="span", dtype="float64",
-                                                        extra_axes=[]))
+                                                        extra_axes=[], **UNBOUNDED))
     ev = res.events
     np.testing.assert_array_equal(ev["tok_idx"], GOLD_TOK_IDX)
     assert res.tokens["class"].tolist() == GOLD_CLASS
@@ -347,6 +351,35 @@ def test_span_rule_reproduces_the_fit_before_issue_18():
     # the spacing rule on the same data: a different fit (the old floor pinned 12 of 38 events)
     new = fit_trajectories(golden_input(), U, FitConfig(dtype="float64", extra_axes=[]))
     assert new.events["width"].min() < 0.5 * 0.02 * (U[-1] - U[0])
+
+
+# Tokens of golden_input() whose span-rule fit the physical bounds change: 0, 1, 5, 6, 12, 13,
+# 17, 18 are steps of true width 0.03 or 0.05, sharper than the span floor (0.152); unbounded,
+# each was fitted by a drop larger than the trajectory's whole range (e.g. token 0: a = 4.88
+# where the losses span 3.39) cancelled by a rise 0.02-0.11 ln-units away. The bound on the
+# change one event makes in the observed range forbids the overshoot: each is now one drop (13
+# and 18, generated as single drops, turn from rise-then-fall to learned). Token 3 (a real
+# rise-then-fall) starts its two-event fit from a feasible point and lands on a slightly lower
+# SSE (0.123 for 0.128). Every other token keeps its events and SSE to 1e-8.
+BOUND_CHANGED = (0, 1, 3, 5, 6, 12, 13, 17, 18)
+
+
+def test_span_rule_with_the_physical_bounds():
+    Y = golden_input()
+    res = fit_trajectories(Y, U, FitConfig(width_floor="span", dtype="float64", extra_axes=[]))
+    ev, tok = res.events, res.tokens
+    gold_tok = np.array(GOLD_TOK_IDX)
+    for t in set(range(24)) - set(BOUND_CHANGED):
+        got = np.c_[ev["a"], ev["mu"], ev["width"]][ev["tok_idx"] == t]
+        want = np.c_[GOLD_A, GOLD_MU, GOLD_WIDTH][gold_tok == t]
+        assert_allclose(got, want, rtol=1e-8, err_msg=str(t))
+        assert tok["class"][t] == GOLD_CLASS[t]
+        assert tok["sse"][t] == pytest.approx(GOLD_SSE[t], rel=1e-8)
+    assert (tok["n_events"][[0, 1, 5, 6, 12, 13, 17, 18]] == 1).all()
+    assert tok["class"][[6, 13, 18]].tolist() == ["learned"] * 3
+    assert tok["class"][3] == "rise-then-fall" and tok["sse"][3] < GOLD_SSE[3]
+    changed = np.isin(ev["tok_idx"], BOUND_CHANGED)
+    assert (np.abs(ev["a"][changed]) <= np.ptp(Y, 1)[ev["tok_idx"][changed]] + 0.2).all()
 
 
 def test_single_checkpoint_spikes_are_not_events():
@@ -374,6 +407,72 @@ def test_single_checkpoint_spikes_are_not_events():
     Y[:6, 0] += 2.5
     Y[6:, -1] += 2.5
     on = fit_trajectories(Y, U, FitConfig(extra_axes=[]))
-    off = fit_trajectories(Y, U, FitConfig(extra_axes=[], edge_share=1.0))
+    off = fit_trajectories(Y, U, FitConfig(extra_axes=[], edge_share=1.0, **UNBOUNDED))
     assert set(on.tokens["class"]) == {"learned"} and set(on.tokens["model"]) == {"sigmoid1"}
     assert (off.tokens["class"][:6] == "early").all() and (off.tokens["class"][7:] == "late").all()
+    # with the physical bounds (and the edge rule off), tokens 8 and 10 are learned: unbounded,
+    # their 2.5-nat spike at the last checkpoint was a rise of a = -12.6 under a final level
+    # b = 14.6, twice the highest loss observed (6.1), which |a| <= what the loss can move forbids
+    bounded = fit_trajectories(Y, U, FitConfig(extra_axes=[], edge_share=1.0))
+    assert bounded.tokens["class"][6:].tolist() == ["learned", "late"] * 3
+
+
+# ----------------------------------------------------------------------------- physical bounds
+
+
+def _drop_then_decline(n: int = 120, seed: int = 40):
+    """Steps 1-2,000 (47 log-spaced checkpoints): an early drop, then a steady decline in ln step
+    to a small final loss (a frequent token's shape); clipped at 0 like a cross-entropy."""
+    u = np.log(np.unique(np.geomspace(1, 2000, 47).round()))
+    rng = np.random.default_rng(seed)
+    rows = [curve(u, rng.uniform(0.3, 2.0), [rng.uniform(1, 4)], [rng.uniform(1.5, 4)],
+                  [rng.uniform(0.2, 0.6)]) + rng.uniform(0.3, 1.2) * (u[-1] - u) for _ in range(n)]
+    return u, np.clip(noisy(rows, sd=0.3, seed=seed + 1), 0, None)
+
+
+def test_fits_are_physical():
+    """Unbounded, most of these fits end below 0 (b down to -14) under a drop larger than any
+    loss observed, and a fifth put a midpoint outside the checkpoints; bounded: b >= 0, every
+    fitted curve >= 0 over the observed range, |a| at most the highest loss plus the noise
+    slack, and every midpoint outside the checkpoints flagged as censored."""
+    u, Y = _drop_then_decline()
+    res = fit_trajectories(Y, u, FitConfig(extra_axes=[]))
+    tok, ev = res.tokens, res.events
+    assert (tok["b"] >= 0).all()
+    for t in range(len(Y)):
+        m = ev["tok_idx"] == t
+        assert curve(u, tok["b"][t], ev["a"][m], ev["mu"][m], ev["width"][m], tok["c"][t]).min() \
+            >= -1e-6
+    noise = np.median(np.abs(np.diff(Y, axis=1)), 1) / 0.954
+    assert (np.abs(ev["a"]) <= (Y.max(1) + 2 * noise)[ev["tok_idx"]] + 1e-6).all()
+    outside = (ev["mu"] < u[0]) | (ev["mu"] > u[-1])
+    assert (ev["censored"][outside] != "none").all()
+    unbounded = fit_trajectories(Y, u, FitConfig(extra_axes=[], **UNBOUNDED))
+    assert (unbounded.tokens["b"] < 0).mean() > 0.3        # what the bounds prevent
+
+
+def test_censored_events_are_flagged_and_counted():
+    """Drops centred before the first or after the last checkpoint: the fit puts their
+    midpoints at the edge (where mu trades off against a), within the early / late margins, so
+    they are censored left / right in events.parquet, counted in the summary, and their tokens
+    early / late; a drop inside the range is measured ('none')."""
+    shapes = [curve(U, 3.0, [3.0], [2.0], [0.2]),             # centred before the first checkpoint
+              curve(U, 1.0, [3.0], [U[-1] + 0.3], [0.2]),     # after the last
+              curve(U, 2.0, [3.0], [6.0], [0.3])]             # inside
+    Y = noisy(np.repeat(np.array(shapes), 4, 0), sd=0.05, seed=33)
+    res = fit_trajectories(Y, U, FitConfig(extra_axes=[], max_events=1))
+    ev = res.events
+    assert ev["censored"].tolist() == ["left"] * 4 + ["right"] * 4 + ["none"] * 4
+    assert res.tokens["class"].tolist() == ["early"] * 4 + ["late"] * 4 + ["learned"] * 4
+    c = res.summary["censored"]
+    assert (c["n_left"], c["n_right"], c["n_measured"]) == (4, 4, 4)
+    assert c["event_share"] == pytest.approx(8 / 12)
+    assert c["amplitude_share"] == pytest.approx(np.abs(ev["a"][:8]).sum() / np.abs(ev["a"]).sum())
+    assert res.summary["loss_floor"] == 0.0
+
+
+def test_bound_config_errors():
+    with pytest.raises(ConfigError, match="loss_floor"):
+        FitConfig(loss_floor=float("nan"))
+    with pytest.raises(ConfigError, match="a_max_noise_sds"):
+        FitConfig(a_max_noise_sds=-1)

@@ -272,3 +272,93 @@ def test_resolution_section(tmp_path, full_run):
     assert summary["resolved_width_median"] == pytest.approx(np.median(ev["width"][ev["resolved"]]))
     assert summary["width_floor_rule"] == "spacing" and "resolution.png" in summary["figures"]
     assert f"{100 * summary['unresolved_event_share']:.1f}%" in page
+
+
+# ----------------------------------------------------------------------------- what to trust
+
+
+@pytest.fixture(scope="module")
+def trust_run(tmp_path_factory):
+    """One report of make_run() with what the headline and the censored events need: a train
+    stage in the manifest, an averaged series with its replicate, a fit whose b went below 0 and
+    whose 7 latest learning events lie past the last checkpoint (censored right)."""
+    from tokenclock.artifacts import read_parquet
+
+    run = make_run(tmp_path_factory.mktemp("trust") / "run")
+    update_stage(run, "train", "done", config={"model": {"preset": "llama-1m"},
+                                               "train": {"steps": 2000, "batch_size": 16, "seq_len": 256}},
+                 summary={"n_params": 1_400_000, "steps": 2000, "device": "cpu", "dtype": "bf16",
+                          "precision": {"cpu": "Test CPU 9000"}})
+    avg = RunDir(run.root, "avg")
+    write_json(avg.spectrum_summary, {
+        "axis": "step", "reconstruction_r2": 0.917, "reconstruction_r2_after_warmup": 0.836,
+        "reconstruction_r2_heldout": 0.85, "reconstruction_r2_heldout_after_warmup": 0.765,
+        "reconstruction_r2_block_heldout": 0.6, "reconstruction_r2_block_heldout_after_warmup": 0.393,
+        "token_split_ceiling_r2_after_warmup": 0.99})
+    write_json(avg.spectrum_replicate, {"ceiling_r2": {"mean": {"after_warmup": 0.846}},
+                                        "cross_reconstruction_r2": {"a_events_predict_b": {"after_warmup": 0.7}},
+                                        "replicate": "RUN2"})
+    tok = {k: np.array(v) for k, v in read_parquet(run.fit_tokens).items()}
+    tok["b"] = tok["b"] - 5.0                                  # unphysical b: must not be used
+    write_parquet(run.fit_tokens, tok)
+    ev = {k: np.array(v) for k, v in read_parquet(run.fit_events).items()}
+    late = np.flatnonzero(ev["a"] > 0)[:7]
+    ev["mu"][late] = math.log(5000) + 0.5
+    ev["censored"] = np.where(ev["mu"] > math.log(5000), "right",
+                              np.where(ev["mu"] < math.log(10), "left", "none"))
+    write_parquet(run.fit_events, ev)
+    path = report(run.root)
+    return run, path, ev, late
+
+
+def test_headline_names_one_score_and_its_ceiling(trust_run):
+    """With an averaged series and its replicate: one setup sentence, one recommended score (held
+    out after warmup, averaged weights) beside the replicate ceiling, every other score in one
+    table with what it tests."""
+    _, path, _, _ = trust_run
+    page = path.read_text()
+    head = page[page.index("<h2>Headline"):page.index("<h2>Loss curve")]
+    assert ("Model llama-1m (1.4M non-embedding parameters), trained 2,000 steps at batch 16 x 256 "
+            "tokens, on Test CPU 9000 (bf16); 200 validation tokens traced at 30 checkpoints along "
+            "step.") in head
+    assert head.count("Trust this score") == 1
+    assert ("held-out R² after warmup of the reconstructed −dL/d ln x on the averaged weights = "
+            "0.765, against a replicate ceiling of 0.846 (0.904 of it)") in head
+    rec = read_json(path.parent / "summary.json")["recommended_score"]
+    assert rec["series"] == "avg" and rec["key"] == "reconstruction_r2_heldout_after_warmup"
+    assert rec["ceiling_kind"] == "replicate" and rec["ratio"] == pytest.approx(0.765 / 0.846)
+    table = head[head.index("Every score"):]
+    for v in ("0.917", "0.836", "0.393", "0.846"):  # the avg series' scores, the ceiling
+        assert v in table, v
+    assert "hardest of the held-out tests" in table and "(recommended)" in table
+    # in-sample is no headline row any more: only in the scores table, after the recommendation
+    assert head.index("Trust this score") < head.index("0.917")
+
+
+def test_headline_without_avg_or_replicate_says_which_score(full_run):
+    _, path = full_run  # raw series only, no after-warmup score: falls back, and says so
+    head = path.read_text().split("<h2>Loss curve")[0]
+    assert "held-out R² (every other checkpoint; no after-warmup score in the summary)" in head
+    assert "raw weights = 0.812; no ceiling measured" in head
+
+
+def test_drop_is_measured_and_censored_events_are_apart(trust_run):
+    """The drops come from the traced losses, not from the (negative) b; the censored events are
+    counted, hatched in the spectrum and left out of the frequency figure and the earliest /
+    latest lists."""
+    from tokenclock.artifacts import read_parquet
+
+    run, path, ev, late = trust_run
+    page = path.read_text()
+    summary = read_json(path.parent / "summary.json")
+    loss = np.load(run.trace_loss).astype(float)
+    assert summary["drop_measured_nats"] == pytest.approx(loss[0].mean() - loss[-1].mean(), rel=1e-5)
+    uni = read_parquet(run.trace_tokens)["unigram_loss"]
+    assert summary["contextual_drop_nats"] == pytest.approx(np.mean(uni - loss[-1]), rel=1e-5)
+    n_left = int((ev["censored"] == "left").sum())
+    assert (summary["n_censored_right"], summary["n_censored_left"]) == (7, n_left)
+    assert f"hatched: the {7 + n_left:,} censored events ({n_left:,} left, 7 right" in page
+    lists = page[page.index("earliest and latest learned tokens"):].split("</details>")[0]
+    for t in ev["tok_idx"][late]:
+        assert f"ctx {t} " not in lists, t
+    assert summary["n_censored_largest_learning"] >= 7

@@ -40,7 +40,17 @@ class FitConfig:
     late_margin: float = 0.03
     """`late` when mu > u_max - late_margin * span."""
     mu_margin: float = 0.25
-    """Midpoints may lie this fraction of the span beyond the observed u range (then censored)."""
+    """Midpoints may lie this fraction of the span beyond the observed u range; such an event is
+    censored (fit/events.parquet column censored: left or right), its a and mu not measured."""
+    loss_floor: float | None = 0.0
+    """Lowest level (nats) a fitted curve may reach anywhere in the observed range: b >= it, and
+    b plus every rise stays >= it (a cross-entropy is >= 0). null: no floor (for trajectories
+    that are not losses)."""
+    a_max_noise_sds: float = 2.0
+    """Slack of the amplitude bounds, in noise SDs (estimated from consecutive differences): the
+    change one event makes between the first and the last checkpoint is at most the trajectory's
+    range (max - min) plus this slack, and |a| at most the highest observed loss minus loss_floor
+    plus this slack (a censored event cannot claim more than the loss can move)."""
     width_floor: str = "spacing"
     """How the smallest width is set. `spacing`: w_min_spacing x the local checkpoint spacing at
     the event's midpoint (curves.local_spacing; a projection after every LM step, and the grid's
@@ -99,8 +109,11 @@ class FitConfig:
             raise ConfigError(f"fit.max_events must be 0, 1 or 2, got {self.max_events}")
         if self.penalty not in ("bic", "bic_small_k"):
             raise ConfigError(f"fit.penalty must be bic or bic_small_k, got {self.penalty!r}")
+        if self.loss_floor is not None and not -float("inf") < self.loss_floor < float("inf"):
+            raise ConfigError(f"fit.loss_floor must be a finite number or null, got "
+                              f"{self.loss_floor}", "use 0 for a loss in nats, or null for no floor")
         for name in ("min_drop_nats", "irregular_spread_nats", "mu_margin", "early_margin",
-                     "late_margin"):
+                     "late_margin", "a_max_noise_sds"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"fit.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_r2 <= 1:

@@ -16,7 +16,13 @@ from tokenclock.curves import mu_bounds, spacing_nodes, width_bounds
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.fit.config import FitConfig
 from tokenclock.stages.fit.models import CLASSES, MODELS, fit_block
-from tokenclock.stages.fit.resolution import floor_summary, resolution_summary, resolved
+from tokenclock.stages.fit.resolution import (
+    censored,
+    censored_summary,
+    floor_summary,
+    resolution_summary,
+    resolved,
+)
 
 
 @dataclass
@@ -212,6 +218,7 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
     events = {"tok_idx": np.broadcast_to(tok_idx[:, None], (N, 2))[slot],
               "a": evs["a"][slot], "mu": evs["mu"][slot], "width": evs["width"][slot]}
     events["resolved"] = resolved(u, events["mu"], events["width"])
+    events["censored"] = censored(u, events["mu"], cfg.early_margin, cfg.late_margin)
     if cfg.uncertainty:
         events["mu_se"] = evs["mu_se"][slot]
     classes = np.array(CLASSES, dtype=object)
@@ -238,6 +245,8 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
                                      cfg.w_min_spacing, cfg.w_min_frac),
         "resolution": resolution_summary(u, events["a"], events["mu"], events["width"],
                                          cfg.resolution_bins),
+        "censored": censored_summary(events["a"], events["censored"]),
+        "loss_floor": cfg.loss_floor,
         "seconds": round(seconds, 3),
         "trajectories_per_s": float(N / seconds) if seconds > 0 else None,
         "config": asdict(cfg),

@@ -31,6 +31,10 @@ class Bounds:
     """(M,) increasing u of the width floor's nodes (curves.spacing_nodes); None: box only."""
     floor_values: torch.Tensor | None = None
     """(M,) the smallest width at each node (w_min_spacing x the gap); linear in between."""
+    u_first: float | None = None
+    """The first observed u (a rise, a < 0, is lowest there: the level floor of TokenBounds)."""
+    u_last: float | None = None
+    """The last observed u (with u_first: the change an event makes over the observed range)."""
 
     def lo_hi(self, n_events: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inf = float("inf")
@@ -38,16 +42,45 @@ class Bounds:
         hi = [inf] + [self.a_max, self.mu_hi, self.w_hi] * n_events
         return like.new_tensor(lo), like.new_tensor(hi)
 
-    def project(self, p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """p (C, P) clamped to the box, then each width raised to the floor at its own mu."""
+    def project(self, p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                tb: TokenBounds | None = None) -> torch.Tensor:
+        """p (C, P) clamped to the box, then each width raised to the floor at its own mu; with
+        tb, each |a| clamped to the token's own cap and b raised so that the curve stays at or
+        above the token's level floor over the observed range."""
         p = torch.maximum(torch.minimum(p, hi), lo)
-        if self.floor_nodes is None:
+        if self.floor_nodes is None and tb is None:
             return p
-        mu, w = p[:, 2::3], p[:, 3::3]                       # (C, n_events)
-        floor = interp(mu, self.floor_nodes.to(p), self.floor_values.to(p))
         p = p.clone()
-        p[:, 3::3] = torch.maximum(w, floor)
+        if self.floor_nodes is not None:
+            mu, w = p[:, 2::3], p[:, 3::3]                   # (C, n_events)
+            floor = interp(mu, self.floor_nodes.to(p), self.floor_values.to(p))
+            p[:, 3::3] = torch.maximum(w, floor)
+        if tb is not None:
+            cap = tb.a_max.to(p)[:, None]
+            a = torch.maximum(torch.minimum(p[:, 1::3], cap), -cap)
+            mu, w = p[:, 2::3], p[:, 3::3]
+            s0 = logistic((mu - self.u_first) / w)
+            seen = (s0 - logistic((mu - self.u_last) / w)) * a.abs()   # change inside the range
+            a = a * (tb.change_max.to(p)[:, None] / seen.clamp_min(1e-30)).clamp_max(1)
+            p[:, 1::3] = a
+            if tb.b_min is not None:
+                # the curve is lowest where every rise (a < 0) is largest: at the first u, since
+                # s((mu - u) / w) falls along u; drops (a > 0) only lift it
+                low = (a.clamp_max(0) * s0).sum(1)
+                p[:, 0] = torch.maximum(p[:, 0], tb.b_min.to(p) - low)
         return p
+
+
+@dataclass
+class TokenBounds:
+    """Physical bounds of each token (standardized units, (C,) each): the largest |a| (what the
+    loss can move), the largest change one event may make between the first and the last
+    observed u (what the data show), and the standardized value of the lowest level a curve may
+    reach in the observed range (a loss >= 0; None: no level floor)."""
+
+    a_max: torch.Tensor
+    change_max: torch.Tensor
+    b_min: torch.Tensor | None = None
 
 
 def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -84,14 +117,14 @@ def _normal_equations(y, u, p):
 
 
 def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bounds: Bounds,
-                        iters: int = 20, rtol: float = 1e-6):
+                        iters: int = 20, rtol: float = 1e-6, tb: TokenBounds | None = None):
     """Refine p (C, P) for trajectories y (C, K) by projected LM with a per-token damping factor
-    (every trial point projected by bounds.project).
+    (every trial point projected by bounds.project, with the tokens' own bounds tb).
 
     A step is kept only where it lowers that token's SSE, so SSE never increases. Returns
     (p, sse (C,), JtJ (C, P, P) at the final p, undamped: for standard errors)."""
     lo, hi = bounds.lo_hi((p.shape[1] - 1) // 3, p)
-    p = bounds.project(p, lo, hi)
+    p = bounds.project(p, lo, hi, tb)
     sse, JtJ, g = _normal_equations(y, u, p)
     lam = torch.full_like(sse, 1e-2)
     for _ in range(iters):
@@ -100,7 +133,7 @@ def levenberg_marquardt(y: torch.Tensor, u: torch.Tensor, p: torch.Tensor, bound
         damp = lam[:, None] * (d + 1e-6 * d.mean(1, keepdim=True)) + 1e-10
         A = JtJ + torch.diag_embed(damp)
         step = torch.linalg.solve_ex(A, g[:, :, None])[0][:, :, 0]
-        pn = bounds.project(p + step, lo, hi)
+        pn = bounds.project(p + step, lo, hi, tb)
         ssen, JtJn, gn = _normal_equations(y, u, pn)
         ok = torch.isfinite(ssen) & (ssen < sse) & torch.isfinite(pn).all(1)
         gain = torch.where(ok, (sse - ssen) / (sse + 1e-12), torch.zeros_like(sse))
@@ -141,24 +174,29 @@ class GridBasis:
         self.E = self.Sc / self.norm2.sqrt().clamp_min(1e-12)        # unit columns
 
 
-def grid_one(ys: torch.Tensor, gb: GridBasis, a_max: float | None = None) -> torch.Tensor:
+def grid_one(ys: torch.Tensor, gb: GridBasis, a_max: torch.Tensor | float | None = None) -> torch.Tensor:
     """Best single event for standardized trajectories ys (C, K) (mean 0): for each cell the
     least-squares (b, a) is exact; the cell with the largest SSE reduction wins. With a_max, cells
     whose exact |a| exceeds it are skipped (LM would clamp a there, far from any fit: a censored
-    cell's huge a). Returns p (C, 4)."""
+    cell's huge a); a_max is one number or one per token (C,). Returns p (C, 4)."""
     proj = ys @ gb.E                                    # (C, G): <y, e_g>
     score = proj * proj
     if a_max is not None:
         a_all = proj / gb.norm2.sqrt().clamp_min(1e-12)
-        score = torch.where(a_all.abs() <= a_max, score, torch.full_like(score, -1.0))
+        score = torch.where(a_all.abs() <= _per_token(a_max, ys), score, torch.full_like(score, -1.0))
     g = score.argmax(1)
     a = proj.gather(1, g[:, None])[:, 0] / gb.norm2[g].sqrt().clamp_min(1e-12)
     b = -a * gb.mean[g]
     return torch.stack([b, a, gb.mu[g], gb.w[g]], dim=1)
 
 
+def _per_token(a_max, ys: torch.Tensor):
+    """a_max as a (C, 1) column (one per token) or a number, to compare with (C, G) cells."""
+    return a_max.to(ys)[:, None] if isinstance(a_max, torch.Tensor) else a_max
+
+
 def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis,
-             a_max: float | None = None) -> torch.Tensor:
+             a_max: torch.Tensor | float | None = None) -> torch.Tensor:
     """Add a second event to one-event fits p1 (C, 4): for every cell, the exact least-squares
     (b, a1, a2) with the first event's (mu1, w1) held fixed (via the part of the new basis curve
     orthogonal to the first), best cell per token. Returns p (C, 7)."""
@@ -174,7 +212,7 @@ def grid_two(ys: torch.Tensor, u: torch.Tensor, p1: torch.Tensor, gb: GridBasis,
     denom = gb.norm2[None, :] - ES * ES                      # |part of s2c orthogonal to e1|^2
     valid = denom > 1e-4 * gb.norm2[None, :]
     if a_max is not None:  # as in grid_one: a cell whose exact |a2| exceeds a_max is no start
-        valid &= RS.abs() <= a_max * denom.clamp_min(1e-12)
+        valid &= RS.abs() <= _per_token(a_max, ys) * denom.clamp_min(1e-12)
     score = torch.where(valid, RS * RS / denom.clamp_min(1e-12), torch.zeros_like(RS))
     g = score.argmax(1)
     a2 = RS.gather(1, g[:, None])[:, 0] / denom.gather(1, g[:, None])[:, 0].clamp_min(1e-12)

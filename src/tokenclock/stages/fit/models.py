@@ -6,6 +6,13 @@ the `c` column, 0 for other models),
 `sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events). `bic_gap` = min BIC of flat/linear
 minus min BIC of the sigmoid models: > 0 means a sigmoid is preferred, by that many BIC units.
 
+Physical bounds (token_bounds; off with fit.loss_floor null and fit.a_max_noise_sds inf): every
+fitted level in the observed range stays >= fit.loss_floor (b, b plus every rise, and the linear
+model's line: a line that leaves the floor is no candidate), one event's change between the first
+and last checkpoint is at most the trajectory's range plus noise, and |a| at most the highest
+loss minus the floor plus noise. Events with a midpoint outside (or within the early / late
+margin of) the observed range are censored (resolution.censored).
+
 Classes, decided in this order (thresholds are FitConfig fields; span = u_max - u_min):
 1. `irregular`: parameters not finite, or r2 of the chosen model < min_r2 while the trajectory's
    spread (90th minus 10th nearest-rank percentile of its losses) is >= irregular_spread_nats.
@@ -51,8 +58,12 @@ def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[s
     dev, dt = torch.device(cfg.device), getattr(torch, cfg.dtype)
     Yd, m, sd, ys = _standardize(Y, dev, dt)
     ut = torch.as_tensor(u, dtype=dt, device=dev)
-    sse, params, jtj, slope = _fit_models(ys, ut, cfg, ctx)
-    excluded = excluded_models(params, ut, ctx.get("bounds"), cfg) if params else None
+    tb = token_bounds(Yd, m, sd, cfg, dt)
+    sse, params, jtj, slope = _fit_models(ys, ut, cfg, ctx, tb)
+    excluded = excluded_models(params, ut, ctx.get("bounds"), cfg) if params else {}
+    below = _line_below_floor(slope, ut, tb)
+    if below is not None:
+        excluded = {**excluded, "linear": below}
     names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev, excluded, cfg.penalty)
     b, n_events, ev = _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg)
     sse_std = S.gather(1, best[:, None])[:, 0]
@@ -76,9 +87,47 @@ def _standardize(Y: np.ndarray, dev, dt):
     return Yd, m, sd, ys
 
 
-def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
+def token_bounds(Yd, m, sd, cfg: FitConfig, dt):
+    """The physical bounds of each token (levenberg_marquardt.TokenBounds, standardized units),
+    with slack = cfg.a_max_noise_sds noise SDs (the noise SD from consecutive differences:
+    median |y_k+1 - y_k| / 0.954, which one step barely moves):
+    - the change one event makes between the first and last checkpoint is at most the
+      trajectory's range (max - min) + slack: what the data show;
+    - |a| is at most the highest loss observed minus cfg.loss_floor + slack: what the loss can
+      move (no cap without a floor); a censored event's a may exceed the range, never this;
+    - every level in the observed range is >= cfg.loss_floor (a loss is >= 0).
+    None when both are off (loss_floor null, a_max_noise_sds inf): the unbounded fitter."""
+    import torch
+
+    if cfg.loss_floor is None and math.isinf(cfg.a_max_noise_sds):
+        return None
+    from tokenclock.stages.fit.levenberg_marquardt import TokenBounds  # lazy: imports torch
+
+    top = Yd.max(1).values
+    noise = Yd.diff(dim=1).abs().median(1).values / 0.954   # sqrt(2) x 0.6745 sd for iid noise
+    slack = cfg.a_max_noise_sds * noise
+    change_max = (top - Yd.min(1).values + slack) / sd
+    if cfg.loss_floor is None:
+        return TokenBounds(a_max=torch.full_like(sd, float("inf")).to(dt),
+                           change_max=change_max.to(dt))
+    a_max = ((top - cfg.loss_floor).clamp_min(0) + slack) / sd
+    return TokenBounds(a_max=a_max.to(dt), change_max=change_max.to(dt),
+                       b_min=((cfg.loss_floor - m) / sd).to(dt))
+
+
+def _line_below_floor(slope, ut, tb):
+    """(C,) True where the linear model's line leaves the level floor inside the observed range
+    (at either end): such a line is no candidate. None without a floor."""
+    if tb is None or tb.b_min is None:
+        return None
+    ends = slope[:, None] * (ut[[0, -1]] - ut.mean())[None, :]   # (C, 2), standardized
+    return ends.min(1).values < tb.b_min
+
+
+def _fit_models(ys, ut, cfg: FitConfig, ctx: dict, tb=None):
     """SSE (standardized) of every model, the sigmoid models' parameters and J^T J, and the
-    linear model's slope: flat and linear in closed form, sigmoids by grid + LM."""
+    linear model's slope: flat and linear in closed form, sigmoids by grid + LM within the
+    tokens' own bounds tb (token_bounds)."""
     import torch
 
     from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
@@ -90,7 +139,8 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
         lo, hi = ctx["mu_bounds"]
         fl = [None, None] if ctx.get("floor") is None else [
             torch.as_tensor(v, dtype=ut.dtype, device=ut.device) for v in ctx["floor"]]
-        ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"], floor_nodes=fl[0], floor_values=fl[1])
+        ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"], floor_nodes=fl[0], floor_values=fl[1],
+                                  u_first=ctx["u_min"], u_last=ctx["u_max"])
     gb, bounds = ctx["gb"], ctx["bounds"]
     K = ys.shape[1]
     sst = (ys * ys).sum(1)                                   # = K unless the row is constant
@@ -99,13 +149,15 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
     slope = (ys @ uc) / (uc @ uc)
     params, jtj = {}, {}
     if cfg.max_events >= 1:
-        p1 = lm.grid_one(ys, gb, None if spacing is None else bounds.a_max)
+        cap = None if spacing is None else (bounds.a_max if tb is None
+                                            else tb.a_max.clamp_max(bounds.a_max))
+        p1 = lm.grid_one(ys, gb, cap)
         params["sigmoid1"], sse["sigmoid1"], jtj["sigmoid1"] = lm.levenberg_marquardt(
-            ys, ut, p1, bounds, cfg.lm_iters)
+            ys, ut, p1, bounds, cfg.lm_iters, tb=tb)
     if cfg.max_events >= 2 and K > 8:
         # two starting points: the second event fitted on the residual of the first, and the
         # best pair of a coarse grid (finds two-step curves the residual route misses)
-        p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb, None if spacing is None else bounds.a_max)
+        p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb, cap)
         f2, _ = lm.evaluate(p2, ut, jac=False)
         if "pb" not in ctx:
             ctx["pb"] = lm.PairBasis(lm.GridBasis(ut, cfg.pair_grid_mu, cfg.pair_grid_w,
@@ -114,9 +166,27 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict):
         pp, sse_pp = lm.grid_pair(ys, ctx["pb"])
         use_pair = sse_pp < ((ys - f2) ** 2).sum(1)
         p2 = torch.where(use_pair[:, None], pp, p2)
-        p2, s2, j2 = lm.levenberg_marquardt(ys, ut, p2, bounds, cfg.lm_iters)
+        if tb is not None:
+            p2 = _feasible_start(ys, ut, p2, params["sigmoid1"], bounds, tb)
+        p2, s2, j2 = lm.levenberg_marquardt(ys, ut, p2, bounds, cfg.lm_iters, tb=tb)
         params["sigmoid2"], sse["sigmoid2"], jtj["sigmoid2"] = p2, s2, j2
     return sse, params, jtj, slope
+
+
+def _feasible_start(ys, ut, p2, p1, bounds, tb):
+    """The two-event start within the tokens' bounds: p2 projected, unless the one-event fit p1
+    with a second event of a = 0 (feasible, p1's SSE) is closer, so that a start the bounds
+    clamp far from the data cannot leave the two-event model worse than the one-event one."""
+    import torch
+
+    from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
+
+    lo, hi = bounds.lo_hi(2, p2)
+    p2 = bounds.project(p2, lo, hi, tb)
+    p0 = torch.cat([p1, torch.zeros_like(p1[:, :1]), p2[:, 5:7]], 1)
+    sse2 = ((ys - lm.evaluate(p2, ut, jac=False)[0]) ** 2).sum(1)
+    sse0 = ((ys - lm.evaluate(p0, ut, jac=False)[0]) ** 2).sum(1)
+    return torch.where((sse0 < sse2)[:, None], p0, p2)
 
 
 def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None, penalty: str = "bic"):
@@ -176,7 +246,10 @@ def _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg: FitCon
             se = lm.parameter_se(jtj[name].double(), sse[name].double(), K)
             if ne == 2:
                 se = torch.where(swap[:, None], se[:, _SWAP], se)
-        b = torch.where(sel, m + sd * p[:, 0], b)
+        level = m + sd * p[:, 0]
+        if cfg.loss_floor is not None:  # the LM kept b at the floor in float32: no rounding below
+            level = level.clamp_min(cfg.loss_floor)
+        b = torch.where(sel, level, b)
         n_events = torch.where(sel, torch.full_like(n_events, ne), n_events)
         for j in range(ne):
             ev["a"][:, j] = torch.where(sel, sd * p[:, 1 + 3 * j], ev["a"][:, j])

@@ -1,7 +1,8 @@
-"""Resolved vs unresolved events and the width floor's numbers (pure numpy, no I/O): an event is
-resolved when its width is at least the local checkpoint spacing at its midpoint
-(curves.local_spacing); the fitter puts these numbers into fit/summary.json (`width_floor`,
-`resolution`) and the `resolved` column into fit/events.parquet.
+"""Resolved vs unresolved and measured vs censored events, and the width floor's numbers (pure
+numpy, no I/O): an event is resolved when its width is at least the local checkpoint spacing at
+its midpoint (curves.local_spacing), and censored when its midpoint lies outside the observed
+checkpoints; the fitter puts these numbers into fit/summary.json (`width_floor`, `resolution`,
+`censored`) and the `resolved` and `censored` columns into fit/events.parquet.
 
 A width below the spacing is not identifiable (any step between two checkpoints looks alike), so
 the unresolved share says how much of the learning is sharper than the series can see.
@@ -18,6 +19,35 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 def resolved(u: np.ndarray, mu: np.ndarray, width: np.ndarray) -> np.ndarray:
     """True where width >= the local checkpoint spacing at mu (NaN widths: False)."""
     return np.asarray(width, float) >= local_spacing(u, mu)
+
+
+CENSORED = ("none", "left", "right")
+
+
+def censored(u: np.ndarray, mu: np.ndarray, early_margin: float = 0.0,
+             late_margin: float = 0.0) -> np.ndarray:
+    """'left' where mu < u[0] + early_margin x span, 'right' where mu > u[-1] - late_margin x
+    span, else 'none' (object array of str); the margins are the fit's early/late ones, so a
+    token's class is early or late exactly when its dominant event is censored. A censored
+    event's midpoint and amplitude are extrapolations, not measurements: about half or more of
+    its change happened outside the checkpoints, and mu trades off against a there."""
+    mu = np.asarray(mu, float)
+    span = float(u[-1] - u[0])
+    out = np.full(mu.shape, "none", dtype=object)
+    out[mu < u[0] + early_margin * span] = "left"
+    out[mu > u[-1] - late_margin * span] = "right"
+    return out
+
+
+def censored_summary(a: np.ndarray, cens: np.ndarray) -> dict:
+    """Counts of left- and right-censored events and the share of events and of |a| they carry."""
+    amp = np.abs(np.asarray(a, float))
+    cens = np.asarray(cens, dtype=object)
+    out = {f"n_{k}": int((cens == k).sum()) for k in CENSORED[1:]}
+    out["n_measured"] = int((cens == "none").sum())
+    out["event_share"] = float((cens != "none").mean()) if len(cens) else None
+    out["amplitude_share"] = float(amp[cens != "none"].sum() / amp.sum()) if amp.sum() > 0 else None
+    return out
 
 
 def floor_at(u: np.ndarray, mu: np.ndarray, rule: str, w_min_spacing: float,

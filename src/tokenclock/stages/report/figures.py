@@ -160,8 +160,10 @@ def section_spectrum(r: RunView, figs: Figures) -> str:
     ax = ax[0, 0]
     N = r.loss.shape[1]
     srcs = []
+    cens_note = ""
     if r.events is not None and len(r.events["mu"]):
         mu, a = r.events["mu"], r.events["a"]
+        side = r.censored_sides()
         lo, hi = float(mu.min()), float(mu.max())
         if hi - lo < 1e-6:  # all events at one time: a bin of width 1 around it
             lo, hi = lo - 0.5, hi + 0.5
@@ -169,24 +171,49 @@ def section_spectrum(r: RunView, figs: Figures) -> str:
         width = np.diff(edges)
         for sign, color, lab in ((1, "tab:blue", "learning events (a > 0)"),
                                  (-1, "tab:orange", "rises (a < 0)")):
-            m = np.sign(a) == sign
-            h, _ = np.histogram(mu[m], bins=edges, weights=a[m] / N)
-            ax.bar(np.exp(edges[:-1]), h / width, width=np.exp(edges[1:]) - np.exp(edges[:-1]),
-                   align="edge", color=color, alpha=0.5, label=lab)
+            for cens in (False, True):  # censored events apart: hatched, no fill
+                m = (np.sign(a) == sign) & ((side != "none") == cens)
+                if cens and not m.any():
+                    continue
+                h, _ = np.histogram(mu[m], bins=edges, weights=a[m] / N)
+                ax.bar(np.exp(edges[:-1]), h / width, width=np.exp(edges[1:]) - np.exp(edges[:-1]),
+                       align="edge", color=color, alpha=0.15 if cens else 0.5,
+                       hatch="//" if cens else None, edgecolor=color if cens else None,
+                       label=f"{lab}, censored" if cens else lab)
+        n_l, n_r = int((side == "left").sum()), int((side == "right").sum())
+        cens_note = (f"; hatched: the {n_l + n_r:,} censored events ({n_l:,} left, {n_r:,} right: "
+                     "midpoint outside or at the edge of the checkpoints, time and amplitude "
+                     "extrapolated)")
         srcs.append(r.run.fit_events)
     if r.density is not None:
         ax.plot(np.exp(r.density["u"]), r.density["rho"], color="k", label=f"ρ(u) ({r.run.rel(r.run.spectrum_density())})")
         srcs.append(r.run.spectrum_density())
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xscale("log")
+    observed_range(ax, r)
     ax.set_xlabel(f"learning time ({r.axis})")
     ax.set_ylabel("amplitude density (nats per unit ln x, per token)")
     ax.legend(fontsize=7)
     body = figs.save(fig, "spectrum.png", sources(r.run, *srcs) +
-                     ": histogram of event midpoints mu weighted by a/N")
+                     ": histogram of event midpoints mu weighted by a/N; shaded: the traced "
+                     "checkpoints, dashed: the last one" + cens_note)
     if r.density is None:
         body += not_computed(r.run, "spectrum", "density ρ(u)")
     return "<h2>Learning-time spectrum</h2>" + body
+
+
+def observed_range(ax, r: RunView, vertical: bool = True) -> None:
+    """Shade the traced checkpoints' range of the axis and mark the last checkpoint (the end of
+    training on a step axis) on a log axis: along x (vertical) or along y."""
+    x = r.x
+    x = x[x > 0]
+    if not len(x):
+        return
+    end = "end of training" if r.axis == "step" else "last checkpoint"
+    span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+    span(x.min(), x.max(), color="0.92", zorder=0, label="observed checkpoints")
+    last = f"{x.max():,.0f}" if float(x.max()).is_integer() else fmt(x.max())
+    line(x.max(), color="0.3", ls="--", lw=1, label=f"{end} ({r.axis} {last})")
 
 
 def section_resolution(r: RunView, figs: Figures, numbers: dict) -> str:

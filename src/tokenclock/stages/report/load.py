@@ -60,13 +60,26 @@ class RunView:
         """Axis values of all K checkpoints along the fitted axis."""
         return np.asarray(self.axis_table[self.axis], dtype=np.float64)
 
-    def largest_learning_events(self) -> tuple[np.ndarray, np.ndarray]:
-        """(tok_idx, mu) of each token's largest learning (a > 0) event in fit/events.parquet."""
+    def censored_sides(self) -> np.ndarray:
+        """'none', 'left' or 'right' per row of fit/events.parquet: its `censored` column, or for
+        a fit without one, whether mu lies before the first or after the last checkpoint."""
+        if "censored" in self.events:
+            return np.asarray(self.events["censored"]).astype(str)
+        from tokenclock.stages.fit.resolution import censored
+
+        x = self.x
+        return censored(np.log(x[x > 0]), self.events["mu"]).astype(str)
+
+    def largest_learning_events(self, measured: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(tok_idx, mu) of each token's largest learning (a > 0) event in fit/events.parquet;
+        measured: only tokens whose largest learning event is not censored."""
         pos = self.events["a"] > 0
         tok, a, mu = self.events["tok_idx"][pos], self.events["a"][pos], self.events["mu"][pos]
         order = np.lexsort((a, tok))
         tok, mu = tok[order], mu[order]
         last = np.r_[tok[1:] != tok[:-1], True] if len(tok) else np.zeros(0, bool)
+        if measured:
+            last &= self.censored_sides()[pos][order] == "none"
         return tok[last], mu[last]
 
     def power_law(self, alpha_key: str, x: np.ndarray, y: np.ndarray):

@@ -12,7 +12,7 @@ import numpy as np
 from tokenclock.formatting import fmt, pct
 from tokenclock.render import Figures, not_computed, sources
 from tokenclock.scores import spearman
-from tokenclock.stages.report.figures import token_html
+from tokenclock.stages.report.figures import observed_range, token_html
 from tokenclock.stages.report.load import RunView
 from tokenclock.stages.report.token_text import ordered
 
@@ -38,13 +38,9 @@ def section_classes(r: RunView, figs: Figures, numbers: dict) -> str:
         return head + "".join(parts)
     uni = np.asarray(r.tokens["unigram_loss"], float)
     ln_v = math.log(float(r.meta["vocab_size"]))
-    if r.fit_tokens is not None and "b" in r.fit_tokens:
-        final = np.full(len(uni), np.nan)
-        final[r.columns(r.fit_tokens["tok_idx"])] = r.fit_tokens["b"]
-        final_src = f"the fitted final level b ({r.run.rel(r.run.fit_tokens)})"
-    else:
-        final = np.asarray(r.loss[-1], float)
-        final_src = "the loss at the last checkpoint (no fit yet)"
+    # measured, not the fitted b: a late token's b is an extrapolation past the last checkpoint
+    final = np.asarray(r.loss[-1], float)
+    final_src = f"the loss measured at the last checkpoint ({r.run.rel(r.run.trace_loss)})"
     unigram_drop = float(np.nanmean(ln_v - uni))
     contextual_drop = float(np.nanmean(uni - final))
     numbers.update(unigram_drop_nats=unigram_drop, contextual_drop_nats=contextual_drop)
@@ -91,9 +87,12 @@ def section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
     if "train_count" not in r.tokens or not (np.asarray(r.tokens["train_count"]) >= 0).any():
         return head + (f'<p class="note">{r.run.rel(r.run.trace_tokens)} has no training-split frequencies (an '
                        "imported matrix or a checkpoint series without a training split).</p>")
-    tok, mu = r.largest_learning_events()
+    tok, mu = r.largest_learning_events(measured=True)
+    n_cens = len(r.largest_learning_events()[0]) - len(tok)
+    numbers["n_censored_largest_learning"] = n_cens
     if len(tok) < 3:
-        return head + '<p class="note">fewer than 3 tokens with a learning event.</p>'
+        return head + ('<p class="note">fewer than 3 tokens with a measured (not censored) '
+                       f"learning event ({n_cens} censored).</p>")
     count = np.asarray(r.tokens["train_count"], float)[r.columns(tok)]
     rho = spearman(count, mu)
     numbers["spearman_mu_train_count"] = rho
@@ -107,12 +106,16 @@ def section_frequency(r: RunView, figs: Figures, numbers: dict) -> str:
         ax.scatter(count + 1, xs, s=6, alpha=0.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
+    observed_range(ax, r, vertical=False)
     ax.set_xlabel("train_count + 1 (occurrences of the token id in the training split)")
     ax.set_ylabel(f"learning time mu ({r.axis})")
+    ax.legend(fontsize=7, loc="lower left")
     body = figs.save(fig, "frequency.png", sources(r.run, r.run.fit_events, r.run.trace_tokens) +
-                     ": mu of each token's largest learning event")
+                     f": mu of each token's largest learning event, measured ones only ({n_cens:,} "
+                     f"tokens whose largest learning event is censored are left out); shaded: the "
+                     f"traced checkpoints")
     text = (f"Spearman rank correlation between training-set frequency and learning time: "
-            f"ρ = {rho:+.2f} over {len(tok):,} tokens with a learning event"
+            f"ρ = {rho:+.2f} over {len(tok):,} tokens with a measured learning event"
             + (" (frequent tokens are learned earlier). " if rho < 0 else ". "))
     if math.isfinite(rho):
         text += (f"Frequency accounts for ρ² = {pct(rho * rho)} of the rank variance of learning "
@@ -132,6 +135,7 @@ def _extremes_table(r: RunView, tok: np.ndarray, mu: np.ndarray, count: np.ndarr
             i = int(r.columns([tok[j]])[0])
             rows.append(f"<tr><td>{label}</td><td>{fmt(float(np.exp(mu[j])))}</td>"
                         f"<td>{fmt(int(count[j]))}</td><td>{token_html(r, i)}</td></tr>")
-    return (f"<details><summary>the {n} earliest and latest learned tokens</summary><table>"
+    return (f"<details><summary>the {n} earliest and latest learned tokens (measured events: "
+            f"midpoint inside the checkpoints)</summary><table>"
             f"<tr><th></th><th>mu ({html.escape(r.axis)})</th><th>train_count</th>"
             "<th>context + <b>token</b></th></tr>" + "".join(rows) + "</table></details>")

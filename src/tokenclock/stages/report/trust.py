@@ -20,7 +20,7 @@ from tokenclock.stages.report.load import RunView
 ROWS = (
     ("in-sample R²", "reconstruction_r2", "fits every checkpoint it scores"),
     ("held-out R² (every other checkpoint)", "reconstruction_r2_heldout", "leaks through the smoothing of the derivative"),
-    ("held-out R², after warmup", "reconstruction_r2_heldout_after_warmup", "the demo's headline figure"),
+    ("held-out R², after warmup", "reconstruction_r2_heldout_after_warmup", "the recommended score (headline)"),
     ("held-out R² (blocks of checkpoints)", "reconstruction_r2_block_heldout", "no fitted neighbour inside a block"),
     ("held-out R² (blocks), after warmup", "reconstruction_r2_block_heldout_after_warmup", ""),
     ("token split: half A's events vs half B, after warmup", "token_split_r2_after_warmup",
@@ -78,9 +78,9 @@ def section_validation(r: RunView, figs: Figures, numbers: dict) -> str:
     if reps:
         numbers["replicate"] = {w: {"ceiling_after_warmup": rep["ceiling_r2"]["mean"]["after_warmup"],
                                     "replicate_run": rep.get("replicate")} for w, rep in reps.items()}
-    src = ", ".join(f"{s.spectrum_summary.relative_to(r.run.root).as_posix()}" for s in series.values())
+    src = ", ".join(r.run.rel(s.spectrum_summary) for s in series.values())
     if reps:
-        src += ", " + ", ".join(series[w].spectrum_replicate.relative_to(r.run.root).as_posix() for w in reps)
+        src += ", " + ", ".join(r.run.rel(series[w].spectrum_replicate) for w in reps)
     fig_html = _figure(series, figs, r.run)
     text = ("Every held-out score refits the events without the checkpoints it scores. The token split "
             "fits nothing again (the fit is per token): half A's events predict half B's measured "
