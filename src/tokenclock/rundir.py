@@ -140,6 +140,11 @@ class RunDir:
     def trace_inputs(self) -> Path: return self.trace_dir / "inputs.npy"
     @property
     def trace_meta(self) -> Path: return self.trace_dir / "meta.json"
+    @property
+    def trace_track(self) -> Path:
+        """track.json: the in-loop tracker's record (its signature, the rows loss.npy holds, the
+        cumulative lr); present only in a trace that `tokenclock.track` writes."""
+        return self.trace_dir / "track.json"
     # fit/
     @property
     def fit_dir(self) -> Path: return self.root / ("fit" + self.suffix)

@@ -129,7 +129,6 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     mm = np.lib.format.open_memmap(partial, mode="r+") if d.main else None
     amp = trace_dtype(cfg.dtype, device)
     tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
-    seq_len = inputs.shape[1] - 1
     bar = tqdm(total=n_ckpt * n_tok, initial=len(done) * n_tok, unit="tok", unit_scale=True, desc="trace",
                disable=not (progress and d.main), dynamic_ncols=True)
     # the next checkpoint loads from disk in a thread while this one is scored (loading a large
@@ -142,10 +141,7 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
             model = (upcoming.result() if upcoming is not None else load()).to(device).eval()
             nxt = todo[i + 1] if i + 1 < len(todo) else None
             upcoming = pool.submit(loaders[nxt][1]) if pool is not None and nxt is not None else None
-            parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
-                     for b in range(0, len(tokens_all), cfg.batch_size)]
-            local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
-            flat = dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
+            flat = score_windows(model, tokens_all, inputs.shape[0], cfg.batch_size, amp, device, d)
             del model
             if not np.isfinite(flat).all():
                 bad = int((~np.isfinite(flat)).sum())
@@ -175,6 +171,18 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
 
     dist.run_on_main(finish)
     return read_npy(out.trace_loss, mmap=True)
+
+
+def score_windows(model, tokens_local, n_seqs: int, batch_size: int, amp, device: str, d: dist.Dist) -> np.ndarray:
+    """Per-token losses (n_seqs * seq_len,) float32 of all windows, on every rank: this rank scores
+    `tokens_local` (its windows r, r + world, ...: (n_local, seq_len + 1)) in batches of
+    `batch_size`, and the ranks' rows are gathered in window order."""
+    import torch
+
+    parts = [token_losses(model, tokens_local[b:b + batch_size], amp, device).float()
+             for b in range(0, len(tokens_local), batch_size)]
+    local = torch.cat(parts) if parts else torch.zeros((0, tokens_local.shape[1] - 1), device=device)
+    return dist.gather_rows(local, n_seqs, d).cpu().numpy().reshape(-1)
 
 
 def _open_partial(out: RunDir, sig: dict) -> tuple[list[int] | None, dict]:
