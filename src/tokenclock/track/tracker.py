@@ -193,10 +193,8 @@ class Tracker:
             raise
 
     def _open_locked(self, names, context_tokens: int) -> dict:
-        from tokenclock.forward import quiet_transformers
         from tokenclock.stages.trace.stage import token_table
 
-        quiet_transformers()
         first = None
         for store in self.stores:
             if store.exists():
@@ -352,9 +350,11 @@ class Tracker:
     def _save_checkpoint(self, store: TraceStore, model, row: dict) -> None:
         """ckpt/step_X/ (or ckpt_avg/) as `tokenclock train` writes it, and the optimizer state
         at keep_state_steps."""
+        from tokenclock.forward import quiet_transformers
         from tokenclock.stages.train.checkpoint import save_checkpoint, save_state
         from tokenclock.track.inputs import hf_tokenizer
 
+        quiet_transformers()
         step = row["step"]
         if self.checkpoints:
             tok = hf_tokenizer(self.tokenizer) if self.tokenizer is not None else _NoTokenizer()
