@@ -61,7 +61,8 @@ def _text_windows(path: Path, tokenizer, n_seqs: int, seq_len: int, seed: int) -
 
     if tokenizer is None:
         raise ConfigError(f"validation text {path} needs the model's tokenizer", "pass tokenizer=")
-    return text_inputs(str(path), hf_tokenizer(tokenizer), TraceConfig(n_seqs=n_seqs), seq_len, seed)
+    inputs, info = text_inputs(str(path), hf_tokenizer(tokenizer), TraceConfig(n_seqs=n_seqs), seq_len, seed)
+    return inputs, {"val": str(path), **info}
 
 
 def _dataset_stream(ds, tokenizer, column: str) -> np.ndarray:

@@ -68,14 +68,22 @@ def model_fingerprint(model) -> dict:
             "shapes_sha256": hashlib.sha256("\n".join(shapes).encode()).hexdigest()[:16]}
 
 
+def _configs(model):
+    """Where a model's sizes are written: the configs of it and its submodules (a LightningModule
+    holding a transformers model), then the modules themselves (nanoGPT's block_size)."""
+    mods = list(unwrap(model).modules())
+    return [m.config for m in mods if getattr(m, "config", None) is not None] + mods
+
+
 def _vocab_size(model, forward, device) -> int:
-    """Rows of the output layer: config.vocab_size, the output embedding, or one probe forward."""
+    """Rows of the output layer: a config's vocab_size, an output embedding, or one probe forward."""
     import torch
 
     m = unwrap(model)
-    v = getattr(getattr(m, "config", None), "vocab_size", None)
-    if v:
-        return int(v)
+    for holder in _configs(m)[:1]:
+        v = getattr(holder, "vocab_size", None)
+        if isinstance(v, int) and v > 0:
+            return v
     emb = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
     if emb is not None and hasattr(emb, "out_features"):
         return int(emb.out_features)
@@ -84,8 +92,8 @@ def _vocab_size(model, forward, device) -> int:
 
 
 def _context(model) -> int | None:
-    m = unwrap(model)
-    for holder in (getattr(m, "config", None), m):
+    """The longest input the model takes, where its config or module says (None: not said)."""
+    for holder in _configs(model):
         for key in ("max_position_embeddings", "n_positions", "block_size", "max_seq_len"):
             v = getattr(holder, key, None)
             if isinstance(v, int) and v > 0:
@@ -161,7 +169,7 @@ class Tracker:
         self._stages: list = []
         self.cum_lr: float | None = None
         self._last_call: tuple[int, float | None] | None = None  # (step, lr) of the previous call
-        self.closed = False
+        self.closed, self._loaded = False, False
         self.seconds = {"score": 0.0, "write": 0.0, "avg": 0.0}
         state = dist.run_on_main(lambda: self._open(table_tokenizer(tokenizer, self.vocab), context_tokens))
         self.done = [r["step"] for r in state["rows"]]
@@ -266,6 +274,10 @@ class Tracker:
             raise RunDirError("this tracker is closed", "create a new Tracker to resume the trace")
         step = int(step)
         prev = self._last_call
+        if prev is not None and step == prev[0] and self._loaded:
+            self._loaded = False
+            return False  # the step the loaded state_dict was saved at, called again by the resumed loop
+        self._loaded = False
         if prev is not None and step <= prev[0]:
             raise DataError(f"tracker.step({step}) after tracker.step({prev[0]}): steps must increase",
                             "call tracker.step once per step, in order")
@@ -375,6 +387,7 @@ class Tracker:
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()` saved with the checkpoint your loop resumes from."""
         self.cum_lr = state.get("cum_lr")
+        self._loaded = True
         last = state.get("last_call")
         self._last_call = (int(last[0]), last[1]) if last else None
         if self.avg is not None and "avg" in state:
