@@ -39,6 +39,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--n-seqs", type=int, default=200)
+    ap.add_argument("--no-report", action="store_true", help="stop after fit and spectrum")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     folder = write_sample_texts(Path(a.out).parent / "texts")  # Python's docs: offline English
@@ -65,7 +66,8 @@ def main(argv=None):
     # the same as `tokenclock fit OUT && tokenclock spectrum OUT && tokenclock report OUT`
     tc.fit(a.out, progress=False)
     tc.spectrum(a.out, progress=False)
-    print("report:", tc.report(a.out))
+    if not a.no_report:
+        print("report:", tc.report(a.out))
 
 
 if __name__ == "__main__":
