@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--kill-at", type=int, default=-1)
     ap.add_argument("--save-every", type=int, default=10)
+    ap.add_argument("--avg", action="store_true", help="also trace the averaged weights (trace_avg/)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = TinyLM()
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
     tracker = Tracker(a.out / "run", model, val=val, steps=a.steps, per_decade=10, n_seqs=8, seq_len=32,
-                      progress=False)
+                      avg=a.avg, progress=False)
     if state is not None:
         tracker.load_state_dict(state["tracker"])
     start, scored = (state["step"] if state else 0), 0

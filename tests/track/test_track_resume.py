@@ -1,7 +1,8 @@
 """Kill -9 of a tracked loop, restart: the trace ends identical to an uninterrupted one. The loop
 (killable_loop.py) resumes from its own checkpoint, 8 steps before the last traced row, so the
 restart replays traced steps (not scored twice), after a torn append (row bytes and header written,
-the record not) that reopening cuts back. The killed loop runs in a subprocess, the rest in this
+the record not) that reopening cuts back. Both weight series (trace/ and the averaged
+trace_avg/) end identical. The killed loop runs in a subprocess, the rest in this
 one (for time)."""
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ LOOP = Path(__file__).with_name("killable_loop.py")
 
 def _loop(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([sys.executable, str(LOOP), str(out), "--steps", "60", *args],
+    return subprocess.run([sys.executable, str(LOOP), str(out), "--steps", "60", "--avg", *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -33,7 +34,7 @@ def _in_process(out: Path) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return main([str(out), "--steps", "60"])
+        return main([str(out), "--steps", "60", "--avg"])
     finally:
         torch.set_num_threads(threads)
 
@@ -64,3 +65,6 @@ def test_kill_9_and_restart_gives_the_uninterrupted_trace(tmp_path):
     np.testing.assert_array_equal(read_npy(b.trace_loss), read_npy(a.trace_loss))
     assert b.trace_loss.stat().st_size == a.trace_loss.stat().st_size
     assert read_json(b.manifest)["stages"]["trace"]["status"] == "done"
+    # the averaged weights resume from the tracker's state_dict saved with the loop's own checkpoint
+    np.testing.assert_array_equal(read_npy(b.series("avg").trace_loss), read_npy(a.series("avg").trace_loss))
+    assert read_json(b.manifest)["stages"]["trace_avg"]["status"] == "done"
