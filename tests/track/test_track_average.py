@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from killable_loop import TinyLM
 
 from tokenclock.artifacts import read_json, read_npy, read_parquet
 from tokenclock.forward import token_losses
@@ -15,17 +16,6 @@ from tokenclock.stages.spectrum.stage import spectrum
 from tokenclock.stages.train.average import WeightAverage
 from tokenclock.track import Tracker
 from tokenclock.windows import val_windows
-
-
-class TinyLM(torch.nn.Module):
-    def __init__(self, vocab: int = 64, hidden: int = 32):
-        super().__init__()
-        self.emb = torch.nn.Embedding(vocab, hidden)
-        self.rnn = torch.nn.GRU(hidden, hidden, batch_first=True)
-        self.out = torch.nn.Linear(hidden, vocab)
-
-    def forward(self, x):
-        return self.out(self.rnn(self.emb(x))[0])
 
 
 class Logits(torch.nn.Module):
