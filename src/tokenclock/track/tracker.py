@@ -191,7 +191,7 @@ class Tracker:
             raise RunDirError(f"{self.run.root} has a tracked trace for one weight series but not the other",
                               "resume with the avg setting the trace started with, or use a new out directory")
         for store in self.stores:
-            stage = store.run.stage("trace", self.config, writer=True)
+            stage = store.run.stage("trace", self.config, writer=True, world_size=self.d.world)
             stage.__enter__()  # OUT/.lock: a second writer is refused here, before any write
             self._stages.append(stage)
         try:
@@ -351,6 +351,7 @@ class Tracker:
         eval mode without grad; the model's training mode is restored."""
         from tokenclock.stages.trace.stage import score_windows
 
+        model = unwrap(model)  # DDP's wrapper would sync buffers on each forward: a collective per batch
         was = model.training
         model.eval()
         try:
