@@ -43,7 +43,7 @@ def val_inputs(val, tokenizer, *, column: str, n_seqs: int, seq_len: int, seed: 
     if len(stream) < seq_len + 2:
         raise InputError(f"the validation tokens ({len(stream)}) are fewer than one window of {seq_len + 1}",
                          "pass more validation tokens or a smaller seq_len")
-    return val_windows(stream, seed, n_seqs, seq_len, source="the validation tokens", setting="n_seqs"), note
+    return val_windows(stream, seed, n_seqs, seq_len, source="the validation token stream", setting="n_seqs"), note
 
 
 def _check_ids(arr: np.ndarray) -> np.ndarray:
