@@ -174,6 +174,10 @@ class Tracker:
         state = dist.run_on_main(lambda: self._open(table_tokenizer(tokenizer, self.vocab), context_tokens))
         self.done = [r["step"] for r in state["rows"]]
         self._record_cum = state.get("cum_lr")
+        if progress and self.d.main:
+            resumed = f" (resumed: {len(self.done)} rows, last step {self.done[-1]})" if self.done else ""
+            print(f"tokenclock: tracking {n_seqs} x {width - 1} validation tokens into {self.run.trace_dir}"
+                  f"{' and trace_avg/' if self.avg is not None else ''}{resumed}", flush=True)
 
     # ------------------------------------------------------------------ open / close
 
@@ -243,6 +247,9 @@ class Tracker:
         if not self.closed:
             self.closed = True
             self._exit_stages(None)
+            if self.progress and self.d.main:
+                print(f"tokenclock: traced {len(self.done)} rows into {self.run.trace_dir} (scoring "
+                      f"{self.seconds['score']:.1f} s, writing {self.seconds['write']:.1f} s)", flush=True)
 
     def _exit_stages(self, err) -> None:
         for stage in reversed(self._stages):
