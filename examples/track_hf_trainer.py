@@ -4,9 +4,9 @@ OUT/trace/; then tokenclock fits, spectra and reports it.
 
     python examples/track_hf_trainer.py --out runs/track-hf --steps 1000
 """
-import argparse
 from pathlib import Path
 
+from _tracking import analyse, sizes
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
@@ -16,14 +16,7 @@ from tokenclock.stages.data.tokens import hf_tokenizer, train_bpe
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/track-hf")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--n-seqs", type=int, default=200)
-    ap.add_argument("--no-report", action="store_true", help="stop after fit and spectrum")
-    a = ap.parse_args(argv)
+    a = sizes(argv, out="runs/track-hf", steps=1000)
     out = Path(a.out)
     texts = sorted(write_sample_texts(out.parent / "texts").glob("*.txt"))  # Python's docs, offline
     train_texts, val_file = [p.read_text() for p in texts[:-20]], out.parent / "val.txt"
@@ -43,12 +36,7 @@ def main(argv=None):
     track = tc.track.HFCallback(out, val=val_file, n_seqs=a.n_seqs, seq_len=a.seq_len,
                                 tokens_per_step=a.batch * a.seq_len)  # the one added line
     Trainer(model=model, args=args, train_dataset=train, processing_class=tok, callbacks=[track]).train()
-    # the same as `tokenclock fit OUT && tokenclock spectrum OUT && tokenclock report OUT`
-    tc.fit(out, progress=False)
-    tc.spectrum(out, progress=False)
-    if not a.no_report:
-        print("report:", tc.report(out))
-
+    analyse(a.out, report=not a.no_report)  # tokenclock fit, spectrum and report on OUT
 
 if __name__ == "__main__":
     main()

@@ -4,11 +4,11 @@
 
     python examples/track_lightning.py --out runs/track-lightning --steps 1000
 """
-import argparse
 from pathlib import Path
 
 import lightning as L
 import torch
+from _tracking import analyse, sizes
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -38,14 +38,7 @@ class LitLM(L.LightningModule):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/track-lightning")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--n-seqs", type=int, default=200)
-    ap.add_argument("--no-report", action="store_true", help="stop after fit and spectrum")
-    a = ap.parse_args(argv)
+    a = sizes(argv, out="runs/track-lightning", steps=1000)
     out = Path(a.out)
     L.seed_everything(0, verbose=False)
     texts = [p.read_text() for p in sorted(write_sample_texts(out.parent / "texts").glob("*.txt"))]
@@ -60,12 +53,7 @@ def main(argv=None):
     trainer = L.Trainer(max_steps=a.steps, accelerator="cpu", devices=1, callbacks=[track], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(LitLM(len(tok), a.seq_len, a.steps), loader)
-    # the same as `tokenclock fit OUT && tokenclock spectrum OUT && tokenclock report OUT`
-    tc.fit(out, progress=False)
-    tc.spectrum(out, progress=False)
-    if not a.no_report:
-        print("report:", tc.report(out))
-
+    analyse(a.out, report=not a.no_report)  # tokenclock fit, spectrum and report on OUT
 
 if __name__ == "__main__":
     main()

@@ -3,11 +3,11 @@ a Tracker rides along and writes OUT/trace/, then tokenclock fits, spectra and r
 
     python examples/track_plain_loop.py --out runs/track-plain --steps 2000
 """
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
+from _tracking import analyse, sizes
 from torch import nn
 
 import tokenclock as tc
@@ -33,14 +33,7 @@ class GPT(nn.Module):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/track-plain")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--n-seqs", type=int, default=200)
-    ap.add_argument("--no-report", action="store_true", help="stop after fit and spectrum")
-    a = ap.parse_args(argv)
+    a = sizes(argv, out="runs/track-plain", steps=2000)
     torch.manual_seed(0)
     folder = write_sample_texts(Path(a.out).parent / "texts")  # Python's docs: offline English
     data = np.frombuffer(b"".join(p.read_bytes() for p in sorted(folder.glob("*.txt"))), np.uint8).astype(np.int64)
@@ -63,12 +56,7 @@ def main(argv=None):
         loss.backward()
         opt.step()
     tracker.close()
-    # the same as `tokenclock fit OUT && tokenclock spectrum OUT && tokenclock report OUT`
-    tc.fit(a.out, progress=False)
-    tc.spectrum(a.out, progress=False)
-    if not a.no_report:
-        print("report:", tc.report(a.out))
-
+    analyse(a.out, report=not a.no_report)  # tokenclock fit, spectrum and report on OUT
 
 if __name__ == "__main__":
     main()
