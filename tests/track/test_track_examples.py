@@ -1,7 +1,7 @@
 """The examples run as written (tiny sizes), in this process: a plain loop, the Hugging Face
 Trainer (tc.track.HFCallback) and Lightning (tc.track.LightningCallback), each with the real
-framework on CPU, ending with tokenclock fit and spectrum; report and explore accept what the
-Trainer and Lightning callbacks wrote."""
+framework on CPU, ending with tokenclock fit and spectrum; explore accepts what the Trainer and
+Lightning callbacks wrote, and report what the Trainer's wrote."""
 from __future__ import annotations
 
 import importlib
@@ -16,7 +16,7 @@ from tokenclock.rundir import RunDir
 from tokenclock.stages.train.schedule import checkpoint_steps
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-TINY = ["--steps", "12", "--batch", "4", "--seq-len", "32", "--n-seqs", "6"]
+TINY = ["--steps", "8", "--batch", "4", "--seq-len", "32", "--n-seqs", "4"]
 
 
 def _run(name: str, out: Path, *extra: str) -> RunDir:
@@ -31,7 +31,7 @@ def _run(name: str, out: Path, *extra: str) -> RunDir:
 def _check_trace(run: RunDir, steps: list[int]) -> None:
     loss = read_npy(run.trace_loss)
     ax = read_parquet(run.trace_axis)
-    assert ax["step"].tolist() == steps and loss.shape == (len(steps), 6 * 32)
+    assert ax["step"].tolist() == steps and loss.shape == (len(steps), 4 * 32)
     assert np.isfinite(loss).all() and loss[-1].mean() < loss[0].mean()  # it learned something
     np.testing.assert_array_equal(ax["tokens_seen"], np.array(steps) * 4 * 32)
     assert (np.diff(ax["cum_lr"]) >= 0).all() and ax["cum_lr"][-1] > 0
@@ -40,7 +40,7 @@ def _check_trace(run: RunDir, steps: list[int]) -> None:
     assert not run.lock.exists()
 
 
-SCHEDULE = checkpoint_steps(12, 16)  # the Tracker's default: log-spaced, 16 per decade
+SCHEDULE = checkpoint_steps(8, 16)  # the Tracker's default: log-spaced, 16 per decade
 
 
 def test_plain_loop_example(tmp_path):
@@ -57,6 +57,7 @@ def test_framework_example_and_report_and_explore(name, tmp_path):
     run = _run(name, tmp_path / name, "--no-report")
     _check_trace(run, SCHEDULE)
     assert read_json(run.trace_meta)["n_ckpt"] == len(SCHEDULE)
-    assert report(run.root).is_file()
+    if name == "track_hf_trainer":  # one report is enough: both callbacks write through the same Tracker
+        assert report(run.root).is_file()
     data = open_run(run.root, log=lambda *a: None)
-    assert data.fit is not None and data.has_spectrum and data.n_tok == 6 * 32
+    assert data.fit is not None and data.has_spectrum and data.n_tok == 4 * 32
