@@ -6,6 +6,7 @@ torch is imported inside the methods.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import sys
 import time
@@ -174,6 +175,7 @@ class Tracker:
         state = dist.run_on_main(lambda: self._open(table_tokenizer(tokenizer, self.vocab), context_tokens))
         self.done = [r["step"] for r in state["rows"]]
         self._record_cum = state.get("cum_lr")
+        atexit.register(self.close)  # a loop that ends without close() still records the trace as done
         if progress and self.d.main:
             resumed = f" (resumed: {len(self.done)} rows, last step {self.done[-1]})" if self.done else ""
             print(f"tokenclock: tracking {n_seqs} x {width - 1} validation tokens into {self.run.trace_dir}"
@@ -246,6 +248,7 @@ class Tracker:
         """Record the trace as done in the manifest and release OUT/.lock (idempotent)."""
         if not self.closed:
             self.closed = True
+            atexit.unregister(self.close)
             self._exit_stages(None)
             if self.progress and self.d.main:
                 print(f"tokenclock: traced {len(self.done)} rows into {self.run.trace_dir} (scoring "
@@ -266,6 +269,7 @@ class Tracker:
             self.close()
         else:
             self.closed = True
+            atexit.unregister(self.close)
             self._exit_stages(err)
         return False
 
