@@ -19,5 +19,5 @@ fi
 if ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
-python -m pip install -q -e ".[test,docs]"   # docs: mkdocs for scripts/docs.sh and CI's site build
+python -m pip install -q -e ".[test,docs,hf,lightning]"   # docs: the site build; hf, lightning: the tracker's framework tests
 echo "$want" > "$stamp"

@@ -12,6 +12,8 @@ The Python API is one function per CLI command, named for it; the code of each s
     tc.report("runs/demo")            # runs/demo/report/index.html
     avg = tc.RunDir("runs/demo", weights="avg")  # the averaged weights (train.avg=ema), any stage
     tc.spectrum(avg); tc.replicate("runs/demo", "runs/demo-seed1")  # replicate ceiling
+    tracker = tc.Tracker("runs/mine", model, val=val_tokens, steps=2000)  # in your own loop:
+    tracker.step(step, tokens_seen=..., lr=...)  # the same trace/, no checkpoints (tokenclock.track)
 
 Importing tokenclock is cheap (numpy, pyyaml); torch, transformers and matplotlib load on first use.
 """
@@ -34,8 +36,9 @@ from tokenclock.stages.tokens.stage import tokenize
 from tokenclock.stages.trace.modes import trace_checkpoints
 from tokenclock.stages.trace.npz import export_npz, import_npz, read_losses_npz
 from tokenclock.stages.trace.stage import trace
+from tokenclock.track import Tracker
 
 __all__ = ["Config", "RunDir", "TokenclockError", "build_corpus", "demo", "export_npz", "fit",
            "fit_matrix", "fit_trajectories", "import_npz", "load_config", "read_documents",
-           "read_losses_npz", "replicate", "report", "reshape", "spectrum", "tokenize", "trace", "trace_checkpoints",
+           "read_losses_npz", "replicate", "Tracker", "report", "reshape", "spectrum", "tokenize", "trace", "trace_checkpoints",
            "train"]

@@ -154,16 +154,14 @@ class RunDir:
     def ckpt_index(self) -> Path: return self.ckpt_dir / "index.parquet"
     @property
     def train_state(self) -> Path:
-        """AdamW state of the newest checkpoint (safetensors). Runs written before 0.2 named it
-        train_state.pt (also safetensors inside); such a run keeps using its old name."""
+        """AdamW state of the newest checkpoint (safetensors; train_state.pt in runs before 0.2)."""
         legacy = self.ckpt_dir / "train_state.pt"
         return legacy if legacy.is_file() else self.ckpt_dir / "train_state.safetensors"
     @property
     def train_log(self) -> Path: return self.ckpt_dir / "train_log.parquet"
     @property
     def ckpt_staging(self) -> Path:
-        """ckpt/.zoom/: checkpoints a replay zoom wrote and has not yet matched (they move into
-        ckpt/ once the replay reaches the next checkpoint of the series bit for bit)."""
+        """ckpt/.zoom/: a replay zoom's checkpoints until the replay matches the next one bit for bit."""
         return self.ckpt_dir / ".zoom"
     def ckpt_staged(self, step: int) -> Path:
         return self.ckpt_staging / (f"step_{step:07d}" + self.suffix)
@@ -188,6 +186,9 @@ class RunDir:
     def trace_meta(self) -> Path: return self.trace_dir / "meta.json"
     @property
     def trace_weight_hashes(self) -> Path: return self.trace_dir / "weight_sha256.json"
+    @property
+    def trace_track(self) -> Path:  # the in-loop tracker's record (signature, rows done, cum lr)
+        return self.trace_dir / "track.json"
     # fit/
     @property
     def fit_dir(self) -> Path: return self.root / ("fit" + self.suffix)
@@ -252,8 +253,7 @@ class RunDir:
     def reshape_pool(self) -> "PoolDir": return PoolDir(self.root / "reshape" / "pool")
 
     def ckpt_steps(self) -> list[int]:
-        """Steps of complete checkpoints on disk (a checkpoint is complete when its folder exists;
-        folders are written under a temporary name and renamed)."""
+        """Steps of complete checkpoints on disk (folders are written under a temporary name)."""
         if not self.weights_dir.is_dir():
             return []
         steps = []

@@ -213,7 +213,7 @@ def test_identical_rows_and_step0_warning(series, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "step0, step16 give identical loss rows" in err and "step0 (step 0) has mean loss" in err
     assert read_json(RunDir(tmp_path / "r").trace_meta)["identical_rows"] == [["step0", "step16"]]
-    from tokenclock.stages.report.stage import trace_flags  # the report's headline notes
+    from tokenclock.stages.report.headline import trace_flags
 
     numbers: dict = {}
     notes = "".join(trace_flags(RunDir(tmp_path / "r"), meta, numbers))

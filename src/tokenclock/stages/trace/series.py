@@ -61,7 +61,7 @@ def text_inputs(text: str, tok, cfg: TraceConfig, seq_len: int, seed: int) -> tu
     return inputs, {"text": text, "n_docs": len(docs), "text_tokens": int(len(stream))}
 
 
-class _TableTokenizer:
+class TableTokenizer:
     """The two methods token_table uses, over a transformers tokenizer."""
 
     def __init__(self, tok):
@@ -232,7 +232,7 @@ def _trace_locked(st: Stage, cks, axis, conf, cfg: TraceConfig, skip_bad, same_m
     axis_cols = _axis_columns(good, axis)
     write_npy(run.trace_inputs, inputs.astype(np.int32))
     write_parquet(run.trace_axis, axis_cols)
-    table = token_table(_TableTokenizer(tok), inputs, None, cfg.context_tokens)
+    table = token_table(TableTokenizer(tok), inputs, None, cfg.context_tokens)
     table["train_count"] = np.full(len(table["tok_idx"]), -1, np.int64)  # no training split here
     table["unigram_loss"] = np.full(len(table["tok_idx"]), np.nan)
     write_parquet(run.trace_tokens, table)

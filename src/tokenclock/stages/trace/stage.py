@@ -88,14 +88,8 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
     mm = np.lib.format.open_memmap(partial, mode="r+") if d.main else None
     amp = trace_dtype(cfg.dtype, device)
     tokens_all = torch.from_numpy(inputs.astype(np.int64))[d.rank::d.world]
-    seq_len = inputs.shape[1] - 1
-
     def score(model) -> np.ndarray:  # (n_tok,) nats, gathered from every rank
-        model = model.to(device).eval()
-        parts = [token_losses(model, tokens_all[b:b + cfg.batch_size], amp, device).float()
-                 for b in range(0, len(tokens_all), cfg.batch_size)]
-        local = torch.cat(parts) if parts else torch.zeros((0, seq_len), device=device)
-        return dist.gather_rows(local, inputs.shape[0], d).cpu().numpy().reshape(-1)
+        return score_windows(model.to(device).eval(), tokens_all, inputs.shape[0], cfg.batch_size, amp, device, d)
 
     what = resume.changed(prog.get("versions"), resume.trace_versions()) if done and todo else []
     if what:  # rows on disk from other torch/transformers versions: one must reproduce before appending
@@ -148,6 +142,18 @@ def trace_series(out: RunDir, loaders: Sequence[tuple[dict, Callable]], inputs: 
 
     dist.run_on_main(finish)
     return read_npy(out.trace_loss, mmap=True)
+
+
+def score_windows(model, tokens_local, n_seqs: int, batch_size: int, amp, device: str, d: dist.Dist) -> np.ndarray:
+    """Per-token losses (n_seqs * seq_len,) float32 of all windows, on every rank: this rank scores
+    `tokens_local` (its windows r, r + world, ...: (n_local, seq_len + 1)) in batches of
+    `batch_size`, and the ranks' rows are gathered in window order."""
+    import torch
+
+    parts = [token_losses(model, tokens_local[b:b + batch_size], amp, device).float()
+             for b in range(0, len(tokens_local), batch_size)]
+    local = torch.cat(parts) if parts else torch.zeros((0, tokens_local.shape[1] - 1), device=device)
+    return dist.gather_rows(local, n_seqs, d).cpu().numpy().reshape(-1)
 
 
 def _open_partial(out: RunDir, sig: dict) -> tuple[list[int] | None, dict]:
