@@ -65,11 +65,20 @@ def test_window_texts_and_colours_come_from_the_artifacts(client, tables):
     names = client.get("/api/runs").json()[0]["classes"]
     assert [names[int(c)] for c in cls] == tables["fit"]["class"].iloc[:50].tolist()
     mu = f32(client.get("/api/run/0/colours?start=0&n=3000&by=learning_time"))
-    ev = tables["events"][tables["events"].a > 0].sort_values("a").groupby("tok_idx").last()
+    # each token's largest measured learning event; a token whose learning events are all censored
+    # is coloured -inf / +inf (before the first / after the last checkpoint), never from the scale
+    learn = tables["events"][tables["events"].a > 0]
+    measured = learn[learn.censored == "none"] if "censored" in learn else learn
     want = np.full(len(mu), np.nan, np.float32)
-    idx = ev.index.to_numpy()
-    keep = idx < len(mu)
-    want[idx[keep]] = ev["mu"].to_numpy()[keep]
+    for evs, fill in ((learn.sort_values("a").groupby("tok_idx").last(), "side"),
+                      (measured.sort_values("a").groupby("tok_idx").last(), "mu")):
+        idx = evs.index.to_numpy()
+        keep = idx < len(mu)
+        if fill == "mu":
+            want[idx[keep]] = evs["mu"].to_numpy()[keep]
+        else:
+            side = evs["censored"].to_numpy()[keep] if "censored" in evs else np.full(keep.sum(), "none")
+            want[idx[keep]] = np.where(side == "left", -np.inf, np.where(side == "right", np.inf, np.nan))
     np.testing.assert_allclose(mu, want, rtol=1e-6)
 
 
@@ -151,14 +160,16 @@ def test_filter_by_count_and_learning_time(client, tables, opened):
 def test_brush_lists_the_events_in_the_range(client, tables):
     ev = tables["events"]
     res = client.get("/api/run/0/events?x_min=3&x_max=30&sign=learn&sort=a&limit=10").json()
-    sel = ev[(ev.mu >= np.log(3)) & (ev.mu <= np.log(30)) & (ev.a > 0)]
+    sel = ev[(ev.mu >= np.log(3)) & (ev.mu <= np.log(30)) & (ev.a > 0)
+             & ((ev.censored == "none") if "censored" in ev else True)]
     assert res["total"] == len(sel) > 0
     assert res["sum_a"] == pytest.approx(sel.a.sum(), rel=1e-5)
     got = [r["event_a"] for r in res["rows"]]
     np.testing.assert_allclose(got, np.sort(sel.a.to_numpy())[::-1][:10], rtol=1e-6)
     assert all(r["text"] is not None and "context" in r for r in res["rows"])
     rises = client.get("/api/run/0/events?x_min=0.1&x_max=1e6&sign=rise&sort=-a").json()
-    assert rises["total"] == int((ev.a < 0).sum())
+    measured = ev.censored == "none" if "censored" in ev else np.ones(len(ev), bool)
+    assert rises["total"] == int(((ev.a < 0) & measured).sum())  # censored events only with censored=1
 
 
 def test_search_moves_to_the_next_match_and_wraps(client, tables):
