@@ -3,6 +3,7 @@ imports inside functions too), and every module says in its opening lines what i
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "tokenclock"
@@ -219,10 +220,16 @@ def _extras_of(module: str) -> list[str]:
             if any(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-") == dist for r in reqs)]
 
 
-def _dist_of(module: str) -> str | None:
+@functools.cache
+def _distributions() -> dict:
+    """importlib.metadata.packages_distributions(), read once (it scans every installed package)."""
     import importlib.metadata as md
 
-    dists = md.packages_distributions().get(module)
+    return md.packages_distributions()
+
+
+def _dist_of(module: str) -> str | None:
+    dists = _distributions().get(module)
     return dists[0].lower().replace("_", "-") if dists else None
 
 
