@@ -74,14 +74,9 @@ def _dataset_stream(ds, tokenizer, column: str) -> np.ndarray:
         if tokenizer is None:
             raise ConfigError(f"dataset column {column!r} holds text and needs the model's tokenizer",
                               "pass tokenizer=, or a column of token ids")
-        tok = hf_tokenizer(tokenizer)
-        eos = tok.eos_token_id
-        pieces = []
-        for ids in tok(list(values), add_special_tokens=False)["input_ids"]:
-            pieces.append(np.asarray(ids, np.int64))
-            if eos is not None:
-                pieces.append(np.array([eos], np.int64))
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        from tokenclock.stages.tokens.tokenizer import token_stream
+
+        return token_stream(hf_tokenizer(tokenizer), list(values))
     return np.concatenate([np.asarray(v, np.int64).reshape(-1) for v in values]) if values else np.zeros(0, np.int64)
 
 

@@ -66,6 +66,20 @@ def hf_tokenizer(tok):
                                    unk_token=None, pad_token=eos)
 
 
+def token_stream(tok, texts: list[str], batch: int = 64) -> np.ndarray:
+    """int64 stream of `texts` tokenized with a transformers tokenizer (no special tokens), each
+    text followed by the tokenizer's eos where it has one: the validation stream a series or a
+    tracker traces."""
+    eos = tok.eos_token_id
+    pieces = []
+    for i in range(0, len(texts), batch):
+        for ids in tok(list(texts[i:i + batch]), add_special_tokens=False)["input_ids"]:
+            pieces.append(np.asarray(ids, dtype=np.int64))
+            if eos is not None:
+                pieces.append(np.array([eos], dtype=np.int64))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
 def encode_docs(tok, texts: list[str], batch_docs: int = 64, progress: bool = True,
                 desc: str = "tokenize"):
     """Token stream with EOS after every document, and the start offset of each document."""

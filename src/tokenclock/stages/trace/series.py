@@ -22,6 +22,7 @@ from tokenclock.manifest import Stage
 from tokenclock.rundir import RunDir
 from tokenclock.stages.corpus.config import CorpusConfig
 from tokenclock.stages.corpus.stage import read_documents, split_documents
+from tokenclock.stages.tokens.tokenizer import token_stream
 from tokenclock.stages.trace import duplicates, suites
 from tokenclock.stages.trace.checkpoints import Checkpoint, inspect_checkpoint, locate, model_loader, n_params_of
 from tokenclock.stages.trace.config import TraceConfig
@@ -46,14 +47,7 @@ def text_inputs(text: str, tok, cfg: TraceConfig, seq_len: int, seed: int) -> tu
         docs = split_documents(read_documents(ccfg), ccfg)[1]
     else:
         docs = read_documents(CorpusConfig(sources=[text]))
-    eos = tok.eos_token_id
-    pieces = []
-    for i in range(0, len(docs), 64):
-        for ids in tok([d.text for d in docs[i:i + 64]], add_special_tokens=False)["input_ids"]:
-            pieces.append(np.asarray(ids, dtype=np.int64))
-            if eos is not None:
-                pieces.append(np.array([eos], dtype=np.int64))
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    stream = token_stream(tok, [d.text for d in docs])
     if len(stream) < seq_len + 2:
         raise InputError(f"--text {text} gives {len(stream)} tokens, fewer than one sequence of {seq_len + 1}",
                          "pass more text or a smaller --seq-len")
