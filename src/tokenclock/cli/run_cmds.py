@@ -120,7 +120,7 @@ def add_fit(sub) -> None:
     sp.add_argument("--out", help="output directory for --npz")
     sp.add_argument("--uncertainty", action="store_true", default=None,  # None: as the config says
                     help="standard errors of each learning time mu (events column mu_se)")
-    sp.add_argument("--max-events", type=int, choices=(0, 1, 2), help="most sigmoid events per token")
+    sp.add_argument("--max-events", type=int, choices=(0, 1, 2, 3), help="most sigmoid events per token")
     sp.add_argument("--weights", choices=WEIGHT_SERIES, default=RAW, help=WEIGHTS_HELP)
     common_flags(sp)
     sp.set_defaults(func=cmd_fit)

@@ -30,6 +30,7 @@ from tokenclock.study.axes import axes_summary, build_axes, final_losses, t_axis
 from tokenclock.study.chinchilla import fit_chinchilla
 from tokenclock.study.config import Study
 from tokenclock.study.plan import PlannedRun, branch_start, plan
+from tokenclock.study.regimes import check_regimes
 from tokenclock.study.report import study_report
 from tokenclock.study.shared import check_same_inputs, prepare_shared, seed_run
 
@@ -48,6 +49,7 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     t0 = time.time()
     cfg0 = st.base_config
     sig = _prepare_shared_waiting(sd, st, progress, wait_s=0 if only is None else 600)
+    regimes = check_regimes(sd.shared, st)
     if only == "prepare":
         return {"shared": sig}
     runs = _selected_runs(st, only)
@@ -57,6 +59,8 @@ def study(root: str | Path, st: Study, *, progress: bool = True, only: str | Non
     status: dict[str, dict] = {}
     manifest = {"config": {"study": dataclasses.asdict(st.study), "base": st.base}, "shared": sig,
                 "runs": status, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if regimes is not None:
+        manifest["regimes"] = regimes
     for r in runs:
         status[r.name] = rec = {"model": r.model, "seed": r.seed, "steps": r.steps,
                                 "tokens_seen": r.steps * per_step, "kind": r.kind, "parent": r.parent,

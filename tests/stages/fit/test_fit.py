@@ -100,7 +100,7 @@ def test_bad_input_errors():
     with pytest.raises(DataError, match="checkpoints"):
         fit_trajectories(Y[:1], U[:-1])
     with pytest.raises(ConfigError):
-        FitConfig(max_events=3)
+        FitConfig(max_events=4)  # 0-3 events per token
     with pytest.raises(ConfigError):
         FitConfig(w_min_frac=0.6)
 

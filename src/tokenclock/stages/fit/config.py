@@ -18,7 +18,8 @@ class FitConfig:
     """Other clocks also fitted, into RUN/fit/<axis>/; columns missing from axis.parquet are
     skipped with a warning."""
     max_events: int = 2
-    """Most sigmoid events per token: 0 (flat/linear only), 1 or 2."""
+    """Most sigmoid events per token: 0 (flat/linear only), 1, 2 or 3 (each chosen per token by
+    BIC; three events need >= 13 checkpoints and cost about twice the fit time of two)."""
     penalty: str = "bic"
     """How models of different size are weighed per token. `bic`: K ln(SSE/K) + p ln K. `bic_small_k`:
     the penalty p ln K grows by K / (K - p - 1) (the small-sample factor of AICc), so a model with
@@ -43,8 +44,8 @@ class FitConfig:
     """Midpoints may lie this fraction of the span beyond the observed u range; such an event is
     censored (fit/events.parquet column censored: left or right), its a and mu not measured."""
     loss_floor: float | None = 0.0
-    """Lowest level (nats) a fitted curve may reach anywhere in the observed range: b >= it, and
-    b plus every rise stays >= it (a cross-entropy is >= 0). null: no floor (for trajectories
+    """Lowest level (nats) a fitted curve may reach in the observed range: b >= it, and the curve
+    at every checkpoint stays >= it (a cross-entropy is >= 0). null: no floor (for trajectories
     that are not losses)."""
     a_max_noise_sds: float = 2.0
     """Slack of the amplitude bounds, in noise SDs (estimated from consecutive differences): the
@@ -105,8 +106,10 @@ class FitConfig:
         if not self.axis or not isinstance(self.axis, str):
             raise ConfigError("fit.axis must be a column name of the trace's axis.parquet", "e.g. step")
         self.extra_axes = [a for a in (self.extra_axes or []) if a != self.axis]
-        if self.max_events not in (0, 1, 2):
-            raise ConfigError(f"fit.max_events must be 0, 1 or 2, got {self.max_events}")
+        if self.max_events not in (0, 1, 2, 3):
+            raise ConfigError(f"fit.max_events must be 0, 1, 2 or 3, got {self.max_events!r}",
+                              "use 2 (the default), 3 for tokens with three stages (rise, fall back, "
+                              "drop), or 0-1 for fewer")
         if self.penalty not in ("bic", "bic_small_k"):
             raise ConfigError(f"fit.penalty must be bic or bic_small_k, got {self.penalty!r}")
         if self.loss_floor is not None and not -float("inf") < self.loss_floor < float("inf"):

@@ -15,7 +15,7 @@ import numpy as np
 from tokenclock.curves import mu_bounds, spacing_nodes, width_bounds
 from tokenclock.errors import ConfigError, DataError
 from tokenclock.stages.fit.config import FitConfig
-from tokenclock.stages.fit.models import CLASSES, MODELS, fit_block
+from tokenclock.stages.fit.models import CLASSES, MODELS, event_slots, fit_block, fitted_models
 from tokenclock.stages.fit.resolution import (
     censored,
     censored_summary,
@@ -92,11 +92,11 @@ def fit_matrix(loss_kn, u, cfg: FitConfig | None = None, progress: bool = True,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ctx = _context(u, cfg)
-    cols = ("b", "c", "n_events", "r2", "sse", "class", "model", "bic_gap", "sse_sigmoid1",
-            "sse_sigmoid2", "spread")
+    cols = ("b", "c", "n_events", "r2", "sse", "class", "model", "bic_gap", "spread",
+            *(f"sse_{m}" for m in fitted_models(cfg)[2:]))
     tok = {c: np.empty(N, dtype=np.int8 if c in ("class", "model", "n_events") else np.float64)
            for c in cols}
-    evs = {c: np.empty((N, 2), dtype=np.float64) for c in ("a", "mu", "width", "mu_se")}
+    evs = {c: np.empty((N, event_slots(cfg)), dtype=np.float64) for c in ("a", "mu", "width", "mu_se")}
     chunk = cfg.chunk_tokens
     starts = list(range(0, N, chunk))
 
@@ -213,9 +213,10 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
               seconds: float) -> FitResult:
     N = len(tok["b"])
     n_ev = tok["n_events"].astype(np.int64)
-    slot = np.arange(2)[None, :] < n_ev[:, None]              # (N, 2)
+    slots = evs["a"].shape[1]
+    slot = np.arange(slots)[None, :] < n_ev[:, None]          # (N, slots)
     tok_idx = np.arange(N, dtype=np.int64)
-    events = {"tok_idx": np.broadcast_to(tok_idx[:, None], (N, 2))[slot],
+    events = {"tok_idx": np.broadcast_to(tok_idx[:, None], (N, slots))[slot],
               "a": evs["a"][slot], "mu": evs["mu"][slot], "width": evs["width"][slot]}
     events["resolved"] = resolved(u, events["mu"], events["width"])
     events["censored"] = censored(u, events["mu"], cfg.early_margin, cfg.late_margin)
@@ -227,13 +228,16 @@ def _assemble(tok: dict, evs: dict, u: np.ndarray, cfg: FitConfig, axis: str,
               "sse": tok["sse"], "class": classes[tok["class"]], "model": models[tok["model"]],
               "bic_gap": tok["bic_gap"], "sse_sigmoid1": tok["sse_sigmoid1"],
               "sse_sigmoid2": tok["sse_sigmoid2"], "spread": tok["spread"]}
+    if "sse_sigmoid3" in tok:
+        tokens["sse_sigmoid3"] = tok["sse_sigmoid3"]
+    models_fitted = fitted_models(cfg)
     counts = np.bincount(tok["class"], minlength=len(CLASSES))
     mcounts = np.bincount(tok["model"], minlength=len(MODELS))
     summary = {
         "n_tok": int(N), "n_ckpt": int(len(u)), "axis": axis,
         "u_min": float(u[0]), "u_max": float(u[-1]),
         "class_share": {c: float(counts[i] / max(N, 1)) for i, c in enumerate(CLASSES)},
-        "model_share": {m: float(mcounts[i] / max(N, 1)) for i, m in enumerate(MODELS)},
+        "model_share": {m: float(mcounts[i] / max(N, 1)) for i, m in enumerate(models_fitted)},
         "median_r2": float(np.nanmedian(tok["r2"])) if N else float("nan"),
         "sigmoid_share": float((tok["model"] >= 2).mean()) if N else 0.0,
         "events_per_token": float(n_ev.mean()) if N else 0.0,

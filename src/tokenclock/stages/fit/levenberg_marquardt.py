@@ -35,6 +35,10 @@ class Bounds:
     """The first observed u (a rise, a < 0, is lowest there: the level floor of TokenBounds)."""
     u_last: float | None = None
     """The last observed u (with u_first: the change an event makes over the observed range)."""
+    u_obs: torch.Tensor | None = None
+    """(K,) every observed u: the level floor holds the curve at each of them. None: the floor is
+    kept where every rise is largest and no drop counts (at u_first; stricter than the loss, as it
+    forbids a rise larger than the final level)."""
 
     def lo_hi(self, n_events: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inf = float("inf")
@@ -64,9 +68,11 @@ class Bounds:
             a = a * (tb.change_max.to(p)[:, None] / seen.clamp_min(1e-30)).clamp_max(1)
             p[:, 1::3] = a
             if tb.b_min is not None:
-                # the curve is lowest where every rise (a < 0) is largest: at the first u, since
-                # s((mu - u) / w) falls along u; drops (a > 0) only lift it
-                low = (a.clamp_max(0) * s0).sum(1)
+                if self.u_obs is not None:  # the curve's lowest point over the checkpoints
+                    z = (mu[:, :, None] - self.u_obs.to(p)[None, None, :]) / w[:, :, None]
+                    low = (a[:, :, None] * logistic(z)).sum(1).min(1).values
+                else:  # every rise (a < 0) at its largest (the first u), no drop counted
+                    low = (a.clamp_max(0) * s0).sum(1)
                 p[:, 0] = torch.maximum(p[:, 0], tb.b_min.to(p) - low)
         return p
 

@@ -3,11 +3,13 @@ I/O): every model fitted, one chosen per token by BIC, results mapped back to na
 
 Models per token (chosen by BIC = K ln(SSE/K) + p ln K): `flat` (b), `linear` (b + c (u - u_max);
 the `c` column, 0 for other models),
-`sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events). `bic_gap` = min BIC of flat/linear
+`sigmoid1` (b + a s((mu - u)/w)), `sigmoid2` (two events) and, with fit.max_events 3,
+`sigmoid3` (three events: a token that rises, falls back and then drops, as the synthetic
+control's value tokens do). `bic_gap` = min BIC of flat/linear
 minus min BIC of the sigmoid models: > 0 means a sigmoid is preferred, by that many BIC units.
 
 Physical bounds (token_bounds; off with fit.loss_floor null and fit.a_max_noise_sds inf): every
-fitted level in the observed range stays >= fit.loss_floor (b, b plus every rise, and the linear
+fitted level in the observed range stays >= fit.loss_floor (b, the curve at every checkpoint, and the linear
 model's line: a line that leaves the floor is no candidate), one event's change between the first
 and last checkpoint is at most the trajectory's range plus noise, and |a| at most the highest
 loss minus the floor plus noise. Events with a midpoint outside (or within the early / late
@@ -42,9 +44,19 @@ from tokenclock.stages.fit.outliers import excluded_models
 
 CLASSES = ("learned", "rise-then-fall", "forgotten", "flat", "early", "late", "irregular")
 """The token classes, in the order every table, figure and legend lists them (the one list)."""
-MODELS = ("flat", "linear", "sigmoid1", "sigmoid2")
-_N_PARAMS = (1, 2, 4, 7)
-_SWAP = [0, 4, 5, 6, 1, 2, 3]  # sigmoid2 parameters with the two events exchanged
+MODELS = ("flat", "linear", "sigmoid1", "sigmoid2", "sigmoid3")
+_N_PARAMS = (1, 2, 4, 7, 10)
+MIN_POINTS_EVENTS = {2: 9, 3: 13}  # checkpoints a model of 2 or 3 events needs (K > 8, K > 12)
+
+
+def event_slots(cfg: FitConfig) -> int:
+    """Event columns per token in a block's results: 2, or 3 with fit.max_events 3."""
+    return max(2, cfg.max_events)
+
+
+def fitted_models(cfg: FitConfig) -> tuple[str, ...]:
+    """The models whose shares a fit reports: sigmoid3 only when fit.max_events allows it."""
+    return MODELS if cfg.max_events >= 3 else MODELS[:4]
 
 
 def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[str, np.ndarray]:
@@ -67,7 +79,7 @@ def fit_block(Y: np.ndarray, u: np.ndarray, cfg: FitConfig, ctx: dict) -> dict[s
     names, S, best, gap = _choose_by_bic(sse, ys.shape[1], dev, excluded, cfg.penalty)
     b, n_events, ev = _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg)
     sse_std = S.gather(1, best[:, None])[:, 0]
-    res = _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap)
+    res = _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap, fitted_models(cfg))
     res = {k: v.cpu().numpy() for k, v in res.items()}
     res.update({f"ev_{k}": v.cpu().numpy() for k, v in ev.items()})
     res["class"] = classify(res, ctx["u_min"], ctx["u_max"], cfg)
@@ -140,7 +152,7 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict, tb=None):
         fl = [None, None] if ctx.get("floor") is None else [
             torch.as_tensor(v, dtype=ut.dtype, device=ut.device) for v in ctx["floor"]]
         ctx["bounds"] = lm.Bounds(lo, hi, *ctx["w_bounds"], floor_nodes=fl[0], floor_values=fl[1],
-                                  u_first=ctx["u_min"], u_last=ctx["u_max"])
+                                  u_first=ctx["u_min"], u_last=ctx["u_max"], u_obs=ut)
     gb, bounds = ctx["gb"], ctx["bounds"]
     K = ys.shape[1]
     sst = (ys * ys).sum(1)                                   # = K unless the row is constant
@@ -154,7 +166,7 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict, tb=None):
         p1 = lm.grid_one(ys, gb, cap)
         params["sigmoid1"], sse["sigmoid1"], jtj["sigmoid1"] = lm.levenberg_marquardt(
             ys, ut, p1, bounds, cfg.lm_iters, tb=tb)
-    if cfg.max_events >= 2 and K > 8:
+    if cfg.max_events >= 2 and K >= MIN_POINTS_EVENTS[2]:
         # two starting points: the second event fitted on the residual of the first, and the
         # best pair of a coarse grid (finds two-step curves the residual route misses)
         p2 = lm.grid_two(ys, ut, params["sigmoid1"], gb, cap)
@@ -170,20 +182,46 @@ def _fit_models(ys, ut, cfg: FitConfig, ctx: dict, tb=None):
             p2 = _feasible_start(ys, ut, p2, params["sigmoid1"], bounds, tb)
         p2, s2, j2 = lm.levenberg_marquardt(ys, ut, p2, bounds, cfg.lm_iters, tb=tb)
         params["sigmoid2"], sse["sigmoid2"], jtj["sigmoid2"] = p2, s2, j2
+    if cfg.max_events >= 3 and K >= MIN_POINTS_EVENTS[3]:
+        p3 = _third_event_start(ys, ut, params["sigmoid1"], params["sigmoid2"], gb, ctx["pb"], cap)
+        if tb is not None:
+            p3 = _feasible_start(ys, ut, p3, params["sigmoid2"], bounds, tb)
+        params["sigmoid3"], sse["sigmoid3"], jtj["sigmoid3"] = lm.levenberg_marquardt(
+            ys, ut, p3, bounds, cfg.lm_iters, tb=tb)
     return sse, params, jtj, slope
 
 
-def _feasible_start(ys, ut, p2, p1, bounds, tb):
-    """The two-event start within the tokens' bounds: p2 projected, unless the one-event fit p1
-    with a second event of a = 0 (feasible, p1's SSE) is closer, so that a start the bounds
-    clamp far from the data cannot leave the two-event model worse than the one-event one."""
+def _third_event_start(ys, ut, p1, p2, gb, pb, cap):
+    """The three-event start (C, 10), the better of: the two-event fit plus the best single event
+    on its residual, and the one-event fit plus the best pair of events on its residual (a rise
+    and a fall that the two-event fit merged)."""
     import torch
 
     from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
 
-    lo, hi = bounds.lo_hi(2, p2)
+    def on_residual(p, add):
+        r = ys - lm.evaluate(p, ut, jac=False)[0]
+        off = r.mean(1, keepdim=True)
+        q = add(r - off)
+        return torch.cat([p[:, :1] + off + q[:, :1], p[:, 1:], q[:, 1:]], 1)
+
+    starts = [on_residual(p2, lambda r: lm.grid_one(r, gb, cap)),
+              on_residual(p1, lambda r: lm.grid_pair(r, pb)[0])]
+    sse = [((ys - lm.evaluate(p, ut, jac=False)[0]) ** 2).sum(1) for p in starts]
+    return torch.where((sse[1] < sse[0])[:, None], starts[1], starts[0])
+
+
+def _feasible_start(ys, ut, p2, p1, bounds, tb):
+    """The n-event start p2 within the tokens' bounds: projected, unless the (n-1)-event fit p1
+    with an n-th event of a = 0 (feasible, p1's SSE) is closer, so that a start the bounds clamp
+    far from the data cannot leave the n-event model worse than the (n-1)-event one."""
+    import torch
+
+    from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
+
+    lo, hi = bounds.lo_hi((p2.shape[1] - 1) // 3, p2)
     p2 = bounds.project(p2, lo, hi, tb)
-    p0 = torch.cat([p1, torch.zeros_like(p1[:, :1]), p2[:, 5:7]], 1)
+    p0 = torch.cat([p1, torch.zeros_like(p1[:, :1]), p2[:, -2:]], 1)
     sse2 = ((ys - lm.evaluate(p2, ut, jac=False)[0]) ** 2).sum(1)
     sse0 = ((ys - lm.evaluate(p0, ut, jac=False)[0]) ** 2).sum(1)
     return torch.where((sse0 < sse2)[:, None], p0, p2)
@@ -221,14 +259,14 @@ def _choose_by_bic(sse: dict, K: int, dev, excluded: dict | None = None, penalty
 
 
 def _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg: FitConfig):
-    """Each token's final level b (nats), its number of events and its event slots (C, 2) a, mu,
-    width, mu_se from its chosen model (unused slots NaN; two events ordered by midpoint)."""
+    """Each token's final level b (nats), its number of events and its event slots (C, slots) a,
+    mu, width, mu_se from its chosen model (unused slots NaN; events ordered by midpoint)."""
     import torch
 
     from tokenclock.stages.fit import levenberg_marquardt as lm  # lazy: imports torch
 
     C, K, dev = len(m), ut.shape[0], m.device
-    ev = {k: torch.full((C, 2), float("nan"), dtype=torch.float64, device=dev)
+    ev = {k: torch.full((C, event_slots(cfg)), float("nan"), dtype=torch.float64, device=dev)
           for k in ("a", "mu", "width", "mu_se")}
     b = m.clone()                                            # flat: the mean
     b = torch.where(best == 1, m + sd * (slope.double() * (ut[-1] - ut.mean()).double()), b)
@@ -238,14 +276,11 @@ def _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg: FitCon
             continue
         sel = best == mi
         p = params[name].double()
-        ne = 1 if name == "sigmoid1" else 2
-        if ne == 2:  # order the two events by midpoint
-            swap = p[:, 5] < p[:, 2]
-            p = torch.where(swap[:, None], p[:, _SWAP], p)
+        ne = int(name[-1])
+        order = _by_midpoint(p)
+        p = p.gather(1, order)
         if cfg.uncertainty:
-            se = lm.parameter_se(jtj[name].double(), sse[name].double(), K)
-            if ne == 2:
-                se = torch.where(swap[:, None], se[:, _SWAP], se)
+            se = lm.parameter_se(jtj[name].double(), sse[name].double(), K).gather(1, order)
         level = m + sd * p[:, 0]
         if cfg.loss_floor is not None:  # the LM kept b at the floor in float32: no rounding below
             level = level.clamp_min(cfg.loss_floor)
@@ -260,7 +295,17 @@ def _chosen_in_nats(names, best, params, jtj, sse, m, sd, slope, ut, cfg: FitCon
     return b, n_events, ev
 
 
-def _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap) -> dict:
+def _by_midpoint(p):
+    """(C, P) gather index that orders each token's events by midpoint (b first; stable)."""
+    import torch
+
+    n = (p.shape[1] - 1) // 3
+    rank = torch.argsort(p[:, 2::3], dim=1, stable=True)                      # (C, n)
+    cols = 1 + 3 * rank[:, :, None] + torch.arange(3, device=p.device)         # (C, n, 3)
+    return torch.cat([torch.zeros_like(rank[:, :1]), cols.reshape(len(p), 3 * n)], 1)
+
+
+def _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap, models) -> dict:
     """The per-token columns of fit/tokens.parquet (tensors): b, c, n_events, r2, sse (nats²),
     model code, bic_gap, spread and each sigmoid model's own SSE."""
     import torch
@@ -277,7 +322,7 @@ def _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap) -
     c = torch.where(best == names.index("linear"), sd * slope.double(), torch.zeros_like(b))
     res = {"b": b, "c": c, "n_events": n_events, "r2": r2, "sse": sse_std * sd2,
            "model": model_codes[best], "bic_gap": gap, "spread": spread}
-    for name in ("sigmoid1", "sigmoid2"):
+    for name in models[2:]:
         res[f"sse_{name}"] = (sse[name].double() * sd2 if name in sse
                               else torch.full((C,), float("nan"), dtype=torch.float64, device=dev))
     return res
@@ -286,7 +331,7 @@ def _token_columns(Yd, sd, sse_std, sse, slope, names, best, b, n_events, gap) -
 def classify(r: dict[str, np.ndarray], u_min: float, u_max: float, cfg: FitConfig) -> np.ndarray:
     """Class codes (index into CLASSES) by the rules in the module docstring; vectorized."""
     span = u_max - u_min
-    a = np.nan_to_num(r["ev_a"], nan=0.0)                    # (C, 2)
+    a = np.nan_to_num(r["ev_a"], nan=0.0)                    # (C, slots)
     mu = r["ev_mu"]
     n = r["n_events"]
     absa = np.abs(a)
@@ -307,7 +352,7 @@ def classify(r: dict[str, np.ndarray], u_min: float, u_max: float, cfg: FitConfi
     steady = np.abs(np.nan_to_num(r["c"])) * span >= cfg.min_drop_nats  # linear in ln x, no step
     cls[steady] = CLASSES.index("irregular")
     finite = np.isfinite(r["b"]) & np.isfinite(r["sse"]) & np.isfinite(r["r2"])
-    finite &= np.where(n[:, None] > np.arange(2)[None, :],
+    finite &= np.where(n[:, None] > np.arange(a.shape[1])[None, :],
                        np.isfinite(r["ev_a"]) & np.isfinite(r["ev_mu"]) & np.isfinite(r["ev_width"]),
                        True).all(1)
     irregular = ~finite | ((r["r2"] < cfg.min_r2) & (r["spread"] >= cfg.irregular_spread_nats))

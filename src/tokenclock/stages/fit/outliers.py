@@ -27,7 +27,7 @@ def excluded_models(params: dict, ut, bounds, cfg: FitConfig) -> dict:
         mask = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
         for j in range((p.shape[1] - 1) // 3):
             mask |= edge_step(p[:, 2 + 3 * j], p[:, 3 + 3 * j], ut, cfg.edge_share)
-        if name == "sigmoid2" and cfg.excursion_spacings:
+        if name != "sigmoid1" and cfg.excursion_spacings:
             mask |= excursion(p, bounds, cfg)
         out[name] = mask
     return out
@@ -46,11 +46,16 @@ def edge_step(mu, w, ut, share: float):
     return (total > 0) & (edge > share * total)
 
 
-def excursion(p2, bounds, cfg: FitConfig):
-    """(C,) True where the two events of p2 (C, 7) are a rise and a fall whose midpoints lie
-    within cfg.excursion_spacings local spacings (at their mean midpoint) of each other."""
+def excursion(p, bounds, cfg: FitConfig):
+    """(C,) True where two of the events of p (C, 1 + 3 n) are a rise and a fall whose midpoints
+    lie within cfg.excursion_spacings local spacings (at their mean midpoint) of each other."""
     from tokenclock.stages.fit.levenberg_marquardt import interp  # lazy: imports torch
 
-    a1, mu1, a2, mu2 = p2[:, 1], p2[:, 2], p2[:, 4], p2[:, 5]
-    gap = interp((mu1 + mu2) / 2, bounds.floor_nodes, bounds.floor_values) / cfg.w_min_spacing
-    return (a1 * a2 < 0) & ((mu2 - mu1).abs() < cfg.excursion_spacings * gap)
+    n = (p.shape[1] - 1) // 3
+    out = p.new_zeros(p.shape[0], dtype=bool)
+    for i in range(n):
+        for j in range(i + 1, n):
+            a1, mu1, a2, mu2 = p[:, 1 + 3 * i], p[:, 2 + 3 * i], p[:, 1 + 3 * j], p[:, 2 + 3 * j]
+            gap = interp((mu1 + mu2) / 2, bounds.floor_nodes, bounds.floor_values) / cfg.w_min_spacing
+            out |= (a1 * a2 < 0) & ((mu2 - mu1).abs() < cfg.excursion_spacings * gap)
+    return out

@@ -258,7 +258,12 @@ class ModelConfig:
 # -280k, -700k, -1.2m and -1.9m sit between the others so that 100k, 170k, 280k, 500k, 700k, 1.2m,
 # 1.9m and 4m are spaced evenly in ln(params) (ratio 1.55-1.67: study-cpu's M axis); llama-3.8m,
 # -14m and -27m do the same for 1m, 1.9m, 3.8m, 8m, 14m, 27m, 50m, 100m (ratio 1.86-1.99: study-gpu).
+# llama-7k to llama-60k are below the capacity of a few thousand planted facts (study-synthetic).
 PRESETS: dict[str, tuple[int, int, int, int, int]] = {
+    "llama-7k": (16, 2, 2, 2, 48),
+    "llama-15k": (24, 2, 2, 2, 72),
+    "llama-27k": (32, 2, 2, 2, 96),
+    "llama-60k": (48, 2, 4, 4, 144),
     "llama-100k": (64, 2, 4, 4, 192),
     "llama-170k": (64, 3, 4, 4, 224),
     "llama-250k": (80, 3, 4, 4, 224),
