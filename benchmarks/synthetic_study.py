@@ -41,7 +41,7 @@ GOAL_SPEARMAN = -0.9
 GOAL_R2 = 0.9
 GOAL_RATIO = 0.95
 QUICK = ["study.models=[llama-7k,llama-15k,llama-27k,llama-60k]", "study.budgets_steps=[12,18,27,40]",
-         "study.axis_fit_rules=[two_events]", "study.bootstrap=0", "corpus.max_chars=240000",
+         "study.axis_fit_rules=[two_events]", "study.bootstrap=0", "corpus.max_chars=300000", "tokens.vocab_size=2048",
          "train.batch_size=4", "train.seq_len=32", "train.warmup_steps=4", "train.ckpt_per_decade=4",
          "train.val_seqs=4", "trace.n_seqs=48", "corpus.val_fraction=0.1"]
 R2_KEYS = ("reconstruction_r2", "reconstruction_r2_heldout", "reconstruction_r2_loo", "replicate_ceiling_r2",

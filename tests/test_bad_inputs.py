@@ -149,6 +149,16 @@ def case_fit_loss_floor_nan(tmp):
     return ["fit", str(_traced_run(tmp)), "--set", "fit.loss_floor=nan"], 3, "fit.loss_floor must be a finite number or null"
 
 
+def case_fit_max_events(tmp):
+    return ["fit", str(_traced_run(tmp)), "--set", "fit.max_events=4"], 3, "fit.max_events must be 0, 1, 2 or 3"
+
+
+def case_study_synthetic_corpus_too_small(tmp):
+    sets = ["corpus.max_chars=300000", "tokens.vocab_size=2048", "trace.n_seqs=16", "corpus.val_fraction=0.1"]
+    return (["study", "study-synthetic", "--out", str(tmp / "s"), "--quiet", *_sets(sets)], 7,
+            "epochs of it")
+
+
 def case_fit_without_trace(tmp):
     (tmp / "r").mkdir()
     return ["fit", str(tmp / "r")], 6, "tokenclock trace"

@@ -19,7 +19,7 @@ Importing tokenclock is cheap (numpy, pyyaml); torch, transformers and matplotli
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from tokenclock.config import Config, load_config
 from tokenclock.errors import TokenclockError

@@ -75,7 +75,7 @@ def check_regimes(shared: RunDir, st: Study) -> dict | None:
         warnings.append(f"every fact is seen more than once at the smallest budget (the rarest "
                         f"{out['rarest_fact_seen_at_smallest_budget']:.1f} times at {budgets[0]:,} steps): the D "
                         "axis misses the regime where facts are unseen; add smaller budgets")
-    if capacity[models[0]] >= bits:
+    if bits and capacity[models[0]] >= bits:  # bits 0: no fact seen once, which the D warning names
         warnings.append(f"no model is capacity-limited: the smallest, {models[0]}, holds ~{capacity[models[0]]:,.0f} "
                         f"bits at {BITS_PER_PARAM:g} bits per parameter, the facts hold {bits:,.0f}; the M axis misses "
                         "that regime: add smaller models (llama-7k, llama-15k) or more facts")
