@@ -19,7 +19,7 @@ finals), each beside its goal and its bound:
 - the share of the learnable value tokens classified learned;
 - the reconstruction R^2 of -dL/dln D and -dL/dln M in-sample, held out (every other point; each
   point left out) and the replicate ceiling of the two seeds (goal: held-out >= 0.9, or >= 0.95 x
-  the ceiling where that is lower);
+  the ceiling where that is lower and positive; c>0 counts the axes whose seeds agree at all);
 
 then every axis. Writes OUT/synthetic_study.json. `--quick` runs a seconds-long grid for tests
 (its figures mean nothing).
@@ -122,11 +122,13 @@ def _median(rows: list[dict], key: str):
 
 
 def meets(r: dict, key: str) -> bool | None:
-    """The reconstruction goal on one axis: R^2 >= 0.9, or >= 0.95 x the replicate ceiling."""
+    """The reconstruction goal on one axis: R^2 >= 0.9, or >= 0.95 x the replicate ceiling where
+    that ceiling is positive (a ceiling <= 0: the seeds' measured curves do not agree at all, and
+    no score can be judged against it)."""
     v, ceil = r.get(key), r.get("replicate_ceiling_r2")
     if v is None:
         return None
-    return v >= GOAL_R2 or (ceil is not None and v >= GOAL_RATIO * ceil)
+    return v >= GOAL_R2 or (ceil is not None and ceil > 0 and v >= GOAL_RATIO * ceil)
 
 
 def summarize(scores: dict) -> dict:
@@ -145,6 +147,7 @@ def summarize(scores: dict) -> dict:
                 "axes_meeting_spearman": sum(1 for r in rs if (r["spearman_mu_vs_count"] or 0) <= GOAL_SPEARMAN),
                 "share_learned_mean": _mean(rs, "share_learned"),
                 **{f"{k}_mean": _mean(rs, k) for k in R2_KEYS},
+                "axes_with_positive_ceiling": sum(1 for r in rs if (r.get("replicate_ceiling_r2") or 0) > 0),
                 "axes_meeting_heldout": sum(1 for r in rs if meets(r, "reconstruction_r2_heldout")),
                 "axes_meeting_loo": sum(1 for r in rs if meets(r, "reconstruction_r2_loo"))}
     return out
@@ -156,7 +159,7 @@ def _c(v, fmt: str = ".3f", width: int = 8) -> str:
 
 def format_scores(scores: dict, summary: dict) -> str:
     lines = [f"  {'axes':<8}{'Sp(mu,c)':>9}{'ceiling':>9}{'meet':>6}{'learned':>9}"
-             f"{'R2 in':>8}{'held':>8}{'LOO':>8}{'repl.':>8}{'held/c':>8}{'meet':>6}",
+             f"{'R2 in':>8}{'held':>8}{'LOO':>8}{'repl.':>8}{'held/c':>8}{'meet':>6}{'c>0':>5}",
              f"  {'':<8}{'<=-0.9':>9}{'model-free':>9}{'':>6}{'share':>9}{'':>8}{'out':>8}{'':>8}"
              f"{'ceiling':>8}{'':>8}{'h/LOO':>6}"]
     for key, s in summary.items():
@@ -166,7 +169,7 @@ def format_scores(scores: dict, summary: dict) -> str:
                      f"{_c(s['reconstruction_r2_mean'])}{_c(s['reconstruction_r2_heldout_mean'])}"
                      f"{_c(s['reconstruction_r2_loo_mean'])}{_c(s['replicate_ceiling_r2_mean'])}"
                      f"{_c(s['heldout_ratio_to_ceiling_mean'])}"
-                     f"{s['axes_meeting_heldout']:>3}/{s['axes_meeting_loo']:<2}")
+                     f"{s['axes_meeting_heldout']:>3}/{s['axes_meeting_loo']:<2}{s['axes_with_positive_ceiling']:>4}")
     t = scores.get("T")
     if t:
         lines.append(f"  T ({t['run']}): Spearman(mu, count) {_c(t['spearman_mu_vs_count'], width=0)} "

@@ -58,7 +58,7 @@ function tail(s, n) { return s.length > n ? "…" + s.slice(s.length - n + 1) : 
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const CLASS_COLOURS = {"learned": "#2b8cbe", "rise-then-fall": "#fdae61", "forgotten": "#d7191c", "flat": "#bdbdbd",
   "early": "#80cdc1", "late": "#8073ac", "irregular": "#f1b6da"};
-const EVENT_COLOURS = ["#eeeeee", "#9ecae1", "#3182bd"];
+const EVENT_COLOURS = ["#eeeeee", "#9ecae1", "#3182bd", "#08306b"];  // 0-3 events (3 with fit.max_events: 3)
 // a learning time outside the checkpoints (censored, or past the range): hatched, never a colour of the ramp
 const BEFORE = "repeating-linear-gradient(135deg,#444 0 2px,#ddd 2px 5px)";
 const AFTER = "repeating-linear-gradient(45deg,#c51b7d 0 2px,#fde0ef 2px 5px)";
@@ -79,7 +79,7 @@ function scaleOf(by) {
 function colourOf(by, v) {  // a CSS background
   if (v === null || Number.isNaN(v)) return "transparent";
   if (by === "class") return CLASS_COLOURS[run().classes[v]] || "#999";
-  if (by === "n_events") return EVENT_COLOURS[Math.min(2, v)];
+  if (by === "n_events") return EVENT_COLOURS[Math.min(EVENT_COLOURS.length - 1, v)];
   const s = scaleOf(by);
   if (s.past && v < s.lo - 1e-6) return BEFORE;
   if (s.past && v > s.hi + 1e-6) return AFTER;
