@@ -72,5 +72,6 @@ def test_benchmark_quick_scores_every_axis(tmp_path, capsys):
         assert {r["axis"] for r in rows.values()} == {"D", "M"}
         for r in rows.values():
             assert 0 <= r["share_learned"] <= 1 and r["learnable_value_tokens"] > 0
-    assert result["regimes"]["capacity_limited_models"] and result["T"]["learned_value_tokens"] >= 0
+    assert set(result["regimes"]["capacity_bits"]) == {"llama-7k", "llama-15k", "llama-27k", "llama-60k"}
+    assert result["T"]["learnable_value_tokens"] == result["learnable_value_tokens"]
     assert "Sp(mu,c)" in capsys.readouterr().out
