@@ -33,7 +33,7 @@ def add_study(sub) -> None:
                         "Chinchilla baseline, study report",
                         description="Train (or resume) every run of a study config, build the D and M "
                         "axes from their final per-token losses, fit and reconstruct along T, D and M.")
-    sp.add_argument("config", help="study YAML (study: + base: sections) or preset (study-tiny, study-cpu, study-gpu)")
+    sp.add_argument("config", help="study YAML (study: + base: sections) or preset (study-tiny, study-cpu, study-gpu, study-synthetic)")
     sp.add_argument("--out", required=True, help="study directory")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override, e.g. --set study.seeds=[0,1] or --set train.threads=1 (base config)")
