@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tokenclock.testing import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 # The user docs; results/ records are left out: they quote the commands of their day verbatim.
 DOC_FILES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -199,10 +201,7 @@ def test_yaml_config_block_loads(where, body, tmp_path):
 
 
 def _docs_hooks():
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "docs_hooks.py")
 
 
 def test_every_config_key_has_a_docstring_and_a_row():

@@ -1,9 +1,13 @@
 """Helpers for tests and examples: a small real-English corpus written from Python's own
-documentation topics (shipped with every CPython), so no test needs the network.
+documentation topics (shipped with every CPython), so no test needs the network, and the import of
+a script (a benchmark, a docs hook) by its path.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 
 def write_sample_texts(folder: str | Path, min_chars: int = 500) -> Path:
@@ -18,3 +22,16 @@ def write_sample_texts(folder: str | Path, min_chars: int = 500) -> Path:
         if len(text) > min_chars:
             (folder / f"{name}.txt").write_text(text)
     return folder
+
+
+def load_script(path: str | Path) -> ModuleType:
+    """Import the Python file at `path` (a script outside the package: benchmarks/*.py,
+    scripts/*.py) as a module named after it, its folder importable first (a benchmark imports its
+    siblings, e.g. benchmarks/_common.py)."""
+    path = Path(path)
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

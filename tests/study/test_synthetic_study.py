@@ -1,9 +1,7 @@
 """The synthetic study (study-synthetic on the planted corpus synthetic:facts): the regime checks
 that run before any training, and benchmarks/synthetic_study.py end to end (slow)."""
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from tokenclock.errors import DataError
 from tokenclock.study.config import load_study
 from tokenclock.study.stage import study
+from tokenclock.testing import load_script
 
 SMALL = ["corpus.max_chars=300000", "tokens.vocab_size=2048", "trace.n_seqs=16", "corpus.val_fraction=0.1",
          "study.budgets_steps=[8,12,18,27]", "train.warmup_steps=4"]
@@ -51,20 +50,10 @@ def test_a_corpus_too_small_for_the_largest_budget_is_refused(tmp_path):
     assert not (tmp_path / "s" / "runs").exists()  # nothing trained
 
 
-def _benchmark():
-    bench = Path(__file__).parents[2] / "benchmarks"
-    if str(bench) not in sys.path:
-        sys.path.append(str(bench))
-    spec = importlib.util.spec_from_file_location("synthetic_study", bench / "synthetic_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TOKENCLOCK_SLOW") != "1", reason="set TOKENCLOCK_SLOW=1 (a 4 x 4 x 2 study, ~2 min)")
 def test_benchmark_quick_scores_every_axis(tmp_path, capsys):
-    module = _benchmark()
+    module = load_script(Path(__file__).parents[2] / "benchmarks" / "synthetic_study.py")
     assert module.main(["--quick", "--out", str(tmp_path / "q")]) == 0
     result = json.loads((tmp_path / "q" / "synthetic_study.json").read_text())
     assert set(result["summary"]) == {"D_raw", "M_raw", "D_avg", "M_avg"}

@@ -3,10 +3,8 @@ its difficulty is planted as documented (Zipf counts), the `synthetic:NAME` sour
 --synthetic, the unknown name, and the planted truth of a tiny traced run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from tokenclock.stages.corpus import synthetic as S
 from tokenclock.stages.corpus.config import CorpusConfig
 from tokenclock.stages.corpus.sources import fingerprint, missing_sources
 from tokenclock.stages.corpus.stage import build_corpus, read_documents
+from tokenclock.testing import load_script
 
 
 def test_facts_are_deterministic_from_the_seed():
@@ -107,13 +106,7 @@ def control(tmp_path_factory):
 
 def _benchmark():
     """The module benchmarks/synthetic_control.py (with its sibling _common importable)."""
-    bench = Path(__file__).parents[3] / "benchmarks"
-    if str(bench) not in sys.path:
-        sys.path.append(str(bench))
-    spec = importlib.util.spec_from_file_location("synthetic_control", bench / "synthetic_control.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).parents[3] / "benchmarks" / "synthetic_control.py")
 
 
 def test_benchmark_quick_mode_writes_its_figures_and_resumes(control, capsys):

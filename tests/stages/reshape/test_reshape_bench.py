@@ -2,7 +2,6 @@
 two seed SDs) and a --quick run that writes results.json and the report, redrawn by --report-only."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tokenclock.testing import load_script
+
 
 def _benchmark():
-    path = Path(__file__).parents[3] / "benchmarks" / "reshape_bench.py"
-    spec = importlib.util.spec_from_file_location("reshape_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).parents[3] / "benchmarks" / "reshape_bench.py")
 
 
 def test_protocol_arithmetic():

@@ -1,8 +1,6 @@
 """The annealing term shared by every token (stages/spectrum/anneal.py) and the benchmark that puts
 it beside the per-token events (benchmarks/anneal_term.py)."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from tokenclock.artifacts import read_npy
 from tokenclock.errors import DataError
 from tokenclock.rundir import RunDir
 from tokenclock.stages.spectrum.anneal import fit_mean_law, lr_per_update, schedule_areas
+from tokenclock.testing import load_script
 
 COSINE = {"schedule": "cosine", "lr_peak": 3e-3, "steps": 1000, "warmup_steps": 50, "lr_min_ratio": 0.1}
 
@@ -44,12 +43,7 @@ def test_the_mean_law_recovers_a_planted_annealing_drop():
 
 
 def test_benchmark_puts_the_shared_term_beside_the_plain_fit(tiny_run, tmp_path, capsys):
-    bench = Path(__file__).parents[3] / "benchmarks"
-    if str(bench) not in sys.path:
-        sys.path.append(str(bench))
-    spec = importlib.util.spec_from_file_location("anneal_term", bench / "anneal_term.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(Path(__file__).parents[3] / "benchmarks" / "anneal_term.py")
     loss = RunDir(tiny_run).trace_loss
     before = read_npy(loss).copy()
     assert module.main(["--run", str(tiny_run), "--weights", "raw", "--out", str(tmp_path / "a"),
