@@ -75,6 +75,7 @@ def one_series(run, out: Path, sets: list[str]) -> dict:
     from tokenclock.stages.spectrum.config import SpectrumConfig
     from tokenclock.stages.spectrum.reconstruct import measured_derivative
     from tokenclock.stages.spectrum.stage import spectrum, warmup_end
+    from tokenclock.study.plan import branch_start
 
     over = parse_overrides(sets)
     unknown = set(over) - {"fit", "spectrum"}
@@ -113,8 +114,8 @@ def one_series(run, out: Path, sets: list[str]) -> dict:
     gap = float(np.max(np.abs(np.asarray(ca["dldu_measured"]) + term - meas)))
     held = ~heldin
     last_decade = steps >= steps.max() / 10
-    decay_start = int(train["steps"]) - max(1, int(round(float(train.get("decay_fraction", 0.2)) * int(train["steps"])))) \
-        if train.get("schedule") == "wsd" else int(train.get("warmup_steps") or 0)
+    decay_start = (branch_start(int(train["steps"]), float(train.get("decay_fraction", 0.2)))
+                   if train.get("schedule") == "wsd" else int(train.get("warmup_steps") or 0))
     late = steps >= decay_start + (steps.max() - decay_start) / 2
     rows = {"plain": (np.asarray(cp["dldu_reconstructed"]), np.asarray(cp["dldu_heldout"])),
             "shared_term": (np.asarray(ca["dldu_reconstructed"]) + term, np.asarray(ca["dldu_heldout"]) + term)}

@@ -14,10 +14,12 @@ token's loss is C S2(t), the same for every token: subtracting it leaves what th
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tokenclock.errors import DataError
-from tokenclock.stages.train.schedule import lr_at
+from tokenclock.stages.train.config import TrainConfig
 
 ANNEAL_MOMENTA = (0.0, 0.9, 0.99, 0.999)
 """Momenta of the annealing area tried per run (Tissue et al. use 0.999 on long runs)."""
@@ -25,13 +27,11 @@ ANNEAL_MOMENTA = (0.0, 0.9, 0.99, 0.999)
 
 def lr_per_update(train: dict, last_step: int) -> np.ndarray:
     """The learning rate of every update 0 .. last_step - 1 of a run with train config `train`
-    (the `train` section as a dict: schedule, lr_peak, steps, warmup_steps, lr_min_ratio,
-    decay_fraction)."""
-    kw = {"schedule": train.get("schedule", "cosine"), "lr_peak": float(train["lr_peak"]),
-          "total_steps": int(train["steps"]), "warmup_steps": int(train.get("warmup_steps") or 0),
-          "lr_min_ratio": float(train.get("lr_min_ratio", 0.1)),
-          "decay_fraction": float(train.get("decay_fraction", 0.2))}
-    return np.array([lr_at(s, **kw) for s in range(int(last_step))], np.float64)
+    (the `train` section as a dict, as a run's manifest records it; missing keys take their
+    defaults), by the trainer's own schedule (TrainConfig.lr)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    tc = TrainConfig(**{k: v for k, v in train.items() if k in names})
+    return np.array([tc.lr(s) for s in range(int(last_step))], np.float64)
 
 
 def schedule_areas(lrs: np.ndarray, steps: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
